@@ -1,0 +1,86 @@
+# make help lists the targets. Every target bootstraps .venv from pyproject.toml first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON3 ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+# training: make train NPROC=4 [STEPS=..] [DATA=..] [OUT=..] [ARGS="..."]
+NPROC ?= 2
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+MAX_RESTARTS ?= 0
+OUT ?= checkpoints
+STEPS ?=
+DATA ?=
+ARGS ?=
+# Threads per rank: the cores shared among this machine's ranks (at least 1), unless set by the user.
+CORES := $(shell nproc 2>/dev/null || echo 1)
+OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
+export OMP_NUM_THREADS
+
+TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
+ifeq ($(NNODES),1)
+RDZV = --standalone
+else
+RDZV = --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --rdzv-backend=c10d \
+       --rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT) --rdzv-id=shakespeare-gpt
+endif
+
+# export and generation
+CKPT ?= $(OUT)/model.pt
+MODEL ?= $(OUT)/model.pt
+PROMPT ?= ROMEO:
+TOKENS ?= 200
+TEMPERATURE ?= 0.8
+TOP_K ?=
+SEED ?=
+# benchmarks
+NPROCS ?= 1,2,4
+BENCH_OUT ?= bench/results.json
+
+.PHONY: help install train test export generate cpp-generate bench bench-micro plot clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	rm -f $(VENV)/.installed-*
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU)
+
+train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT=
+	@WORLD_SIZE=$$(( $(NPROC) * $(NNODES) )) $(PY) -m trainer --dry-run $(TRAIN_FLAGS)
+	$(VENV)/bin/torchrun $(RDZV) --nproc-per-node=$(NPROC) --max-restarts=$(MAX_RESTARTS) -m trainer $(TRAIN_FLAGS)
+
+test: $(STAMP) ## run the test suite (real model, real gloo, real torchrun)
+	$(PY) -m pytest -q tests
+
+export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
+	$(PY) -m export $(CKPT)
+
+generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
+	@$(PY) -m export.generate $(MODEL) --prompt "$(PROMPT)" --tokens $(TOKENS) --temperature $(TEMPERATURE) \
+		$(if $(TOP_K),--top-k $(TOP_K)) $(if $(SEED),--seed $(SEED))
+
+cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=checkpoints/model.ts
+	@$(PY) -m export.cpp $(if $(filter %.ts,$(MODEL)),$(MODEL),$(OUT)/model.ts) --prompt "$(PROMPT)" --tokens $(TOKENS)
+
+bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
+	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
+
+bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
+	$(PY) -m pytest -q bench/micro
+
+plot: $(STAMP) ## draw OUT/loss.png from OUT/metrics.jsonl
+	$(PY) -m trainer.plot $(OUT)
+
+clean: ## remove build outputs (keeps .venv, data and checkpoints)
+	rm -rf build bench/micro/.benchmarks .pytest_cache

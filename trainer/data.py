@@ -1,0 +1,122 @@
+"""The corpus: where it comes from, its character vocabulary, and batches drawn by (seed, step).
+
+Every batch is a pure function of (seed, step, purpose), so all ranks draw the same global
+batch and each takes its own slice: the run is the same whatever the world size, and a
+resumed run needs no data position beyond the step number.
+"""
+
+import hashlib
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer.atomic import atomic_write
+from trainer.errors import UsageError
+
+DEFAULT_PATH = Path("data/tinyshakespeare.txt")
+URL = os.environ.get(
+    "TINYSHAKESPEARE_URL",
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+)
+SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TRAIN_FRACTION = 0.9
+
+
+def resolve_corpus(path: str | None, download: bool = True) -> Path:
+    """--data PATH, else data/tinyshakespeare.txt, else download it there."""
+    if path:
+        if not Path(path).is_file():
+            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data (DATA= for make)")
+        return Path(path)
+    if DEFAULT_PATH.is_file() or not download:
+        return DEFAULT_PATH
+    _download(DEFAULT_PATH)
+    return DEFAULT_PATH
+
+
+def _download(dest: Path) -> None:
+    try:
+        with urllib.request.urlopen(URL, timeout=30) as response:
+            payload = response.read()
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(
+            f"cannot download Tiny Shakespeare ({reason}): put the file at {DEFAULT_PATH} or pass --data PATH"
+        ) from None
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != SHA256:
+        raise UsageError(
+            f"downloaded corpus has SHA-256 {digest[:12]}..., expected {SHA256[:12]}...: "
+            f"put the genuine file at {DEFAULT_PATH} or pass --data PATH"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, lambda f: f.write(payload))
+
+
+@dataclass
+class Corpus:
+    vocab: str  # the sorted unique characters; index = token id
+    train: torch.Tensor  # int64 token ids, first 90%
+    val: torch.Tensor  # int64 token ids, last 10%
+    n_chars: int
+
+    def encode(self, text: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.vocab)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: use only characters of the corpus")
+        return [index[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+def load_corpus(path: Path, block_size: int) -> Corpus:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read corpus {path} ({exc.strerror}): check the path and its permissions") from None
+    if not raw:
+        raise UsageError(f"corpus {path} is empty: pass a UTF-8 text with --data")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): convert it to UTF-8 or pass another --data") from None
+    vocab = "".join(sorted(set(text)))
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+    split = int(TRAIN_FRACTION * len(ids))
+    train, val = ids[:split], ids[split:]
+    # A window needs block_size inputs plus one target; the validation split must hold one.
+    needed = block_size + 1
+    if len(val) < needed:
+        raise UsageError(
+            f"corpus {path} is too short: {len(text)} characters leave {len(val)} for validation, "
+            f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters or a smaller --block-size"
+        )
+    return Corpus(vocab=vocab, train=train, val=val, n_chars=len(text))
+
+
+def stream_seed(seed: int, purpose: str, step: int, index: int = 0) -> int:
+    """A 63-bit seed for one draw, distinct for every (seed, purpose, step, index)."""
+    key = f"{seed}:{purpose}:{step}:{index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def get_batch(
+    data: torch.Tensor, seed: int, purpose: str, step: int, global_batch: int,
+    block_size: int, rank: int, world_size: int, index: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's slice (global_batch / world_size windows) of the global batch of (seed, step).
+
+    Windows are gathered by one tensor index, not a Python loop.
+    """
+    generator = torch.Generator().manual_seed(stream_seed(seed, purpose, step, index))
+    starts = torch.randint(len(data) - block_size, (global_batch,), generator=generator)
+    per_rank = global_batch // world_size
+    starts = starts[rank * per_rank:(rank + 1) * per_rank]
+    windows = data[starts[:, None] + torch.arange(block_size + 1)]
+    return windows[:, :-1], windows[:, 1:]

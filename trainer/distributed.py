@@ -1,0 +1,97 @@
+"""The process group: who this rank is, how many threads it gets, and the few collectives the trainer uses.
+
+torchrun supplies RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; a plain `python -m trainer`
+has none of them and runs as a world of one without a process group.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from trainer.errors import UsageError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    @classmethod
+    def from_environ(cls) -> "DistEnv":
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", 1))
+        return cls(
+            rank=int(env.get("RANK", 0)),
+            world_size=world,
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
+        )
+
+
+def threads_per_rank(env: DistEnv) -> int:
+    """OMP_NUM_THREADS if the user set it, else this machine's cores shared among its local ranks."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // env.local_world_size)
+
+
+def check_world_size(global_batch: int, world_size: int) -> None:
+    if global_batch % world_size:
+        raise UsageError(
+            f"the global batch of {global_batch} windows does not split evenly over {world_size} processes: "
+            f"use a process count that divides {global_batch} (NPROC=1, 2, 4 ...) or another --batch-size"
+        )
+
+
+def init(env: DistEnv) -> None:
+    """Join the gloo process group when launched by torchrun (a world of one included)."""
+    torch.set_num_threads(threads_per_rank(env))
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(minutes=5))
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Sum a few scalars over all ranks in one collective (identity without a process group)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def agree_on_error(env: DistEnv, error: str | None) -> None:
+    """Raise the first rank's error on every rank, so all stop together with exit status 2."""
+    if dist.is_initialized():
+        errors = [None] * env.world_size
+        dist.all_gather_object(errors, error)
+        error = next((e for e in errors if e), None)
+    if error:
+        raise UsageError(error)
+
+
+def broadcast_from_main(env: DistEnv, obj):
+    """Rank 0's object on every rank (only rank 0 holds the files on a multi-node run)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

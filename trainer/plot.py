@@ -1,0 +1,63 @@
+"""loss.png from metrics.jsonl: train and val loss by step, with the course's landmarks.
+
+    python -m trainer.plot [OUT]     (make plot OUT=checkpoints)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from model import uniform_loss  # noqa: E402
+from trainer.atomic import atomic_write  # noqa: E402
+from trainer.errors import EXIT_USAGE, UsageError  # noqa: E402
+from trainer.metrics import read_metrics  # noqa: E402
+
+COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
+
+
+def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Path:
+    if not Path(metrics_path).is_file():
+        raise UsageError(f"{metrics_path} does not exist: train first (make train) or pass the run's --out directory")
+    try:
+        steps, evals = read_metrics(metrics_path)
+    except (json.JSONDecodeError, KeyError):
+        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: pass the run's --out directory") from None
+    if not evals:
+        raise UsageError(f"{metrics_path} has no evaluation yet: plot after the first evaluation")
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    if steps:
+        ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="0.8", lw=0.6, label="batch loss")
+    ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
+    ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val loss")
+    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1, label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
+    ax.axhline(COURSE_TARGET, ls=":", color="tab:green", lw=1, label=f"course target {COURSE_TARGET}")
+    last = evals[-1]
+    ax.set_title(f"step {last['step']}: train {last['train_loss']:.4f}, val {last['val_loss']:.4f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    ax.set_ylim(bottom=min(1.0, min(r["train_loss"] for r in evals) - 0.1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+    return Path(png_path)
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "checkpoints")
+    try:
+        print(plot_metrics(out / "metrics.jsonl", out / "loss.png"))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

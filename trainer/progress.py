@@ -1,0 +1,34 @@
+"""What rank 0 shows while training: a tqdm bar on a terminal, plain lines anywhere else.
+
+Plain mode writes no carriage returns or escape codes, so logs in CI and files stay clean.
+"""
+
+import sys
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, enabled: bool, mode: str, total: int, initial: int):
+        use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
+        self.enabled = enabled
+        self.bar = None
+        if enabled and use_bar:
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout)
+
+    def update(self, loss: float) -> None:
+        if self.bar:
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def print(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()

@@ -1,0 +1,299 @@
+"""The training loop: DDP over gloo, one global batch split across ranks, Adam, periodic evaluation.
+
+Read top to bottom: `run` prepares everything, `Trainer.train` loops over steps, and each
+step is `_run_batch`; `_evaluate`, `_save_snapshot` and `_load_snapshot` do the rest.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
+from trainer import checkpoint, distributed
+from trainer.config import TrainConfig
+from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
+from trainer.distributed import DistEnv
+from trainer.errors import UsageError
+from trainer.metrics import MetricsLog
+from trainer.progress import Progress
+from trainer.schedule import lr_at
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, snapshot: dict | None):
+        self.cfg, self.env, self.corpus = cfg, env, corpus
+        self.out = Path(cfg.out)
+        self.snapshot_path = self.out / "model.pt"
+        self.model_config = model_config(cfg, corpus)
+        torch.manual_seed(cfg.seed)  # the initial weights
+        self.raw_model = GPT(self.model_config)
+        self.optimizer = make_optimizer(self.raw_model, cfg)
+        self.step = 0
+        self.last_losses: dict = {}
+        if snapshot is not None:
+            self._load_snapshot(snapshot)
+        # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
+        self.model = self.raw_model
+        if env.world_size > 1:
+            self.model = DDP(self.raw_model, gradient_as_bucket_view=True, broadcast_buffers=False)
+        self.stop_signal = 0
+        self.train_time = 0.0  # seconds spent in training steps, evaluation excluded
+
+    # -- one optimiser step ---------------------------------------------------------------
+
+    def _run_batch(self, step: int) -> tuple[float, bool]:
+        """One step on this rank's slice of the global batch. Returns (global loss, stop requested)."""
+        cfg, env = self.cfg, self.env
+        x, y = get_batch(self.corpus.train, cfg.seed, "train", step, cfg.batch_size,
+                         cfg.block_size, env.rank, env.world_size)
+        # Dropout masks depend only on (seed, step, rank): a resumed run draws the same ones.
+        torch.manual_seed(stream_seed(cfg.seed, "dropout", step, env.rank))
+        lr = self._lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = next_token_loss(self.model(x), y)
+        loss.backward()  # DDP all-reduces (averages) the gradients here
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        # One small collective gives every rank the global loss and any rank's stop request.
+        loss_sum, stops = distributed.all_reduce_sum([loss.item(), float(self.stop_signal > 0)])
+        return loss_sum / env.world_size, stops > 0
+
+    def _lr(self, step: int) -> float:
+        cfg = self.cfg
+        return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
+
+    # -- evaluation, sampling, snapshots --------------------------------------------------------
+
+    @torch.inference_mode()
+    def _evaluate(self, step: int) -> dict:
+        """Mean loss over eval_iters global batches per split, each batch split across ranks."""
+        cfg, env = self.cfg, self.env
+        self.raw_model.eval()
+        sums = []
+        for split, data in (("train", self.corpus.train), ("val", self.corpus.val)):
+            total = 0.0
+            for i in range(cfg.eval_iters):
+                x, y = get_batch(data, cfg.seed, f"eval-{split}", step, cfg.batch_size,
+                                 cfg.block_size, env.rank, env.world_size, index=i)
+                total += next_token_loss(self.raw_model(x), y).item()
+            sums.append(total)
+        self.raw_model.train()
+        train_sum, val_sum = distributed.all_reduce_sum(sums)
+        scale = cfg.eval_iters * env.world_size
+        return {"train": train_sum / scale, "val": val_sum / scale}
+
+    def _sample(self) -> str:
+        cfg = self.cfg
+        self.raw_model.eval()
+        ids = generate(self.raw_model, self.corpus.encode(cfg.sample_prompt), cfg.sample_tokens,
+                       cfg.block_size, temperature=0.8, top_k=None,
+                       generator=torch.Generator().manual_seed(cfg.seed))
+        self.raw_model.train()
+        return self.corpus.decode(ids)
+
+    def _save_snapshot(self) -> None:
+        """Rank 0 only. A failed write (full disk) leaves the previous snapshot in place."""
+        snapshot = {
+            "model": self.raw_model.state_dict(),
+            "model_config": self.model_config.to_dict(),
+            "vocab": self.corpus.vocab,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "train_config": self.cfg.to_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "losses": self.last_losses,
+            "world_size": self.env.world_size,
+            "run_id": os.environ.get("TORCHELASTIC_RUN_ID", ""),
+        }
+        try:
+            checkpoint.save(self.snapshot_path, snapshot)
+        except OSError as exc:
+            print(f"warning: could not write {self.snapshot_path} ({exc.strerror}); "
+                  "the previous snapshot is kept", flush=True)
+
+    def _load_snapshot(self, snapshot: dict) -> None:
+        self.raw_model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        torch.set_rng_state(snapshot["rng"]["torch"])
+        self.step = snapshot["step"]
+        self.last_losses = snapshot.get("losses", {})
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> int:
+        """Train to cfg.steps. Returns the process exit status (128 + signal when stopped early)."""
+        cfg, env = self.cfg, self.env
+        main = env.is_main
+        metrics = MetricsLog(self.out, self.step if self.step else None, cfg.tensorboard) if main else None
+        progress = Progress(main, cfg.progress, cfg.steps, self.step)
+        progress.print(self._banner())
+        self._install_signal_handlers()
+        window_steps, window_time = 0, 0.0
+        start = time.perf_counter()
+        while self.step < cfg.steps:
+            step = self.step + 1
+            t0 = time.perf_counter()
+            loss, stop = self._run_batch(step)
+            elapsed = time.perf_counter() - t0
+            self.train_time += elapsed
+            window_steps, window_time = window_steps + 1, window_time + elapsed
+            self.step = step
+            if main:
+                metrics.step(step, loss, self._lr(step))
+                progress.update(loss)
+            is_eval = step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
+            if is_eval:
+                self.last_losses = self._evaluate(step)
+                speed = window_steps / window_time
+                window_steps, window_time = 0, 0.0
+                if main:
+                    metrics.evaluation({
+                        "step": step, "train_loss": round(self.last_losses["train"], 6),
+                        "val_loss": round(self.last_losses["val"], 6), "steps_per_s": round(speed, 3),
+                        "elapsed_s": round(time.perf_counter() - start, 2), "world_size": env.world_size,
+                    })
+                    progress.print(f"step {step} | train loss: {self.last_losses['train']:.4f} | "
+                                   f"val loss: {self.last_losses['val']:.4f} | {speed:.2f} steps/s")
+                    if cfg.sample_tokens:
+                        progress.print("  sample: " + self._sample().replace("\n", " / "))
+            snapshot_due = step % cfg.save_every == 0 if cfg.save_every else is_eval
+            if main and (snapshot_due or stop or step == cfg.steps):
+                self._save_snapshot()
+            if stop:
+                progress.close()
+                if main:
+                    metrics.close()
+                    print(f"stopped at step {step}: snapshot saved to {self.snapshot_path}; "
+                          f"continue with --resume", flush=True)
+                return 128 + (self.stop_signal or signal.SIGTERM)
+        progress.close()
+        if main:
+            metrics.close()
+            wall = time.perf_counter() - start
+            print(f"done: {cfg.steps} steps in {wall:.0f} s ({self.train_time:.0f} s training), "
+                  f"snapshot {self.snapshot_path}", flush=True)
+        return 0
+
+    def _banner(self) -> str:
+        cfg, env = self.cfg, self.env
+        where = f"resuming at step {self.step}" if self.step else "from scratch"
+        return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
+                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
+                f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
+                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule})")
+
+    def _install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM finish the current step, snapshot, and stop every rank together."""
+
+        def request_stop(signum, frame):
+            if self.stop_signal:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+
+def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
+    return GPTConfig(vocab_size=len(corpus.vocab), block_size=cfg.block_size, n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (embeddings included), none on biases and norms.
+
+    With weight_decay 0 (the course recipe) this is exactly Adam.
+    """
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def check_out_dir(out: Path) -> None:
+    """Fail before training, not at the first snapshot, when --out cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): choose a writable directory with --out (OUT= for make)") from None
+
+
+def resume_path(cfg: TrainConfig) -> Path | None:
+    """--resume [CKPT], or, after torchrun restarted the workers, this run's own last snapshot."""
+    if cfg.resume is not None:
+        return Path(cfg.resume or Path(cfg.out) / "model.pt")
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    path = Path(cfg.out) / "model.pt"
+    if restarted and path.is_file():
+        return path
+    return None
+
+
+def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
+    """Every check that can fail on bad input, agreed by all ranks so they stop together."""
+    error = None
+    snapshot = None
+    corpus = None
+    try:
+        distributed.check_world_size(cfg.batch_size, env.world_size)
+        # Only one process per machine may download the corpus; the others wait for it.
+        if env.local_rank == 0:
+            resolve_corpus(cfg.data, download=True)
+    except UsageError as exc:
+        error = str(exc)
+    distributed.agree_on_error(env, error)
+    try:
+        corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
+        if env.is_main:
+            check_out_dir(Path(cfg.out))
+            path = resume_path(cfg)
+            if path is not None:
+                snapshot = checkpoint.load(path)
+                checkpoint.check_compatible(snapshot, path, model_config(cfg, corpus), corpus.vocab)
+                if cfg.resume is None and snapshot.get("run_id") != os.environ.get("TORCHELASTIC_RUN_ID"):
+                    snapshot = None  # a snapshot of an earlier run, not of this restarted one
+    except UsageError as exc:
+        error = str(exc)
+    distributed.agree_on_error(env, error)
+    return corpus, distributed.broadcast_from_main(env, snapshot)
+
+
+def run(cfg: TrainConfig) -> int:
+    env = DistEnv.from_environ()
+    if cfg.dry_run:
+        # `make train` runs this before torchrun starts (with WORLD_SIZE set), so bad input is
+        # one line from one process, and the corpus is downloaded once, not by every worker.
+        prepare(cfg, env)
+        return 0
+    distributed.init(env)
+    try:
+        corpus, snapshot = prepare(cfg, env)
+        trainer = Trainer(cfg, env, corpus, snapshot)
+        status = trainer.train()
+        if status == 0 and env.is_main:
+            finish_run(trainer)
+        return status
+    finally:
+        distributed.shutdown()
+
+
+def finish_run(trainer: Trainer) -> None:
+    """Rank 0, after the last step: the loss picture and (unless --no-export) the exports."""
+    from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
+    from trainer.plot import plot_metrics  # only at the end
+
+    written = [plot_metrics(trainer.out / "metrics.jsonl", trainer.out / "loss.png")]
+    if trainer.cfg.export:
+        written += export_checkpoint(trainer.snapshot_path)
+    print("wrote " + ", ".join(str(p) for p in written), flush=True)
+
