@@ -39,7 +39,7 @@ class Trainer:
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         self.model = self.raw_model
         if env.world_size > 1:
-            self.model = DDP(self.raw_model, gradient_as_bucket_view=True, broadcast_buffers=False)
+            self.model = DDP(self.raw_model, gradient_as_bucket_view=True)
         self.stop_signal = 0
         self.train_time = 0.0  # seconds spent in training steps, evaluation excluded
 

@@ -1,0 +1,63 @@
+"""Shared fixtures: the corpus, subprocess helpers, and one short trained run reused by many tests."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_CANDIDATES = [ROOT / "data" / "tinyshakespeare.txt", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def corpus_file() -> Path:
+    for path in [Path(os.environ["DATA"])] if os.environ.get("DATA") else CORPUS_CANDIDATES:
+        if path.is_file():
+            return path
+    raise FileNotFoundError("tests need Tiny Shakespeare: put it at data/tinyshakespeare.txt or set DATA=PATH")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    return corpus_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run(cmd: list[str], timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+# Small and quick, but the real model: 4 eval batches, no samples, no exports unless asked.
+QUICK = ["--eval-iters", "2", "--sample-tokens", "0", "--no-export"]
+
+
+def trainer_cmd(nproc: int | None, *args) -> list[str]:
+    """python -m trainer, or torchrun --standalone --nproc-per-node=N -m trainer."""
+    if nproc is None:
+        return [sys.executable, "-m", "trainer", *map(str, args)]
+    return [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer", *map(str, args)]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, corpus) -> Path:
+    """One 60-step single-process run with exports: its --out directory."""
+    out = tmp_path_factory.mktemp("trained")
+    result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
+                             "--eval-iters", 2, "--sample-tokens", 40), timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out
