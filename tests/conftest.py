@@ -1,5 +1,6 @@
 """Shared fixtures: the corpus, subprocess helpers, and one short trained run reused by many tests."""
 
+import json
 import os
 import socket
 import subprocess
@@ -55,9 +56,34 @@ def trainer_cmd(nproc: int | None, *args) -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, corpus) -> Path:
-    """One 60-step single-process run with exports: its --out directory."""
+    """One 60-step single-process run with exports: its --out directory, its stdout in train.log."""
     out = tmp_path_factory.mktemp("trained")
     result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
                              "--eval-iters", 2, "--sample-tokens", 40), timeout=600)
     assert result.returncode == 0, result.stderr
+    (out / "train.log").write_text(result.stdout + result.stderr)
     return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def step_losses(out: Path) -> dict[int, float]:
+    """step -> global batch loss, from a run's metrics.jsonl."""
+    return {r["step"]: r["loss"] for r in read_jsonl(Path(out) / "metrics.jsonl") if "loss" in r}
+
+
+def eval_records(out: Path) -> list[dict]:
+    return [r for r in read_jsonl(Path(out) / "metrics.jsonl") if "val_loss" in r]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit status 2, one line on stderr starting 'error:', no traceback, naming the problem."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]

@@ -11,14 +11,6 @@ from dataclasses import asdict, dataclass, fields
 
 from trainer.errors import UsageError
 
-RECIPES = {
-    "tuned": dict(lr=2e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100,
-                  beta2=0.99, weight_decay=0.1, grad_clip=1.0, dropout=0.0),
-    "course": dict(lr=3e-4, min_lr=3e-4, schedule="constant", warmup_steps=0,
-                   beta2=0.999, weight_decay=0.0, grad_clip=0.0, dropout=0.0),
-}
-
-
 @dataclass
 class TrainConfig:
     # data and files
@@ -47,7 +39,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     weight_decay: float = 0.1
-    grad_clip: float = 0.0
+    grad_clip: float = 1.0
     # what a run shows and leaves behind
     sample_tokens: int = 120
     sample_prompt: str = "ROMEO:"
@@ -64,6 +56,24 @@ class TrainConfig:
         return self.save_every or self.eval_every
 
 
+# The values a recipe sets: `tuned` is the defaults above, `course` the chapter's plain Adam.
+COURSE_RECIPE = dict(lr=3e-4, min_lr=3e-4, schedule="constant", warmup_steps=0,
+                     beta2=0.999, weight_decay=0.0, grad_clip=0.0, dropout=0.0)
+RECIPES = {
+    "tuned": {key: getattr(TrainConfig, key) for key in COURSE_RECIPE},
+    "course": COURSE_RECIPE,
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (recipe values say their own defaults)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own prints usage and a second line
         raise UsageError(f"{message} (see python -m trainer --help)")
@@ -71,11 +81,15 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
+
+    def by_recipe(text: str, key: str) -> str:
+        return f"{text} (tuned: {RECIPES['tuned'][key]}, course: {RECIPES['course'][key]})"
+
     p = _Parser(
         prog="python -m trainer",
         description="Train the character-level Shakespeare GPT, on one process or under "
         "torchrun (torchrun --standalone --nproc-per-node=N -m trainer ...).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("data and files")
     g.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
@@ -94,18 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-layer", type=int, default=d.n_layer)
     g.add_argument("--n-head", type=int, default=d.n_head)
     g.add_argument("--n-embd", type=int, default=d.n_embd)
-    g.add_argument("--dropout", type=float, help="dropout on residual branches and embeddings")
+    g.add_argument("--dropout", type=float, help=by_recipe("dropout on residual branches and embeddings", "dropout"))
     g = p.add_argument_group("optimiser (defaults from --recipe)")
     g.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
                    help="tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    g.add_argument("--schedule", choices=["cosine", "constant"], help="learning-rate schedule")
-    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
+    g.add_argument("--lr", type=float, help=by_recipe("peak learning rate", "lr"))
+    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay", "min_lr"))
+    g.add_argument("--schedule", choices=["cosine", "constant"], help=by_recipe("learning-rate schedule", "schedule"))
+    g.add_argument("--warmup-steps", type=int, help=by_recipe("linear warm-up steps", "warmup_steps"))
     g.add_argument("--beta1", type=float, default=d.beta1)
-    g.add_argument("--beta2", type=float)
-    g.add_argument("--weight-decay", type=float, help="decoupled weight decay on matrices only")
-    g.add_argument("--grad-clip", type=float, help="clip the gradient norm; 0 = off")
+    g.add_argument("--beta2", type=float, help=by_recipe("Adam beta2", "beta2"))
+    g.add_argument("--weight-decay", type=float, help=by_recipe("decoupled weight decay on matrices only", "weight_decay"))
+    g.add_argument("--grad-clip", type=float, help=by_recipe("clip the gradient norm; 0 = off", "grad_clip"))
     g = p.add_argument_group("output")
     g.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
                    help="characters sampled at each evaluation; 0 = no sample")

@@ -74,7 +74,8 @@ class Corpus:
         return "".join(self.vocab[i] for i in ids)
 
 
-def load_corpus(path: Path, block_size: int) -> Corpus:
+def load_corpus(path: str | Path, block_size: int) -> Corpus:
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -1,0 +1,163 @@
+"""Faults: kill and resume, SIGTERM, torchrun elastic restarts, damaged snapshots, two nodes on loopback."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import (QUICK, ROOT, assert_one_line_error, child_env, eval_records, free_port, run,
+                            step_losses, trainer_cmd)
+from trainer import checkpoint
+
+STEPS = 12
+RUN = ["--steps", STEPS, "--eval-every", 6, *QUICK]
+
+
+def start(cmd: list, **env) -> subprocess.Popen:
+    return subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=child_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """Block until metrics.jsonl records `step` (or later); returns the last recorded step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        losses = step_losses(out) if (out / "metrics.jsonl").exists() else {}
+        if losses and max(losses) >= step:
+            return max(losses)
+        time.sleep(0.02)
+    raise TimeoutError(f"step {step} not reached")
+
+
+def assert_same_run(out: Path, reference: Path, tol: float) -> None:
+    ours, theirs = step_losses(out), step_losses(reference)
+    assert sorted(ours) == sorted(theirs) == list(range(1, STEPS + 1))
+    for step in theirs:
+        assert abs(ours[step] - theirs[step]) <= tol, (step, ours[step], theirs[step])
+    final, expected = eval_records(out)[-1], eval_records(reference)[-1]
+    assert final["step"] == expected["step"] == STEPS
+    assert abs(final["val_loss"] - expected["val_loss"]) <= tol
+    assert abs(final["train_loss"] - expected["train_loss"]) <= tol
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus):
+    """Uninterrupted runs: single process with dropout 0 and 0.1, and NPROC=2 with dropout 0."""
+    runs = {}
+    for name, nproc, dropout in (("single", None, 0), ("dropout", None, 0.1), ("nproc2", 2, 0)):
+        out = tmp_path_factory.mktemp(f"reference-{name}")
+        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--dropout", dropout, *RUN))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = out
+    return runs
+
+
+@pytest.mark.parametrize("dropout", [0, 0.1])
+def test_sigkill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path, corpus, reference, dropout):
+    kill_at = random.randint(2, STEPS - 2)
+    proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dropout", dropout, "--save-every", 3, *RUN))
+    wait_for_step(tmp_path, kill_at, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = checkpoint.load(tmp_path / "model.pt")["step"]
+    assert 1 <= saved < STEPS
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dropout", dropout, "--resume", *RUN))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming at step {saved}" in result.stdout
+    assert_same_run(tmp_path, reference["dropout" if dropout else "single"], tol=1e-6)
+
+
+def test_sigterm_snapshots_and_exits_within_10s_and_resumes_at_another_world_size(tmp_path, corpus, reference):
+    proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--save-every", 100, *RUN))
+    wait_for_step(tmp_path, 3, proc)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=10)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode in (0, 143)
+    last = max(step_losses(tmp_path))
+    assert checkpoint.load(tmp_path / "model.pt")["step"] == last < STEPS
+    assert f"stopped at step {last}" in stdout
+    # The snapshot was taken by one process; two processes continue it (the global batch is the same).
+    result = run(trainer_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(tmp_path, reference["single"], tol=1e-4)
+
+
+def worker_pids(launcher_pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == launcher_pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_sigkill_of_one_worker_under_max_restarts_completes_the_same_run(tmp_path, corpus, reference):
+    cmd = trainer_cmd(2, "--data", corpus, "--out", tmp_path, "--save-every", 3, *RUN)
+    cmd.insert(cmd.index("--standalone"), "--max-restarts=3")
+    proc = start(cmd)
+    wait_for_step(tmp_path, random.randint(4, STEPS - 3), proc)
+    victims = worker_pids(proc.pid)
+    assert len(victims) == 2
+    os.kill(random.choice(victims), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "resuming at step" in stdout  # the restarted workers found the snapshot by themselves
+    assert_same_run(tmp_path, reference["nproc2"], tol=1e-6)
+
+
+def test_truncated_snapshot_is_a_clear_error_and_is_left_alone(tmp_path, corpus, trained_run):
+    damaged = tmp_path / "model.pt"
+    whole = (trained_run / "model.pt").read_bytes()
+    damaged.write_bytes(whole[: len(whole) // 2])
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
+    assert_one_line_error(result, str(damaged), "corrupt or truncated")
+    assert damaged.read_bytes() == whole[: len(whole) // 2]
+
+
+def test_snapshot_of_another_model_shape_is_a_clear_error(tmp_path, corpus, trained_run):
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--n-layer", 2,
+                             "--resume", trained_run / "model.pt", *RUN))
+    assert_one_line_error(result, "n_layer=4", "n_layer=2", "--n-layer 4")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_failed_write_leaves_the_previous_snapshot_loadable(tmp_path, trained_run):
+    path = tmp_path / "model.pt"
+    shutil.copy(trained_run / "model.pt", path)
+    before = path.read_bytes()
+
+    def disk_full(f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        checkpoint.atomic_write(path, disk_full)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+    assert checkpoint.load(path)["step"] == 60
+    assert isinstance(torch.load(path, weights_only=True)["model"], dict)
+
+
+def test_two_torchrun_nodes_on_loopback_equal_one_node_with_two_processes(tmp_path, corpus, reference):
+    port = free_port()
+    flags = " ".join(str(a) for a in RUN)
+    nodes = [start(["make", "--no-print-directory", "train", "NNODES=2", f"NODE_RANK={rank}", "NPROC=1",
+                    "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={port}", f"DATA={corpus}", f"OUT={tmp_path}",
+                    f"ARGS={flags}"]) for rank in (0, 1)]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+    assert eval_records(tmp_path)[-1]["world_size"] == 2
+    assert_same_run(tmp_path, reference["nproc2"], tol=1e-6)

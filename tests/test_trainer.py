@@ -1,0 +1,79 @@
+"""The model and the DDP trainer: parameter count, first loss, DDP gradients, world-size invariance, reload."""
+
+import math
+import sys
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, count_parameters, next_token_loss
+from tests.conftest import QUICK, ROOT, eval_records, run, step_losses, trainer_cmd
+from trainer import checkpoint
+from trainer.config import TrainConfig
+from trainer.data import get_batch, load_corpus
+from trainer.distributed import DistEnv
+from trainer.train import Trainer
+
+
+def test_parameter_count_is_the_courses():
+    assert count_parameters(GPT(GPTConfig())) == 824_897
+
+
+def test_first_loss_is_near_ln_65(corpus):
+    data = load_corpus(corpus, 128)
+    assert len(data.vocab) == 65
+    torch.manual_seed(0)
+    model = GPT(GPTConfig())
+    x, y = get_batch(data.train, 0, "train", 1, 32, 128, rank=0, world_size=1)
+    assert abs(next_token_loss(model(x), y).item() - math.log(65)) < 0.15
+
+
+def test_batches_are_one_global_sample_sliced_by_rank(corpus):
+    data = load_corpus(corpus, 128).train
+    whole_x, whole_y = get_batch(data, 5, "train", 7, 32, 128, rank=0, world_size=1)
+    parts = [get_batch(data, 5, "train", 7, 32, 128, rank=r, world_size=4) for r in range(4)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole_x)
+    assert torch.equal(torch.cat([p[1] for p in parts]), whole_y)
+    assert torch.equal(whole_x[:, 1:], whole_y[:, :-1])  # targets are the inputs shifted by one
+    other_x, _ = get_batch(data, 5, "train", 8, 32, 128, rank=0, world_size=1)
+    assert not torch.equal(other_x, whole_x)
+
+
+def test_ddp_gradient_at_nproc_2_equals_single_process_gradient(corpus):
+    result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                  str(ROOT / "tests" / "ddp_gradient_check.py"), str(corpus)], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    diffs = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
+    assert len(diffs) == 2, result.stdout  # both ranks compared
+    assert max(diffs) < 1e-5
+
+
+def test_loss_curves_agree_at_nproc_1_2_4(corpus, tmp_path):
+    curves = {}
+    for nproc in (1, 2, 4):
+        out = tmp_path / f"n{nproc}"
+        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--steps", 10, "--eval-every", 10,
+                                 "--dropout", 0, *QUICK), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        curves[nproc] = step_losses(out)
+        assert eval_records(out)[-1]["world_size"] == nproc
+    assert sorted(curves[1]) == list(range(1, 11))
+    assert abs(curves[1][1] - math.log(65)) < 0.15  # the trainer's own first-step loss
+    assert curves[1][10] < curves[1][1] - 0.3  # it learns
+    for nproc in (2, 4):
+        for step, loss in curves[1].items():
+            assert abs(curves[nproc][step] - loss) < 1e-4, (nproc, step)
+
+
+def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_run, corpus):
+    snapshot = checkpoint.load(trained_run / "model.pt")
+    assert snapshot["step"] == 60 and len(snapshot["vocab"]) == 65
+    cfg = TrainConfig(**{**snapshot["train_config"], "data": str(corpus)})
+    trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), snapshot)
+    fresh = GPT(GPTConfig.from_dict(snapshot["model_config"]))
+    fresh.load_state_dict(snapshot["model"])
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(tensor, trainer.raw_model.state_dict()[name])
+    losses = trainer._evaluate(snapshot["step"])
+    assert losses["val"] == pytest.approx(snapshot["losses"]["val"], abs=1e-6)
+    assert losses["val"] == pytest.approx(eval_records(trained_run)[-1]["val_loss"], abs=1e-5)
