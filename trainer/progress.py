@@ -17,18 +17,18 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout)
 
     def update(self, loss: float) -> None:
-        if self.bar:
+        if self.bar is not None:
             self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
             self.bar.update(1)
 
     def print(self, line: str) -> None:
         if not self.enabled:
             return
-        if self.bar:
+        if self.bar is not None:
             self.bar.write(line, file=sys.stdout)
         else:
             print(line, flush=True)
 
     def close(self) -> None:
-        if self.bar:
+        if self.bar is not None:
             self.bar.close()
