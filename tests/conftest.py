@@ -39,8 +39,8 @@ def child_env(**extra) -> dict:
     return env
 
 
-def run(cmd: list[str], timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list, timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([str(arg) for arg in cmd], cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
 # Small and quick, but the real model: 4 eval batches, no samples, no exports unless asked.

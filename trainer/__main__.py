@@ -4,19 +4,18 @@ import os
 import sys
 
 from trainer.config import parse_config
-from trainer.errors import EXIT_USAGE, UsageError
+from trainer.errors import report_usage_errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> int:
         cfg = parse_config(argv)
         from trainer.train import run  # after parsing, so --help answers without importing torch
 
         return run(cfg)
-    except UsageError as exc:
-        if os.environ.get("RANK", "0") == "0":  # one line from the whole job, not one per rank
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+
+    # One line from the whole job, not one per rank.
+    return report_usage_errors(body, show=os.environ.get("RANK", "0") == "0")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import argparse
 import sys
 from dataclasses import asdict, dataclass, fields
 
-from trainer.errors import UsageError
+from trainer.errors import OneLineParser, UsageError
 
 @dataclass
 class TrainConfig:
@@ -40,6 +40,7 @@ class TrainConfig:
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    dtype: str = "fp32"  # bf16: autocast the forward pass (worth it only on CPUs with AVX512-BF16/AMX)
     # what a run shows and leaves behind
     sample_tokens: int = 120
     sample_prompt: str = "ROMEO:"
@@ -74,18 +75,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own prints usage and a second line
-        raise UsageError(f"{message} (see python -m trainer --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
 
     def by_recipe(text: str, key: str) -> str:
         return f"{text} (tuned: {RECIPES['tuned'][key]}, course: {RECIPES['course'][key]})"
 
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m trainer",
         description="Train the character-level Shakespeare GPT, on one process or under "
         "torchrun (torchrun --standalone --nproc-per-node=N -m trainer ...).",
@@ -120,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta2", type=float, help=by_recipe("Adam beta2", "beta2"))
     g.add_argument("--weight-decay", type=float, help=by_recipe("decoupled weight decay on matrices only", "weight_decay"))
     g.add_argument("--grad-clip", type=float, help=by_recipe("clip the gradient norm; 0 = off", "grad_clip"))
+    g.add_argument("--dtype", choices=["fp32", "bf16"], default=d.dtype,
+                   help="bf16 autocasts the training forward pass; weights, Adam and evaluation stay fp32")
     g = p.add_argument_group("output")
     g.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
                    help="characters sampled at each evaluation; 0 = no sample")

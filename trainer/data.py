@@ -64,14 +64,23 @@ class Corpus:
     n_chars: int
 
     def encode(self, text: str) -> list[int]:
-        index = {c: i for i, c in enumerate(self.vocab)}
-        missing = sorted(set(text) - set(index))
-        if missing:
-            raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: use only characters of the corpus")
-        return [index[c] for c in text]
+        return encode(self.vocab, text)
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.vocab[i] for i in ids)
+        return decode(self.vocab, ids)
+
+
+def encode(vocab: str, text: str) -> list[int]:
+    """Token ids of text; a character outside the vocabulary is a UsageError naming it."""
+    index = {c: i for i, c in enumerate(vocab)}
+    missing = sorted(set(text) - set(index))
+    if missing:
+        raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: use only characters of the corpus")
+    return [index[c] for c in text]
+
+
+def decode(vocab: str, ids: list[int]) -> str:
+    return "".join(vocab[i] for i in ids)
 
 
 def load_corpus(path: str | Path, block_size: int) -> Corpus:

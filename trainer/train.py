@@ -56,7 +56,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss = next_token_loss(self.model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+            loss = next_token_loss(self.model(x), y)
         loss.backward()  # DDP all-reduces (averages) the gradients here
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
@@ -187,7 +188,7 @@ class Trainer:
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
                 f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
-                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule})")
+                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule}), {cfg.dtype}")
 
     def _install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM finish the current step, snapshot, and stop every rank together."""

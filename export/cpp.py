@@ -1,0 +1,64 @@
+"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..]: build the libtorch generator, then run it.
+
+The C++ program (export/cpp/generate.cpp) is compiled with g++ against the headers and shared
+libraries inside the installed torch wheel, so no separate libtorch download is needed. The
+binary is cached in build/ under a name that changes with the source and the torch version.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer.errors import OneLineParser, UsageError, report_usage_errors
+
+SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
+BUILD_DIR = Path("build")
+
+
+def build() -> Path:
+    """The compiled generator, built on first use."""
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise UsageError("g++ not found: install a C++ compiler (apt install g++) or set CXX")
+    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    binary = BUILD_DIR / f"generate-{key}"
+    if binary.is_file():
+        return binary
+    BUILD_DIR.mkdir(exist_ok=True)
+    torch_dir = Path(torch.__file__).parent
+    include, lib = torch_dir / "include", torch_dir / "lib"
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)  # must match the wheel's, or linking fails
+    partial = binary.with_name(binary.name + f".{os.getpid()}.tmp")
+    command = [compiler, "-std=c++17", "-O2", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+               f"-I{include}", f"-I{include / 'torch/csrc/api/include'}", str(SOURCE), "-o", str(partial),
+               f"-L{lib}", f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        first_error = next((line for line in result.stderr.splitlines() if "error" in line), "see g++ output")
+        raise UsageError(f"building {SOURCE.name} failed ({first_error.strip()[:120]}): check g++ and the torch install")
+    partial.replace(binary)
+    return binary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="python -m export.cpp", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="model.ts written by make export")
+    p.add_argument("--prompt", default="ROMEO:")
+    p.add_argument("--tokens", type=int, default=200)
+
+    def body() -> int:
+        args = p.parse_args(argv)
+        if not Path(args.model).is_file():
+            raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
+        return subprocess.run([str(build()), args.model, args.prompt, str(args.tokens)]).returncode
+
+    return report_usage_errors(body)
+
+if __name__ == "__main__":
+    sys.exit(main())
