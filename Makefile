@@ -18,10 +18,10 @@ OUT ?= checkpoints
 STEPS ?=
 DATA ?=
 ARGS ?=
-# Threads per rank: the cores shared among this machine's ranks (at least 1), unless set by the user.
+# Threads per rank for `make train`: the cores shared among this machine's ranks (at least 1),
+# unless set by the user. Set here because torchrun would otherwise force 1 thread per rank.
 CORES := $(shell nproc 2>/dev/null || echo 1)
-OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
-export OMP_NUM_THREADS
+train: export OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
 
 TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
 ifeq ($(NNODES),1)

@@ -41,12 +41,16 @@ class DistEnv:
         )
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def threads_per_rank(env: DistEnv) -> int:
     """OMP_NUM_THREADS if the user set it, else this machine's cores shared among its local ranks."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // env.local_world_size)
+    return max(1, machine_cores() // env.local_world_size)
 
 
 def check_world_size(global_batch: int, world_size: int) -> None:

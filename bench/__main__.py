@@ -1,0 +1,93 @@
+"""python -m bench: training steps/s by process count against the textbook loop, MFU, generation tokens/s.
+
+Every training run times the same steps (--warmup untimed, then --steps timed) of the same
+32 x 128 batches: the textbook loop in this process, then each NPROC under torchrun running the
+trainer's own step. Results are printed as tables and written as JSON to --out.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.launch import BenchFailure
+from trainer.config import TrainConfig
+from trainer.errors import OneLineParser, UsageError, report_usage_errors
+
+DEFAULT_CKPT = Path("checkpoints/model.pt")
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("--nprocs", default="1,2,4", help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
+    p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
+    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed run (default 3)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
+    p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
+                   "exists, else a one-step one trained for the purpose)")
+    p.add_argument("--skip-generation", action="store_true", help="time training only")
+    return p
+
+
+def parse_nprocs(text: str, global_batch: int) -> list[int]:
+    try:
+        nprocs = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--nprocs {text!r} is not a comma-separated list of process counts: write e.g. --nprocs 1,2,4") from None
+    for n in nprocs:
+        if n < 1:
+            raise UsageError(f"--nprocs {n}: a run needs at least 1 process: write e.g. --nprocs 1,2,4")
+        if global_batch % n:
+            raise UsageError(f"--nprocs {n}: the global batch of {global_batch} windows does not split evenly "
+                             f"over {n} processes: use counts that divide {global_batch}, e.g. --nprocs 1,2,4 (NPROCS= for make)")
+    return nprocs
+
+
+def checkpoint_for_generation(ckpt: Path | None) -> Path | None:
+    if ckpt is None:
+        return DEFAULT_CKPT if DEFAULT_CKPT.is_file() else None
+    if ckpt.suffix != ".pt" or not ckpt.is_file():
+        raise UsageError(f"checkpoint {ckpt} is not an existing .pt file: pass a model.pt written by the trainer, "
+                         "or leave --ckpt out")
+    return ckpt
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, not after minutes of measuring, when the results cannot be written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as exc:
+        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out (BENCH_OUT= for make)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
+        if args.warmup < 0 or args.steps < 1:
+            raise UsageError("--warmup must not be negative and --steps must be at least 1")
+        ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
+        check_writable(Path(args.out))
+        # Imported after the checks, so bad input is answered without loading torch.
+        from bench.report import print_results
+        from bench.run import run_bench
+        from trainer.atomic import atomic_write
+
+        results = run_bench(nprocs, args.data, args.warmup, args.steps, ckpt, args.skip_generation)
+        print_results(results)
+        text = json.dumps(results, indent=2) + "\n"
+        atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+        print(f"wrote {args.out}")
+        return 0
+
+    try:
+        return report_usage_errors(body)
+    except BenchFailure as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""One timed training run under torchrun: the trainer's own step, W warm-up steps, then S timed.
+
+    python -m torch.distributed.run --standalone --nproc-per-node=N -m bench.ddp_worker \\
+        --data PATH --warmup W --steps S --result FILE
+
+Each step is Trainer._run_batch, the real thing: batch gathering, forward and backward with the
+gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
+{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE.
+"""
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from bench.timing import time_steps
+from trainer import distributed
+from trainer.atomic import atomic_write
+from trainer.config import TrainConfig
+from trainer.distributed import DistEnv
+from trainer.errors import OneLineParser, report_usage_errors
+from trainer.train import Trainer, prepare
+
+
+def measure(data: str | None, warmup: int, steps: int) -> dict:
+    env = DistEnv.from_environ()
+    distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
+    try:
+        # The default (tuned) recipe with dropout 0. Nothing is written to `out`: the bench
+        # calls the step directly, so there is no evaluation and no snapshot.
+        with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
+            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False)
+            corpus, _ = prepare(cfg, env)
+            trainer = Trainer(cfg, env, corpus, snapshot=None)
+            speed = time_steps(trainer._run_batch, warmup, steps, sync=dist.barrier)
+        return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), **speed}
+    finally:
+        distributed.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="python -m bench.ddp_worker", description=__doc__.splitlines()[0])
+    p.add_argument("--data", help="the corpus (default data/tinyshakespeare.txt)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
+
+    def body() -> int:
+        args = p.parse_args(argv)
+        result = measure(args.data, args.warmup, args.steps)
+        if os.environ.get("RANK", "0") == "0":
+            atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
+        return 0
+
+    # One error line from the whole job, not one per rank (as python -m trainer).
+    return report_usage_errors(body, show=os.environ.get("RANK", "0") == "0")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Generation speed of every export format: greedy decoding of 200 characters after "ROMEO:".
+
+The context is cropped at the block size (128) as in export.generate. Speed depends on the
+model's shape, not its weights, so without a checkpoint a one-step one is trained and exported
+in a temporary directory: the bench runs on a fresh clone.
+"""
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.launch import run_module
+
+PROMPT, TOKENS = "ROMEO:", 200
+FORMATS = ["model.pt", "model.ts", "model.pt2", "model.onnx"]
+EXPORTS = ["model.ts", "model.pt2", "model.onnx", "model.json"]
+
+
+def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS) -> dict:
+    from export.generate import load_model  # torch.onnx loads slowly: only when generation runs
+
+    with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
+        files, source = _model_files(ckpt, data, Path(tmp))
+        rows = []
+        for path in files:
+            model = load_model(path)
+            rows.append({"format": path.suffix, "runtime": model.runtime, **_time_generation(model, tokens)})
+    return {"source": source, "prompt": PROMPT, "tokens": tokens, "threads": torch.get_num_threads(), "rows": rows}
+
+
+def _time_generation(model, tokens: int) -> dict:
+    from export.generate import generate_text
+
+    generate_text(model, PROMPT, 8)  # warm-up: first-call compilation and allocation
+    start = time.perf_counter()
+    generate_text(model, PROMPT, tokens, temperature=0.0)
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": tokens / seconds, "ms_per_token": 1000 * seconds / tokens}
+
+
+def _model_files(ckpt: Path | None, data: str | None, tmp: Path) -> tuple[list[Path], str]:
+    """The four model files, and where they came from.
+
+    A checkpoint's own exports are used when they sit beside it; otherwise a copy is exported
+    in `tmp`, so the bench never writes into the user's checkpoint directory.
+    """
+    if ckpt is None:
+        run_module("trainer", "--steps", 1, "--eval-iters", 1, "--sample-tokens", 0, "--progress", "lines",
+                   "--out", tmp, *(["--data", data] if data else []), what="training the one-step checkpoint")
+        return [tmp / name for name in FORMATS], "a one-step checkpoint (weights do not change the speed)"
+    if all((ckpt.parent / name).is_file() for name in EXPORTS):
+        return [ckpt, *(ckpt.parent / name for name in FORMATS[1:])], str(ckpt)
+    from export.artifacts import export_checkpoint
+
+    shutil.copy(ckpt, tmp / "model.pt")
+    export_checkpoint(tmp / "model.pt")
+    return [tmp / name for name in FORMATS], f"{ckpt} (exported to a temporary directory)"

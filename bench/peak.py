@@ -1,0 +1,62 @@
+"""What the machine could do: the fp32 matmul peak, and the work one training step asks of it.
+
+MFU (model FLOPs utilisation) = model FLOPs per step x steps/s / peak FLOP/s. The peak is
+measured at all of the machine's cores whatever the run used, so every MFU row divides by the
+same number and the rows compare.
+"""
+
+import contextlib
+import time
+
+import torch
+
+from model import GPT, count_parameters
+from trainer.distributed import machine_cores
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def matmul_peak_gflops(threads: int, size: int = 1024, budget_s: float = 2.0) -> float:
+    """Best GFLOP/s of fp32 size x size matmuls at `threads` threads, over about budget_s seconds.
+
+    The best round, not the mean: the peak is what the hardware can do, and a shared machine
+    only ever makes a round slower.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    flops = 2 * size ** 3
+    best = 0.0
+    with torch_threads(threads):
+        torch.mm(a, b, out=out)  # warm-up: thread pool and caches
+        deadline = time.perf_counter() + budget_s
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            for _ in range(5):
+                torch.mm(a, b, out=out)
+            best = max(best, 5 * flops / (time.perf_counter() - start))
+    return best / 1e9
+
+
+def model_flops_per_step(model: GPT, tokens_per_step: int) -> int:
+    """Training FLOPs per step: 6 per weight per token, plus attention (the PaLM paper's count).
+
+    Forward and backward cost 2 + 4 FLOPs per multiply-add weight per token. The position table
+    is left out (it is added, not multiplied). Attention's scores and weighted sum cost
+    12 x n_layer x n_embd x block_size per token (forward and backward, no causal discount).
+    """
+    cfg = model.config
+    weights = count_parameters(model) - model.pos_emb.weight.numel()
+    attention = 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+    return (6 * weights + attention) * tokens_per_step
+
+
+def mfu(flops_per_step: int, steps_per_s: float, peak_gflops: float) -> float:
+    return flops_per_step * steps_per_s / (peak_gflops * 1e9)

@@ -1,0 +1,92 @@
+"""The whole benchmark, in order: model FLOPs, textbook loop, matmul peak, each NPROC, generation."""
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench import report
+from bench.generation import measure_generation
+from bench.launch import run_module
+from bench.peak import matmul_peak_gflops, model_flops_per_step
+from bench.textbook import measure_textbook
+from model import GPT
+from trainer.config import TrainConfig
+from trainer.data import load_corpus, resolve_corpus
+from trainer.distributed import DistEnv, machine_cores, threads_per_rank
+from trainer.train import model_config
+
+
+def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
+              ckpt: Path | None, skip_generation: bool) -> dict:
+    cfg = TrainConfig()
+    data = str(resolve_corpus(data, download=True))
+    corpus = load_corpus(data, cfg.block_size)
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    flops_per_step = model_flops_per_step(GPT(model_config(cfg, corpus)), tokens_per_step)
+    cores = machine_cores()
+    load = warn_if_busy(cores)
+
+    progress(f"textbook loop: {warmup} + {steps} steps")
+    textbook = measure_textbook(corpus, warmup, steps)
+    progress(f"fp32 matmul peak at {cores} threads")
+    peak_gflops = matmul_peak_gflops(cores)
+    measured = [("textbook", 1, textbook)]
+    for n in nprocs:
+        progress(f"NPROC={n} under torchrun: {warmup} + {steps} steps")
+        measured.append(("ddp", n, run_ddp(n, data, warmup, steps)))
+
+    def row(run, n, result):
+        return report.training_row(run, n, result, tokens_per_step=tokens_per_step, flops_per_step=flops_per_step,
+                                   peak_gflops=peak_gflops, baseline_steps_per_s=textbook["steps_per_s"],
+                                   eta_steps=cfg.steps)
+
+    rows = [row(*m) for m in measured]
+    best = max(rows[1:], key=lambda r: r["steps_per_s"])
+    generation = None
+    if not skip_generation:
+        progress("generation speed of each format")
+        generation = measure_generation(ckpt, data)
+    return {
+        "machine": {"cores": cores, "platform": platform.platform(), "torch": torch.__version__,
+                    "load_average_at_start": load, "peak_gflops": peak_gflops, "peak_threads": cores,
+                    "peak": "fp32 1024 x 1024 matmul, best round, all cores"},
+        "setup": {"batch_size": cfg.batch_size, "block_size": cfg.block_size, "tokens_per_step": tokens_per_step,
+                  "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps,
+                  "eta_steps": cfg.steps},
+        "training": rows,
+        "best_nproc": best["nproc"],
+        "generation": generation,
+    }
+
+
+def run_ddp(nproc: int, data: str, warmup: int, steps: int) -> dict:
+    """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them."""
+    threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
+                   "--data", data, "--warmup", warmup, "--steps", steps, "--result", result_file,
+                   what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads)
+        return json.loads(result_file.read_text())
+
+
+def warn_if_busy(cores: int) -> float:
+    """The 1-minute load average; a warning when other work already holds the cores.
+
+    Busy cores make every figure low and noisy, and MFU can even pass 100%: four ranks win
+    more CPU time from the other processes than the two-thread peak measurement did.
+    """
+    load = os.getloadavg()[0]
+    if load > cores / 2:
+        print(f"warning: load average {load:.1f} on {cores} cores before the bench: other processes are "
+              "running, so these figures will be low and noisy; run it on an idle machine", file=sys.stderr, flush=True)
+    return load
+
+
+def progress(message: str) -> None:
+    print(f"measuring {message} ...", file=sys.stderr, flush=True)

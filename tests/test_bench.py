@@ -1,0 +1,46 @@
+"""The bench: the textbook model matches ours in size, the FLOP count, bad input, and a tiny real run."""
+
+import json
+import math
+import sys
+
+from tests.conftest import assert_one_line_error, run
+
+BENCH = [sys.executable, "-m", "bench"]
+
+
+def test_textbook_model_has_our_size_and_starts_at_uniform_loss(corpus):
+    from bench.textbook import make_step
+    from model import count_parameters
+    from trainer.data import load_corpus
+
+    model, step = make_step(load_corpus(corpus, 128))
+    assert count_parameters(model) == 824_897
+    assert abs(step(1).item() - math.log(65)) < 0.15
+
+
+def test_flops_per_step_follows_the_formula():
+    from bench.peak import model_flops_per_step
+    from model import GPT, GPTConfig
+
+    tokens = 32 * 128
+    weights = 824_897 - 128 * 128  # all parameters but the position table
+    expected = 6 * weights * tokens + 12 * 4 * 128 * 128 * tokens  # + attention: 12 x layers x n_embd x T
+    assert model_flops_per_step(GPT(GPTConfig()), tokens) == expected
+
+
+def test_nproc_that_does_not_divide_the_batch_is_one_line():
+    assert_one_line_error(run([*BENCH, "--nprocs", "3"], timeout=60), "--nprocs 3", "32")
+
+
+def test_tiny_run_writes_every_row(tmp_path, corpus):
+    out = tmp_path / "results.json"
+    result = run([*BENCH, "--nprocs", "1,2", "--warmup", 1, "--steps", 2, "--skip-generation",
+                  "--data", corpus, "--out", out], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    rows = results["training"]
+    assert [(r["run"], r["nproc"]) for r in rows] == [("textbook", 1), ("ddp", 1), ("ddp", 2)]
+    assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
+    assert results["best_nproc"] in (1, 2) and results["generation"] is None
+    assert "best NPROC" in result.stdout
