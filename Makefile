@@ -22,6 +22,9 @@ ARGS ?=
 # unless set by the user. Set here because torchrun would otherwise force 1 thread per rank.
 CORES := $(shell nproc 2>/dev/null || echo 1)
 train: export OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
+# torchrun's c10d rendezvous shares one store across restarts, so restarted workers can read the
+# dead workers' gloo addresses and hang (pytorch/pytorch#135712): a fresh store for every attempt.
+train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
 TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
 ifeq ($(NNODES),1)
@@ -43,7 +46,7 @@ SEED ?=
 NPROCS ?= 1,2,4
 BENCH_OUT ?= bench/results.json
 
-.PHONY: help install train test export generate cpp-generate bench bench-micro plot clean
+.PHONY: help install train test export generate cpp-generate bench bench-levers bench-micro plot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -75,6 +78,9 @@ cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=c
 
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
+
+bench-levers: $(STAMP) ## steps/s of each speed lever (threads, dropout, AdamW, bf16, torch.compile, DDP options)
+	$(PY) -m bench.levers $(if $(DATA),--data $(DATA))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro

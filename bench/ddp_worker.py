@@ -1,11 +1,12 @@
 """One timed training run under torchrun: the trainer's own step, W warm-up steps, then S timed.
 
     python -m torch.distributed.run --standalone --nproc-per-node=N -m bench.ddp_worker \\
-        --data PATH --warmup W --steps S --result FILE
+        --data PATH --warmup W --steps S --result FILE [--ddp-options JSON]
 
 Each step is Trainer._run_batch, the real thing: batch gathering, forward and backward with the
 gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
-{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE.
+{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE. --ddp-options overrides the
+trainer's DistributedDataParallel arguments (python -m bench.levers compares them).
 """
 
 import json
@@ -26,7 +27,7 @@ from trainer.errors import OneLineParser, report_usage_errors
 from trainer.train import Trainer, prepare
 
 
-def measure(data: str | None, warmup: int, steps: int) -> dict:
+def measure(data: str | None, warmup: int, steps: int, ddp_options: dict) -> dict:
     env = DistEnv.from_environ()
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
     try:
@@ -35,7 +36,7 @@ def measure(data: str | None, warmup: int, steps: int) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
             cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False)
             corpus, _ = prepare(cfg, env)
-            trainer = Trainer(cfg, env, corpus, snapshot=None)
+            trainer = Trainer(cfg, env, corpus, snapshot=None, ddp_options=ddp_options)
             speed = time_steps(trainer._run_batch, warmup, steps, sync=dist.barrier)
         return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), **speed}
     finally:
@@ -48,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
+    p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
 
     def body() -> int:
         args = p.parse_args(argv)
-        result = measure(args.data, args.warmup, args.steps)
+        result = measure(args.data, args.warmup, args.steps, args.ddp_options)
         if os.environ.get("RANK", "0") == "0":
             atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
         return 0

@@ -44,13 +44,13 @@ def training_table(rows: list[dict], eta_steps: int) -> str:
     lines = [[r["run"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
               f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['speedup_vs_textbook']:.2f}x",
               _duration(r["eta_s"])] for r in rows]
-    return _table(header, lines)
+    return format_table(header, lines)
 
 
 def generation_table(rows: list[dict]) -> str:
     header = ["format", "runtime", "tokens/s", "ms/token"]
     lines = [[r["format"], r["runtime"], f"{r['tokens_per_s']:.0f}", f"{r['ms_per_token']:.2f}"] for r in rows]
-    return _table(header, lines)
+    return format_table(header, lines)
 
 
 def _duration(seconds: float) -> str:
@@ -58,7 +58,7 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _table(header: list, lines: list[list]) -> str:
+def format_table(header: list, lines: list[list]) -> str:
     cells = [[str(c) for c in row] for row in [header, *lines]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
 

@@ -5,7 +5,12 @@ The model is the one from the course chapter, written the way the chapter writes
 own causal mask, concatenated and projected; the plain Adam optimiser at 3e-4; torch's default
 thread count. Same shape and parameter count as model.GPT (824,897), same 32 x 128 batches from
 the same get_batch, so the two differ only in how the work is done.
+
+    python -m bench.textbook --steps 3000    # the whole chapter's run: wall time and final losses
 """
+
+import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -13,7 +18,8 @@ from torch.nn import functional as F
 
 from bench.timing import time_steps
 from trainer.config import TrainConfig
-from trainer.data import Corpus, get_batch
+from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus
+from trainer.errors import OneLineParser, UsageError, report_usage_errors
 
 # The chapter's hyperparameters (the same shape as the trainer's default config).
 n_embd, n_head, n_layer, block_size, batch_size = 128, 4, 4, 128, 32
@@ -147,3 +153,51 @@ def measure_textbook(corpus: Corpus, warmup: int, steps: int) -> dict:
     """steps/s and ms/step of the textbook loop, in this process at torch's default threads."""
     _, step = make_step(corpus)
     return {"threads_per_rank": torch.get_num_threads(), **time_steps(step, warmup, steps)}
+
+
+@torch.no_grad()
+def estimate_loss(model: GPTLanguageModel, corpus: Corpus, step: int, eval_iters: int) -> dict:
+    """Mean loss over eval_iters batches per split: the same batches the trainer evaluates on."""
+    model.eval()
+    losses = {}
+    for split, data in (("train", corpus.train), ("val", corpus.val)):
+        total = 0.0
+        for i in range(eval_iters):
+            x, y = get_batch(data, TrainConfig.seed, f"eval-{split}", step, batch_size, block_size, 0, 1, index=i)
+            total += model(x, y)[1].item()
+        losses[split] = total / eval_iters
+    model.train()
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="python -m bench.textbook", description="Train the textbook loop and time it.")
+    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps (default 3000)")
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="steps between evaluations (default 300)")
+    p.add_argument("--eval-iters", type=int, default=TrainConfig.eval_iters, help="batches per split (default 20)")
+
+    def body() -> int:
+        args = p.parse_args(argv)
+        if args.steps < 1 or args.eval_every < 1 or args.eval_iters < 1:
+            raise UsageError("--steps, --eval-every and --eval-iters must be at least 1")
+        corpus = load_corpus(resolve_corpus(args.data, download=True), block_size)
+        model, step = make_step(corpus)
+        print(f"textbook loop: {args.steps} steps, {torch.get_num_threads()} threads, Adam {learning_rate:g}", flush=True)
+        start, train_time = time.perf_counter(), 0.0
+        for i in range(1, args.steps + 1):
+            t0 = time.perf_counter()
+            step(i)
+            train_time += time.perf_counter() - t0
+            if i == 1 or i % args.eval_every == 0 or i == args.steps:
+                losses = estimate_loss(model, corpus, i, args.eval_iters)
+                print(f"step {i} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
+                      f"{i / train_time:.2f} steps/s", flush=True)
+        print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s ({train_time:.0f} s training)")
+        return 0
+
+    return report_usage_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,14 @@
 """Run under torchrun --nproc-per-node=2: the trainer's DDP gradient vs one process's gradient of the same batch.
 
-Each rank prints `max_abs_diff <value>`; the test reads both lines.
+Rank 0 prints `max_abs_diff <value>` for each rank (one writer, so the lines cannot interleave);
+the test reads both. Then, after the trainer is dropped and the group destroyed, rank 0 prints
+`gloo_threads_left <n>`: threads still running at interpreter exit can abort the process.
 """
 
+import os
+
 import sys
+from pathlib import Path
 
 import torch
 
@@ -29,8 +34,19 @@ def main(corpus_path: str) -> None:
     next_token_loss(reference(x), y).backward()  # the whole global batch in one process
     diff = max((p.grad - q.grad).abs().max().item()
                for p, q in zip(trainer.raw_model.parameters(), reference.parameters()))
-    print(f"max_abs_diff {diff:.3e}", flush=True)
+    diffs = [None] * env.world_size
+    torch.distributed.all_gather_object(diffs, diff)
+    if env.is_main:
+        print("\n".join(f"max_abs_diff {d:.3e}" for d in diffs), flush=True)
+    del trainer
     distributed.shutdown()
+    if env.is_main:
+        print(f"gloo_threads_left {len(gloo_threads())}", flush=True)
+
+
+def gloo_threads() -> list[str]:
+    names = [(Path("/proc/self/task") / tid / "comm").read_text().strip() for tid in os.listdir("/proc/self/task")]
+    return [name for name in names if "gloo" in name]
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ def test_nproc_that_does_not_divide_the_batch_is_one_line():
     assert_one_line_error(run([*BENCH, "--nprocs", "3"], timeout=60), "--nprocs 3", "32")
 
 
+def test_levers_reject_a_bad_step_count():
+    assert_one_line_error(run([sys.executable, "-m", "bench.levers", "--steps", "0"], timeout=60), "--steps")
+
+
 def test_tiny_run_writes_every_row(tmp_path, corpus):
     out = tmp_path / "results.json"
     result = run([*BENCH, "--nprocs", "1,2", "--warmup", 1, "--steps", 2, "--skip-generation",

@@ -50,4 +50,4 @@ def test_make_plot_draws_the_picture_from_metrics(trained_run, tmp_path):
 def test_make_help_lists_every_target():
     result = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True)
     targets = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
-    assert {"install", "train", "test", "export", "generate", "cpp-generate", "bench", "bench-micro", "plot"} <= targets
+    assert {"install", "train", "test", "export", "generate", "cpp-generate", "bench", "bench-levers", "bench-micro", "plot"} <= targets

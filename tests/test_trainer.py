@@ -39,13 +39,27 @@ def test_batches_are_one_global_sample_sliced_by_rank(corpus):
     assert not torch.equal(other_x, whole_x)
 
 
-def test_ddp_gradient_at_nproc_2_equals_single_process_gradient(corpus):
+@pytest.fixture(scope="module")
+def ddp_check(corpus) -> dict[str, list[float]]:
+    """tests/ddp_gradient_check.py at NPROC=2: its `name value` lines, by name."""
     result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                   str(ROOT / "tests" / "ddp_gradient_check.py"), str(corpus)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    diffs = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
-    assert len(diffs) == 2, result.stdout  # both ranks compared
+    values: dict[str, list[float]] = {}
+    for name, value in (line.split() for line in result.stdout.splitlines() if line.strip()):
+        values.setdefault(name, []).append(float(value))
+    return values
+
+
+def test_ddp_gradient_at_nproc_2_equals_single_process_gradient(ddp_check):
+    diffs = ddp_check["max_abs_diff"]
+    assert len(diffs) == 2, ddp_check  # both ranks compared
     assert max(diffs) < 1e-5
+
+
+def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
+    # Left running into interpreter shutdown, they abort a finished rank now and then (SIGABRT).
+    assert ddp_check["gloo_threads_left"] == [0]
 
 
 def test_loss_curves_agree_at_nproc_1_2_4(corpus, tmp_path):

@@ -4,12 +4,15 @@ torchrun supplies RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; a plain `py
 has none of them and runs as a world of one without a process group.
 """
 
+import importlib
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainer.errors import UsageError
 
@@ -65,7 +68,37 @@ def init(env: DistEnv) -> None:
     """Join the gloo process group when launched by torchrun (a world of one included)."""
     torch.set_num_threads(threads_per_rank(env))
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        # DDP imports torch._dynamo on first use; imported after the group exists, it keeps the
+        # group alive past destroy_process_group (torch 2.13), and the gloo threads left running
+        # abort the process at exit ("terminate called without an active exception").
+        # Imported first, destroy_process_group joins them.
+        importlib.import_module("torch._dynamo")
+
         dist.init_process_group("gloo", timeout=timedelta(minutes=5))
+        warn_about_shared_store(env)
+
+
+def warn_about_shared_store(env: DistEnv) -> None:
+    """torchrun --max-restarts with its store shared across attempts can hang a restart
+    (pytorch/pytorch#135712); `make train` turns the sharing off, a bare torchrun does not."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if env.is_main and restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        print("warning: torchrun shares one store across restarts, and a restarted group can hang "
+              "(pytorch/pytorch#135712): launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+              "(make train does)", file=sys.stderr, flush=True)
+
+
+# The graph is the same every step, so static_graph lets DDP skip re-checking which parameters
+# were used; gradient_as_bucket_view makes the gradients views into the all-reduce buckets (no
+# copy). python -m bench.levers measures both.
+DDP_OPTIONS = {"gradient_as_bucket_view": True, "static_graph": True}
+
+
+def wrap(model: torch.nn.Module, env: DistEnv, **overrides) -> torch.nn.Module:
+    """The model under DDP when there is more than one rank (bench.levers passes overrides)."""
+    if env.world_size == 1:
+        return model
+    return DDP(model, **{**DDP_OPTIONS, **overrides})
 
 
 def shutdown() -> None:
