@@ -7,7 +7,6 @@ bench.ddp_worker under torchrun at NPROC=4 (one thread per rank) with one DDP ar
 The README's speed table is this command's output; it takes about three minutes.
 """
 
-import os
 import shutil
 import sys
 import tempfile
@@ -16,20 +15,18 @@ import time
 import torch
 
 from bench.report import format_table
-from bench.run import run_ddp
+from bench.run import run_ddp, warn_if_busy
 from bench.timing import time_steps
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
 from trainer.errors import OneLineParser, UsageError, report_usage_errors
-from trainer.train import Trainer
+from trainer.train import Trainer, make_optimizer
 
 
 def adamw(trainer: Trainer, **implementation) -> None:
     """The trainer's AdamW (same groups and hyperparameters), with another implementation."""
-    old = trainer.optimizer
-    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in old.param_groups]
-    trainer.optimizer = torch.optim.AdamW(groups, lr=old.defaults["lr"], betas=old.defaults["betas"], **implementation)
+    trainer.optimizer = make_optimizer(trainer.raw_model, trainer.cfg, **implementation)
 
 
 def attention_dropout(trainer: Trainer) -> None:
@@ -118,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup < 0 or args.steps < 1:
             raise UsageError("--warmup must not be negative and --steps must be at least 1")
         data = str(resolve_corpus(args.data, download=True))
-        if os.getloadavg()[0] > machine_cores() / 2:
-            print("warning: other processes are busy; these figures will be low and noisy", file=sys.stderr)
+        warn_if_busy(machine_cores())
         rows = measure_single(data, args.warmup, args.steps) + measure_ddp(data, args.warmup, args.steps)
         print(table(rows))
         return 0

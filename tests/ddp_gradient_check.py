@@ -6,7 +6,6 @@ the test reads both. Then, after the trainer is dropped and the group destroyed,
 """
 
 import os
-
 import sys
 from pathlib import Path
 

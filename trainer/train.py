@@ -215,16 +215,17 @@ def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: GPT, cfg: TrainConfig, **implementation) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (embeddings included), none on biases and norms.
 
     With weight_decay 0 (the course recipe) this is exactly Adam. The fused kernel updates all
-    parameters in one pass: the fastest of the three implementations (python -m bench.levers).
+    parameters in one pass: the fastest of the three implementations (python -m bench.levers
+    passes `foreach=` to compare).
     """
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **(implementation or {"fused": True}))
 
 
 def check_out_dir(out: Path) -> None:
