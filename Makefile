@@ -13,26 +13,17 @@ NNODES ?= 1
 NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29500
+RDZV_TIMEOUT ?= 300
 MAX_RESTARTS ?= 0
 OUT ?= checkpoints
 STEPS ?=
 DATA ?=
 ARGS ?=
-# Threads per rank for `make train`: the cores shared among this machine's ranks (at least 1),
-# unless set by the user. Set here because torchrun would otherwise force 1 thread per rank.
-CORES := $(shell nproc 2>/dev/null || echo 1)
-train: export OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
 # torchrun's c10d rendezvous shares one store across restarts, so restarted workers can read the
 # dead workers' gloo addresses and hang (pytorch/pytorch#135712): a fresh store for every attempt.
 train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
 TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
-ifeq ($(NNODES),1)
-RDZV = --standalone
-else
-RDZV = --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --rdzv-backend=c10d \
-       --rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT) --rdzv-id=shakespeare-gpt
-endif
 
 # export and generation
 CKPT ?= $(OUT)/model.pt
@@ -59,9 +50,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU)
 
-train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT=
-	@WORLD_SIZE=$$(( $(NPROC) * $(NNODES) )) $(PY) -m trainer --dry-run $(TRAIN_FLAGS)
-	$(VENV)/bin/torchrun $(RDZV) --nproc-per-node=$(NPROC) --max-restarts=$(MAX_RESTARTS) -m trainer $(TRAIN_FLAGS)
+# trainer.launch checks the variables, dry-runs the trainer, then runs torchrun in-process (threads
+# per rank: this machine's cores / NPROC unless OMP_NUM_THREADS is set). $$PPID is this make: after
+# Ctrl-C the launcher lets make end by the signal, without an error line after the resume command.
+train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= RDZV_TIMEOUT=
+	@$(PY) -m trainer.launch --nproc '$(NPROC)' --nnodes '$(NNODES)' --node-rank '$(NODE_RANK)' \
+		--master-addr '$(MASTER_ADDR)' --master-port '$(MASTER_PORT)' --max-restarts '$(MAX_RESTARTS)' \
+		--rdzv-timeout '$(RDZV_TIMEOUT)' --make-pid $$PPID -- $(TRAIN_FLAGS)
 
 test: $(STAMP) ## run the test suite (real model, real gloo, real torchrun)
 	$(PY) -m pytest -q tests

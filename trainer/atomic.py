@@ -3,19 +3,28 @@
 A crash, a kill or a full disk during the write leaves the previous file untouched.
 """
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(file_object) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Call write(file_object), put what it wrote in a temporary file beside `path`, fsync it,
+    then rename it over `path`. A full disk raises OSError (errno ENOSPC).
+
+    write() fills a buffer in memory, and the bytes reach the disk here: libraries that write
+    to the file themselves report a full disk in their own way (torch.save as a RuntimeError
+    saying "file write failed"), which callers could not tell from a bug.
+    """
     path = Path(path)
+    buffer = io.BytesIO()
+    write(buffer)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -24,6 +24,7 @@ class TrainConfig:
     eval_iters: int = 20
     save_every: int = 0  # 0: at every evaluation
     seed: int = 1337
+    timeout: int = 300  # seconds a rank waits in a collective for the others
     # model shape
     block_size: int = 128
     n_layer: int = 4
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-iters", type=int, default=d.eval_iters, help="batches per split in each evaluation")
     g.add_argument("--save-every", type=int, default=d.save_every, help="snapshot every N steps; 0 = at every evaluation")
     g.add_argument("--seed", type=int, default=d.seed, help="seeds weights, batches and dropout")
+    g.add_argument("--timeout", type=int, default=d.timeout,
+                   help="seconds a process waits for the others at a synchronisation point before it stops "
+                   "and names the one that stopped answering")
     g = p.add_argument_group("model shape")
     g.add_argument("--block-size", type=int, default=d.block_size, help="context length in characters")
     g.add_argument("--n-layer", type=int, default=d.n_layer)
@@ -144,7 +148,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 
 def _check(cfg: TrainConfig) -> None:
-    positive = ["steps", "batch_size", "eval_every", "eval_iters", "block_size", "n_layer", "n_head", "n_embd"]
+    positive = ["steps", "batch_size", "eval_every", "eval_iters", "block_size", "n_layer", "n_head", "n_embd", "timeout"]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")

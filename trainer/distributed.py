@@ -7,6 +7,7 @@ has none of them and runs as a world of one without a process group.
 import importlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from trainer.config import TrainConfig
 from trainer.errors import UsageError
 
 
@@ -64,8 +66,10 @@ def check_world_size(global_batch: int, world_size: int) -> None:
         )
 
 
-def init(env: DistEnv) -> None:
-    """Join the gloo process group when launched by torchrun (a world of one included)."""
+def init(env: DistEnv, timeout_s: int = TrainConfig.timeout) -> None:
+    """Join the gloo process group when launched by torchrun (a world of one included).
+
+    Every collective of the group gives up after `timeout_s` seconds without the other ranks."""
     torch.set_num_threads(threads_per_rank(env))
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         # DDP imports torch._dynamo on first use; imported after the group exists, it keeps the
@@ -74,7 +78,7 @@ def init(env: DistEnv) -> None:
         # Imported first, destroy_process_group joins them.
         importlib.import_module("torch._dynamo")
 
-        dist.init_process_group("gloo", timeout=timedelta(minutes=5))
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
         warn_about_shared_store(env)
 
 
@@ -99,6 +103,45 @@ def wrap(model: torch.nn.Module, env: DistEnv, **overrides) -> torch.nn.Module:
     if env.world_size == 1:
         return model
     return DDP(model, **{**DDP_OPTIONS, **overrides})
+
+
+def silent_rank(exc: BaseException, env: DistEnv) -> str | None:
+    """Which rank stopped answering, when `exc` is a collective that timed out; else None.
+
+    gloo's message ("Timed out waiting 5000ms for recv operation") names no peer: in a world
+    of two it can only be the other rank."""
+    if not (dist.is_initialized() and isinstance(exc, RuntimeError) and "Timed out" in str(exc)):
+        return None
+    if env.world_size == 2:
+        return f"rank {1 - env.rank}"
+    return f"a rank other than {env.rank}"
+
+
+# How often a worker checks that its launcher is still there: it stops within about this long.
+LAUNCHER_CHECK_S = 1.0
+
+
+def watch_launcher(on_gone) -> threading.Event:
+    """Under torchrun, call on_gone(launcher_pid) from a thread once the launcher has died.
+
+    torchrun starts its workers in sessions of their own, so a kill -9 of torchrun reaches no
+    worker: without this they would train on, unsupervised, into the same --out. A process
+    whose parent dies gets a new parent (init or a subreaper), so its parent pid changes.
+    Returns the event that stops the watching.
+    """
+    stop = threading.Event()
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return stop
+    launcher = os.getppid()
+
+    def watch():
+        while not stop.wait(LAUNCHER_CHECK_S):
+            if os.getppid() != launcher:
+                on_gone(launcher)
+                return
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+    return stop
 
 
 def shutdown() -> None:

@@ -4,19 +4,22 @@ Read top to bottom: `run` prepares everything, `Trainer.train` loops over steps,
 step is `_run_batch`; `_evaluate`, `_save_snapshot` and `_load_snapshot` do the rest.
 """
 
+import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, lock
 from trainer.config import TrainConfig
 from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
 from trainer.errors import UsageError
+from trainer.launch import EXIT_FAILED, resume_command
 from trainer.metrics import MetricsLog
 from trainer.progress import Progress
 from trainer.schedule import lr_at
@@ -39,6 +42,7 @@ class Trainer:
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         self.model = distributed.wrap(self.raw_model, env, **(ddp_options or {}))
         self.stop_signal = 0
+        self.saved_step: int | None = None  # the step of the last snapshot this run wrote
         self.train_time = 0.0  # seconds spent in training steps, evaluation excluded
 
     # -- one optimiser step ---------------------------------------------------------------
@@ -113,9 +117,10 @@ class Trainer:
         }
         try:
             checkpoint.save(self.snapshot_path, snapshot)
+            self.saved_step = self.step
         except OSError as exc:
             print(f"warning: could not write {self.snapshot_path} ({exc.strerror}); "
-                  "the previous snapshot is kept", flush=True)
+                  "the previous snapshot is kept, and the next snapshot tries again", flush=True)
 
     def _load_snapshot(self, snapshot: dict) -> None:
         self.raw_model.load_state_dict(snapshot["model"])
@@ -129,9 +134,19 @@ class Trainer:
     def train(self) -> int:
         """Train to cfg.steps. Returns the process exit status (128 + signal when stopped early)."""
         previous = self._install_signal_handlers()
+        stop_watching = distributed.watch_launcher(self._launcher_gone)
         try:
             return self._train_loop()
+        except RuntimeError as exc:
+            silent = distributed.silent_rank(exc, self.env)
+            if silent is None:
+                raise
+            print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
+                  f"after step {self.step} (a frozen, swapped-out or unreachable process); "
+                  f"{self._snapshot_state()}; resume with: {resume_command()}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         finally:
+            stop_watching.set()
             # The handlers refer to this Trainer, and through it to DDP and the process group:
             # left installed, they keep the group's threads alive into interpreter shutdown.
             for signum, handler in previous.items():
@@ -149,6 +164,8 @@ class Trainer:
             step = self.step + 1
             t0 = time.perf_counter()
             loss, stop = self._run_batch(step)
+            if not math.isfinite(loss):
+                return self._diverged(step, f"the training loss is {loss}", progress, metrics)
             elapsed = time.perf_counter() - t0
             self.train_time += elapsed
             window_steps, window_time = window_steps + 1, window_time + elapsed
@@ -159,6 +176,8 @@ class Trainer:
             is_eval = step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
             if is_eval:
                 self.last_losses = self._evaluate(step)
+                if not all(map(math.isfinite, self.last_losses.values())):
+                    return self._diverged(step, "the evaluation loss is not finite", progress, metrics)
                 speed = window_steps / window_time
                 window_steps, window_time = 0, 0.0
                 if main:
@@ -172,14 +191,18 @@ class Trainer:
                     if cfg.sample_tokens:
                         progress.print("  sample: " + self._sample().replace("\n", " / "))
             snapshot_due = step % cfg.save_every == 0 if cfg.save_every else is_eval
-            if main and (snapshot_due or stop or step == cfg.steps):
-                self._save_snapshot()
+            if snapshot_due or stop or step == cfg.steps:
+                # Every rank holds the same weights, so every rank reaches the same verdict.
+                if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+                    return self._diverged(step, "the weights are no longer finite", progress, metrics)
+                if main:
+                    self._save_snapshot()
             if stop:
                 progress.close()
                 if main:
                     metrics.close()
-                    print(f"stopped at step {step}: snapshot saved to {self.snapshot_path}; "
-                          f"continue with --resume", flush=True)
+                    print(f"stopped at step {step}: {self._snapshot_state()}\n"
+                          f"resume with: {resume_command()}", flush=True)
                 return 128 + (self.stop_signal or signal.SIGTERM)
         progress.close()
         if main:
@@ -188,6 +211,30 @@ class Trainer:
             print(f"done: {cfg.steps} steps in {wall:.0f} s ({self.train_time:.0f} s training), "
                   f"snapshot {self.snapshot_path}", flush=True)
         return 0
+
+    def _diverged(self, step: int, what: str, progress: Progress, metrics: MetricsLog | None) -> int:
+        """Stop every rank at `step` (all see the same global numbers), writing no snapshot."""
+        progress.close()
+        if self.env.is_main:
+            metrics.close()
+            print(f"error: training diverged at step {step} ({what}), so it stopped; {self._snapshot_state()}; "
+                  f"try a lower --lr (now {self.cfg.lr:g}) or a gradient clip (--grad-clip 1.0, now "
+                  f"{self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+    def _snapshot_state(self) -> str:
+        if self.saved_step == self.step:
+            return f"snapshot saved to {self.snapshot_path}"
+        if self.saved_step is not None:
+            return f"the last good snapshot, {self.snapshot_path} at step {self.saved_step}, is kept"
+        return f"{self.snapshot_path} is left as it was"
+
+    def _launcher_gone(self, launcher_pid: int) -> None:
+        """Called by the watchdog thread: finish this step, snapshot and stop, as on SIGTERM."""
+        if self.env.is_main:
+            print(f"warning: the launcher (torchrun, pid {launcher_pid}) is gone: stopping after this step",
+                  file=sys.stderr, flush=True)
+        self.stop_signal = self.stop_signal or signal.SIGTERM
 
     def _banner(self) -> str:
         cfg, env = self.cfg, self.env
@@ -267,6 +314,11 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
         corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
         if env.is_main:
             check_out_dir(Path(cfg.out))
+            # Before any file of the run is read or written; held until this process exits.
+            # The dry run (make train's, before torchrun) only checks: the workers take the lock.
+            lock.acquire(Path(cfg.out))
+            if cfg.dry_run:
+                lock.release(Path(cfg.out))
             path = resume_path(cfg)
             if path is not None:
                 snapshot = checkpoint.load(path)
@@ -286,7 +338,7 @@ def run(cfg: TrainConfig) -> int:
         # one line from one process, and the corpus is downloaded once, not by every worker.
         prepare(cfg, env)
         return 0
-    distributed.init(env)
+    distributed.init(env, cfg.timeout)
     trainer = None
     try:
         corpus, snapshot = prepare(cfg, env)

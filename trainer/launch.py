@@ -1,0 +1,299 @@
+"""make train's launcher: checks the make variables, dry-runs the trainer, then runs torchrun in-process.
+
+    python -m trainer.launch [--nproc N] [--nnodes N] [--node-rank R] [--master-addr A]
+                             [--master-port P] [--max-restarts K] [--rdzv-timeout S] -- TRAINER FLAGS
+
+What it adds to a bare `torchrun -m trainer` (which keeps working):
+- NPROC, NNODES and the rest checked first: one line and exit status 2, nothing started;
+- with NNODES > 1, "waiting for N nodes at ADDR:PORT, up to S s" at once, a MASTER_PORT taken by
+  another program refused at once, and a rendezvous that times out one line that says what to
+  check (exit status 1);
+- Ctrl-C and SIGTERM: torchrun passes the signal on to the workers, which finish their step,
+  snapshot and print the command that resumes the run; torchrun's SignalException traceback is
+  not shown, and the exit status is 128 + the signal number;
+- a worker that fails has printed its own line; its exit status is passed on without torchrun's
+  ChildFailedError report.
+"""
+
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from trainer.errors import OneLineParser, UsageError, report_usage_errors
+
+# The command that resumes the run, set by the launcher for its workers' stop message.
+RESUME_ENV = "TRAINER_RESUME_COMMAND"
+DEFAULT_RDZV_TIMEOUT = 300
+# A run that stopped on its own (diverged, a rank stopped answering, no rendezvous); 128 + N
+# after signal N, 2 for bad input.
+EXIT_FAILED = 1
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m trainer.launch", description=__doc__.splitlines()[0])
+    # Strings, checked below, so that a bad value is named by its make variable.
+    p.add_argument("--nproc", default="1", help="processes on this machine (NPROC)")
+    p.add_argument("--nnodes", default="1", help="machines in the run (NNODES)")
+    p.add_argument("--node-rank", default="0", help="this machine's index (NODE_RANK)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of node 0 (MASTER_ADDR)")
+    p.add_argument("--master-port", default="29500", help="rendezvous port on node 0 (MASTER_PORT)")
+    p.add_argument("--max-restarts", default="0", help="times torchrun restarts failed workers (MAX_RESTARTS)")
+    p.add_argument("--rdzv-timeout", default=str(DEFAULT_RDZV_TIMEOUT),
+                   help="seconds to wait for every node to join (RDZV_TIMEOUT)")
+    p.add_argument("--make-pid", type=int, help="the make that runs this (make train passes it)")
+    p.add_argument("trainer_flags", nargs="*", help="flags for python -m trainer, after --")
+    return p
+
+
+def whole_number(value: str, variable: str, low: int, high: int | None = None) -> int:
+    """`value` as an int in [low, high], or a UsageError naming the make variable."""
+    number = int(value) if value.strip().lstrip("-").isdigit() else None
+    if number is None or number < low or (high is not None and number > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{variable} must be a whole number {bound}, got {value!r}: "
+                         f"e.g. make train {variable}={max(low, 1) if high is None else low}")
+    return number
+
+
+class Launch:
+    def __init__(self, opts):
+        self.nproc = whole_number(opts.nproc, "NPROC", 1)
+        self.nnodes = whole_number(opts.nnodes, "NNODES", 1)
+        self.node_rank = whole_number(opts.node_rank, "NODE_RANK", 0, self.nnodes - 1)
+        self.master_port = whole_number(opts.master_port, "MASTER_PORT", 1, 65535)
+        self.max_restarts = whole_number(opts.max_restarts, "MAX_RESTARTS", 0)
+        self.rdzv_timeout = whole_number(opts.rdzv_timeout, "RDZV_TIMEOUT", 1)
+        self.master_addr = opts.master_addr
+        self.make_pid = opts.make_pid
+        self.flags = opts.trainer_flags
+        self.endpoint = f"{self.master_addr}:{self.master_port}"
+
+    def resume_command(self) -> str:
+        """The command that resumes this run, in the form that started it."""
+        out, args = split_out(resumed_flags(self.flags))
+        if self.make_pid is None:
+            return shlex.join([sys.executable, "-m", "trainer.launch", *self.launcher_options(),
+                               "--", *(["--out", out] if out else []), *args])
+        words = ["make", "train", f"NPROC={self.nproc}"]
+        if self.nnodes > 1:
+            words += [f"NNODES={self.nnodes}", f"NODE_RANK={self.node_rank}", f"MASTER_ADDR={self.master_addr}",
+                      f"MASTER_PORT={self.master_port}"]
+        if self.max_restarts:
+            words.append(f"MAX_RESTARTS={self.max_restarts}")
+        if out:
+            words.append(f"OUT={shlex.quote(out)}")
+        return " ".join([*words, f"ARGS={shlex.quote(shlex.join(args))}"])
+
+    def launcher_options(self) -> list[str]:
+        return [f"--nproc={self.nproc}", f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}",
+                f"--master-addr={self.master_addr}", f"--master-port={self.master_port}",
+                f"--max-restarts={self.max_restarts}", f"--rdzv-timeout={self.rdzv_timeout}"]
+
+    def torchrun_args(self) -> list[str]:
+        if self.nnodes == 1:
+            rendezvous = ["--standalone"]
+        else:
+            # read_timeout bounds each store operation, join_timeout the wait for all nodes.
+            rendezvous = [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}", "--rdzv-backend=c10d",
+                          f"--rdzv-endpoint={self.endpoint}", "--rdzv-id=shakespeare-gpt",
+                          f"--rdzv-conf=join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout}"]
+        return [*rendezvous, f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}",
+                "-m", "trainer", *self.flags]
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from trainer.distributed import machine_cores
+
+        # torchrun would force 1 thread per worker: share this machine's cores among them instead.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, machine_cores() // self.nproc)))
+        os.environ[RESUME_ENV] = self.resume_command()
+        self.dry_run()
+        if self.nnodes > 1:
+            if self.node_rank == 0:
+                self.check_port()
+            print(f"waiting for {self.nnodes} nodes at {self.endpoint}, up to {self.rdzv_timeout} s "
+                  "(RDZV_TIMEOUT=)", flush=True)
+        return self.torchrun()
+
+    def dry_run(self) -> None:
+        """Every check of the trainer's flags, corpus and --out, once, before any worker starts.
+
+        RANK is this node's first rank: only node 0 (rank 0) checks --out, which only it writes."""
+        from trainer.config import parse_config
+        from trainer.train import run
+
+        with environment(WORLD_SIZE=str(self.nproc * self.nnodes), RANK=str(self.node_rank * self.nproc)):
+            run(parse_config([*self.flags, "--dry-run"]))
+
+    def check_port(self) -> None:
+        """On node 0, MASTER_PORT must be free, or be the rendezvous of this run (another node of
+        it on the same machine got there first): a port held by another program hangs the
+        rendezvous until it times out."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("", self.master_port))
+                return
+            except OSError:
+                pass
+        if not rendezvous_answers(self.master_addr, self.master_port):
+            raise UsageError(f"MASTER_PORT {self.master_port} is taken by another program on this machine: "
+                             "choose a free port (the same MASTER_PORT on every node), or stop that program")
+
+    def torchrun(self) -> int:
+        from torch.distributed.elastic.multiprocessing import SignalException
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousTimeoutError
+        from torch.distributed.run import parse_args, run
+
+        # torchrun's warnings on a signal ("Received 2 death signal, shutting down workers") would
+        # come after the workers' resume line; the workers say what happened themselves. Each of
+        # its loggers has its own level, so the parent's level does not reach them.
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+                logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            run(parse_args(self.torchrun_args()))
+        except SignalException as exc:
+            return self.stopped_by(exc.sigval)
+        except ChildFailedError as exc:
+            return self.worker_failed(exc)
+        except RendezvousTimeoutError:
+            return fail(f"not all {self.nnodes} nodes joined at {self.endpoint} within {self.rdzv_timeout} s: "
+                        f"start make train on every node with NNODES={self.nnodes}, the same MASTER_ADDR and "
+                        "MASTER_PORT and its own NODE_RANK; check that node 0 is reachable at that address and "
+                        "port (firewall); or wait longer with RDZV_TIMEOUT=")
+        except RendezvousConnectionError:
+            return fail(f"no rendezvous answered at {self.endpoint} within {self.rdzv_timeout} s: check that "
+                        "node 0 runs make train with the same MASTER_ADDR and MASTER_PORT, that the port is "
+                        "reachable from here (firewall), and that no other program holds MASTER_PORT on node 0")
+        return 0
+
+    def stopped_by(self, signum: int) -> int:
+        """The workers got the signal from torchrun, snapshotted and printed the resume command."""
+        if self.make_pid is not None and self.make_pid == os.getppid():
+            # make prints "make: *** [Makefile: train] Error 130" after a failed recipe, which
+            # would bury the resume command. Ended by the signal itself (the terminal's Ctrl-C
+            # already reached it; a SIGTERM may not have), make exits 128 + N and prints nothing.
+            for handled in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(handled, signal.SIG_IGN)  # make passes a SIGTERM on to us
+            os.kill(self.make_pid, signum)
+            return 0
+        return 128 + signum
+
+    def worker_failed(self, exc) -> int:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode < 0:
+            name = signal.Signals(-failure.exitcode).name
+            return fail(f"rank {rank} (pid {failure.pid}) was killed by {name} (out of memory? see dmesg); "
+                        f"the last snapshot is intact; resume with: {self.resume_command()}")
+        if failure.exitcode - 128 in (signal.SIGINT, signal.SIGTERM):
+            return self.stopped_by(failure.exitcode - 128)  # the workers were signalled, not torchrun
+        return failure.exitcode  # the worker has printed its own line
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+def rendezvous_answers(addr: str, port: int) -> bool:
+    """Whether a torch TCPStore (a rendezvous) answers at addr:port within a few seconds."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    try:
+        TCPStore(addr, port, is_master=False, timeout=timedelta(seconds=3)).check(["shakespeare-gpt"])
+        return True
+    except (RuntimeError, ValueError, TimeoutError):
+        return False
+
+
+@contextmanager
+def environment(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- the resume command -------------------------------------------------------------------------
+
+
+def resumed_flags(flags: list[str]) -> list[str]:
+    """`flags` with any --resume [CKPT] replaced by a plain --resume (the run's own snapshot)."""
+    kept, i = [], 0
+    while i < len(flags):
+        flag = flags[i]
+        if flag == "--resume":
+            i += 2 if i + 1 < len(flags) and not flags[i + 1].startswith("-") else 1
+            continue
+        if not flag.startswith("--resume="):
+            kept.append(flag)
+        i += 1
+    return [*kept, "--resume"]
+
+
+def split_out(flags: list[str]) -> tuple[str | None, list[str]]:
+    """(the --out value, the other flags); the last --out wins, as in argparse."""
+    out, rest, i = None, [], 0
+    while i < len(flags):
+        if flags[i] == "--out" and i + 1 < len(flags):
+            out, i = flags[i + 1], i + 2
+            continue
+        if flags[i].startswith("--out="):
+            out = flags[i].split("=", 1)[1]
+        else:
+            rest.append(flags[i])
+        i += 1
+    return out, rest
+
+
+def resume_command() -> str:
+    """The command that resumes this trainer process's run: the launcher's (make train) when it
+    started the run, else this process's own python -m trainer or torchrun command."""
+    if os.environ.get(RESUME_ENV):
+        return os.environ[RESUME_ENV]
+    flags = resumed_flags(sys.argv[1:])
+    python = os.path.relpath(sys.executable) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return shlex.join([python, "-m", "trainer", *flags])
+    torchrun = str(Path(python).parent / "torchrun")
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    nodes = int(os.environ.get("WORLD_SIZE", 1)) // per_node
+    if nodes == 1:
+        return shlex.join([torchrun, "--standalone", f"--nproc-per-node={per_node}", "-m", "trainer", *flags])
+    return (f"on each of the {nodes} nodes, your torchrun command with these trainer flags: "
+            + shlex.join(["-m", "trainer", *flags]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    launch = None
+
+    def body() -> int:
+        nonlocal launch
+        launch = Launch(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+        return launch.run()
+
+    try:
+        return report_usage_errors(body)
+    except KeyboardInterrupt:  # Ctrl-C before torchrun took over the signals: no worker ran yet
+        print("interrupted before training started", file=sys.stderr, flush=True)
+        return launch.stopped_by(signal.SIGINT) if launch else 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
