@@ -132,9 +132,9 @@ class Launch:
             run(parse_config([*self.flags, "--dry-run"]))
 
     def check_port(self) -> None:
-        """On node 0, MASTER_PORT must be free, or be the rendezvous of this run (another node of
-        it on the same machine got there first): a port held by another program hangs the
-        rendezvous until it times out."""
+        """On node 0, MASTER_PORT must be free or held by this run's rendezvous (another node of it
+        on the same machine may have got there first): a port held by another program would
+        hang the rendezvous until it times out."""
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -142,9 +142,10 @@ class Launch:
                 return
             except OSError:
                 pass
-        if not rendezvous_answers(self.master_addr, self.master_port):
-            raise UsageError(f"MASTER_PORT {self.master_port} is taken by another program on this machine: "
-                             "choose a free port (the same MASTER_PORT on every node), or stop that program")
+        holder = port_holder(self.master_port)
+        if holder and not any(word in holder for word in ("trainer.launch", "torchrun", "torch.distributed.run")):
+            raise UsageError(f"MASTER_PORT {self.master_port} is taken by another program on this machine "
+                             f"({holder}): choose a free port (the same MASTER_PORT on every node), or stop it")
 
     def torchrun(self) -> int:
         from torch.distributed.elastic.multiprocessing import SignalException
@@ -203,17 +204,27 @@ def fail(message: str) -> int:
     return EXIT_FAILED
 
 
-def rendezvous_answers(addr: str, port: int) -> bool:
-    """Whether a torch TCPStore (a rendezvous) answers at addr:port within a few seconds."""
-    from datetime import timedelta
-
-    from torch.distributed import TCPStore
-
-    try:
-        TCPStore(addr, port, is_master=False, timeout=timedelta(seconds=3)).check(["shakespeare-gpt"])
-        return True
-    except (RuntimeError, ValueError, TimeoutError):
-        return False
+def port_holder(port: int) -> str | None:
+    """'pid N: command' of the process listening on TCP `port` here, from /proc (Linux); None
+    when it cannot be seen (another user's process, another system)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = " ".join((proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+                return f"pid {proc.name}: {command[:80]}"
+        except OSError:
+            continue
+    return None
 
 
 @contextmanager
