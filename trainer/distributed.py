@@ -121,18 +121,19 @@ def silent_rank(exc: BaseException, env: DistEnv) -> str | None:
 LAUNCHER_CHECK_S = 1.0
 
 
-def watch_launcher(on_gone) -> threading.Event:
+def watch_launcher(on_gone):
     """Under torchrun, call on_gone(launcher_pid) from a thread once the launcher has died.
 
     torchrun starts its workers in sessions of their own, so a kill -9 of torchrun reaches no
     worker: without this they would train on, unsupervised, into the same --out. A process
     whose parent dies gets a new parent (init or a subreaper), so its parent pid changes.
-    Returns the event that stops the watching.
+    Returns the function that stops the watching (and joins the thread, which holds on_gone
+    and through it the process group, so that nothing keeps the group alive past the run).
     """
-    stop = threading.Event()
     if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return stop
+        return lambda: None
     launcher = os.getppid()
+    stop = threading.Event()
 
     def watch():
         while not stop.wait(LAUNCHER_CHECK_S):
@@ -140,8 +141,14 @@ def watch_launcher(on_gone) -> threading.Event:
                 on_gone(launcher)
                 return
 
-    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=watch, name="launcher-watch", daemon=True)
+    thread.start()
+
+    def stop_watching():
+        stop.set()
+        thread.join()
+
+    return stop_watching
 
 
 def shutdown() -> None:

@@ -146,7 +146,7 @@ class Trainer:
                   f"{self._snapshot_state()}; resume with: {resume_command()}", file=sys.stderr, flush=True)
             return EXIT_FAILED
         finally:
-            stop_watching.set()
+            stop_watching()
             # The handlers refer to this Trainer, and through it to DDP and the process group:
             # left installed, they keep the group's threads alive into interpreter shutdown.
             for signum, handler in previous.items():

@@ -1,0 +1,101 @@
+"""make train's launcher: bad NPROC/NNODES in one line, Ctrl-C and SIGTERM ending in the resume
+command, a missing second node and a taken MASTER_PORT as one line each."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import QUICK, ROOT, child_env, free_port, step_losses
+from tests.test_faults import start, wait_for_step
+from trainer import checkpoint
+
+STEPS = 12
+FLAGS = " ".join(str(a) for a in ["--eval-every", 4, *QUICK])
+
+
+def make_train(*variables) -> list[str]:
+    return ["make", "--no-print-directory", "train", *variables]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("variable, value", [("NPROC", "0"), ("NPROC", "abc"), ("NPROC", "-2"), ("NNODES", "0")])
+def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus, variable, value):
+    out = tmp_path / "out"
+    result = subprocess.run(make_train(f"{variable}={value}", f"DATA={corpus}", f"OUT={out}", "STEPS=2"),
+                            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    # make adds its own "make: *** [Makefile:N: train] Error 2" line and exits 2.
+    assert result.returncode == 2, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and f"{variable} must be a whole number" in errors[0] and repr(value) in errors[0], result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("make: ***")] == errors
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("signum, whom", [(signal.SIGINT, "group"), (signal.SIGTERM, "make")])
+def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom):
+    """Ctrl-C reaches the whole foreground process group; `kill` reaches make alone."""
+    out = tmp_path / "out"
+    proc = start(make_train("NPROC=2", f"DATA={corpus}", f"OUT={out}", f"STEPS={STEPS}", f"ARGS={FLAGS}"))
+    wait_for_step(out, 3, proc)
+    if whom == "group":
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    # make ends by the signal itself, which a shell reports as 128 + N (130, 143).
+    assert proc.returncode == -signum, (proc.returncode, stderr)
+    assert "Traceback" not in stdout + stderr and "SignalException" not in stderr
+    assert stderr.strip() == "", stderr
+    *_, stopped, resume = stdout.strip().splitlines()
+    saved = checkpoint.load(out / "model.pt")["step"]
+    assert stopped == f"stopped at step {saved}: snapshot saved to {out / 'model.pt'}", stdout
+    assert saved == max(step_losses(out)) < STEPS
+    assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
+    command = resume.removeprefix("resume with: ")
+    assert shlex.split(command)[3] == f"OUT={out}"
+    if signum == signal.SIGINT:  # once is enough: the printed command continues the run to its end
+        result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=child_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"resuming at step {saved}" in result.stdout
+        assert sorted(step_losses(out)) == list(range(1, STEPS + 1))
+        assert checkpoint.load(out / "model.pt")["step"] == STEPS
+
+
+def test_a_missing_second_node_is_announced_then_one_line_after_rdzv_timeout(tmp_path, corpus):
+    port = free_port()
+    began = time.monotonic()
+    result = subprocess.run(make_train("NNODES=2", "NPROC=1", "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={port}",
+                                       "RDZV_TIMEOUT=3", f"DATA={corpus}", f"OUT={tmp_path}", "STEPS=2"),
+                            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert f"waiting for 2 nodes at 127.0.0.1:{port}, up to 3 s" in result.stdout
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and "not all 2 nodes joined" in errors[0] and "RDZV_TIMEOUT" in errors[0], result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("make: ***")] == errors
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - began < 60  # not torchrun's 600 s default
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_master_port_held_by_another_program_is_one_line_at_once(tmp_path, corpus):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = subprocess.run(make_train("NNODES=2", "NPROC=1", f"MASTER_PORT={port}", "RDZV_TIMEOUT=60",
+                                           f"DATA={corpus}", f"OUT={tmp_path}", "STEPS=2"),
+                                cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=50)
+    assert result.returncode == 2
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and f"MASTER_PORT {port} is taken" in errors[0] and f"pid {os.getpid()}" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
