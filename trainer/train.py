@@ -120,7 +120,7 @@ class Trainer:
             self.saved_step = self.step
         except OSError as exc:
             print(f"warning: could not write {self.snapshot_path} ({exc.strerror}); "
-                  "the previous snapshot is kept, and the next snapshot tries again", flush=True)
+                  "the previous snapshot is kept, and the next snapshot tries again", file=sys.stderr, flush=True)
 
     def _load_snapshot(self, snapshot: dict) -> None:
         self.raw_model.load_state_dict(snapshot["model"])

@@ -1,0 +1,275 @@
+"""Nothing lost, nothing hangs: one run per --out, non-finite losses, full disks (a real ENOSPC on
+a small tmpfs), a killed torchrun and a frozen worker. Each test also checks that a file that
+was good before is still good after."""
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, read_jsonl, run, step_losses, trainer_cmd
+from tests.test_faults import start, wait_for_step, worker_pids
+from trainer import checkpoint, lock
+from trainer.metrics import MetricsLog, read_metrics
+
+
+def strict_records(path: Path) -> list[dict]:
+    """metrics.jsonl read by a strict JSON reader: NaN/Infinity tokens and torn lines fail."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    text = path.read_text()
+    assert text.endswith("\n") or not text
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def make_train(out: Path, corpus: Path, *args, nproc: int = 2, **variables) -> list[str]:
+    flags = " ".join(str(a) for a in args)
+    return ["make", "--no-print-directory", "train", f"NPROC={nproc}", f"DATA={corpus}", f"OUT={out}",
+            f"ARGS={flags}", *(f"{k}={v}" for k, v in variables.items())]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A small RAM file system at `path`, which really runs out of space (needs root, as CI is)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte; returns the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0")
+    return filler
+
+
+# -- 1. one run per --out -----------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_busy_out_is_refused_before_touching_anything(tmp_path, corpus):
+    first = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 400, "--eval-every", 200, *QUICK))
+    try:
+        wait_for_step(tmp_path, 2, first)
+        for extra in ([], ["--resume"], ["--dry-run"]):
+            metrics_before = (tmp_path / "metrics.jsonl").read_text()
+            snapshot_before = (tmp_path / "model.pt").read_bytes()
+            second = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 12, "--seed", 2,
+                                     *QUICK, *extra))
+            assert_one_line_error(second, str(tmp_path), "in use by another training run", f"pid {first.pid} on ")
+            # The first run's files are its own: its records go on from where they were.
+            assert (tmp_path / "metrics.jsonl").read_text().startswith(metrics_before)
+            assert (tmp_path / "model.pt").read_bytes() == snapshot_before
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.communicate()
+    # The kernel dropped the lock with the killed process: no stale lock is left behind.
+    lock.acquire(tmp_path)
+    lock.release(tmp_path)
+
+
+def test_the_dry_run_checks_the_lock_but_does_not_keep_it(tmp_path, corpus):
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dry-run", *QUICK))
+    assert result.returncode == 0, result.stderr
+    lock.acquire(tmp_path)
+    try:
+        refused = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dry-run", *QUICK))
+        assert_one_line_error(refused, "in use by another training run", f"pid {os.getpid()}")
+    finally:
+        lock.release(tmp_path)
+
+
+# -- 2. non-finite numbers ----------------------------------------------------------------------
+
+
+def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_snapshot(tmp_path, corpus, trained_run):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(trained_run / "model.pt", out)
+    shutil.copy(trained_run / "metrics.jsonl", out)
+    good = (out / "model.pt").read_bytes()
+    # A snapshot at step 30 of the same 60-step run, with one weight matrix poisoned.
+    poisoned = torch.load(trained_run / "model.pt", weights_only=True)
+    poisoned["step"] = 30
+    next(iter(poisoned["model"].values())).fill_(math.nan)
+    torch.save(poisoned, tmp_path / "poisoned.pt")
+    result = subprocess.run(make_train(out, corpus, "--resume", tmp_path / "poisoned.pt", "--steps", 60,
+                                       "--eval-every", 30, *QUICK), cwd=ROOT, env=child_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "diverged at step 31" in errors[0] and "--lr" in errors[0] and "--grad-clip" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert (out / "model.pt").read_bytes() == good
+    records = strict_records(out / "metrics.jsonl")
+    assert max(r["step"] for r in records) == 30  # the resumed run dropped the later ones, logged no NaN
+
+
+def test_metrics_lines_are_strict_json_whatever_the_numbers(tmp_path):
+    log = MetricsLog(tmp_path, None, tensorboard=False)
+    log.step(1, math.nan, 1e-3)
+    log.evaluation({"step": 1, "train_loss": math.inf, "val_loss": -math.inf, "steps_per_s": 1.0})
+    log.close()
+    records = strict_records(tmp_path / "metrics.jsonl")
+    assert records == [{"step": 1, "loss": None, "lr": 1e-3},
+                       {"step": 1, "train_loss": None, "val_loss": None, "steps_per_s": 1.0}]
+
+
+# -- 3. full disk --------------------------------------------------------------------------------
+
+
+def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_whole(tmp_path, trained_run, capsys):
+    with tmpfs(tmp_path / "small", "24m") as disk:
+        shutil.copy(trained_run / "model.pt", disk)
+        good = (disk / "model.pt").read_bytes()
+        log = MetricsLog(disk, None, tensorboard=False)
+        log.step(1, 4.0, 1e-3)
+        filler = fill(disk)
+        snapshot = checkpoint.load(disk / "model.pt")
+        with pytest.raises(OSError) as failure:
+            checkpoint.save(disk / "model.pt", snapshot)
+        assert failure.value.errno == 28  # ENOSPC, not torch's RuntimeError
+        # The file's last page still has room; the record that crosses into a new page is cut
+        # short by the kernel. No exception: a warning, and that record and the later ones skipped.
+        for step in range(2, 400):
+            log.step(step, 3.0, 1e-3)
+        filler.unlink()
+        log.step(400, 2.0, 1e-3)  # writing works again
+        checkpoint.save(disk / "model.pt", {**snapshot, "step": 61})  # the next snapshot is tried again
+        log.close()
+        steps = [r["step"] for r in strict_records(disk / "metrics.jsonl")]
+        assert steps[-1] == 400 and steps[:-1] == list(range(1, len(steps))) and len(steps) < 300, steps
+        assert checkpoint.load(disk / "model.pt")["step"] == 61
+        assert sorted(p.name for p in disk.iterdir()) == ["metrics.jsonl", "model.pt"]  # no temporary left
+        assert good != (disk / "model.pt").read_bytes()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]  # once, not at every step
+
+
+def test_training_on_a_full_disk_warns_and_goes_on_with_no_traceback_from_any_rank(tmp_path, corpus, trained_run):
+    snapshot_size = (trained_run / "model.pt").stat().st_size
+    # Room for one snapshot and the logs, not for a second snapshot beside it while it is written.
+    size = f"{(snapshot_size * 3 // 2) // 1024}k"
+    with tmpfs(tmp_path / "small", size) as disk:
+        result = subprocess.run(make_train(disk, corpus, "--steps", 6, "--eval-every", 2, *QUICK),
+                                cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr + result.stdout and "RuntimeError" not in result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: could not write")]
+        assert len(warnings) == 3, result.stderr  # steps 2, 4 and 6, each tried again
+        assert all("No space left on device" in w and "previous snapshot is kept" in w for w in warnings)
+        assert checkpoint.load(disk / "model.pt")["step"] == 1  # the snapshot that fitted, intact
+        assert sorted(step_losses(disk)) == list(range(1, 7))
+        strict_records(disk / "metrics.jsonl")
+        assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning_by_resume_and_plot(tmp_path, trained_run):
+    whole = (trained_run / "metrics.jsonl").read_text()
+    (tmp_path / "metrics.jsonl").write_text(whole + '{"step": 2')
+    plot = run([sys.executable, "-m", "trainer.plot", tmp_path])
+    assert plot.returncode == 0, plot.stderr
+    assert "warning: the last line" in plot.stderr and "incomplete" in plot.stderr
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    steps, evals = read_metrics(tmp_path / "metrics.jsonl")
+    assert len(steps) == 60 and len(evals) == 3
+    # On resume the torn line goes, and what was whole stays.
+    MetricsLog(tmp_path, 30, tensorboard=False).close()
+    assert max(r["step"] for r in strict_records(tmp_path / "metrics.jsonl")) == 30
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [json.loads(line) for line in whole.splitlines()
+                                                      if json.loads(line)["step"] <= 30]
+
+
+# -- 4. torchrun killed --------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """Running or stopped, not a zombie waiting for the init process (the launcher is gone) to reap it."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_stop_soon_after_their_launcher_is_killed(tmp_path, corpus):
+    proc = start(make_train(tmp_path, corpus, "--steps", 400, "--eval-every", 200, "--save-every", 2, *QUICK))
+    wait_for_step(tmp_path, 3, proc)
+    workers = worker_pids(proc.pid)
+    assert len(workers) == 2
+    launcher = int((Path("/proc") / str(workers[0]) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(launcher, signal.SIGKILL)
+    killed = time.monotonic()
+    # The workers hold make's output pipes: communicate() returns once they are gone too.
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 15, "workers trained on without their launcher"
+    deadline = time.monotonic() + 5  # their output closed, they may still be exiting
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+    assert "the launcher (torchrun" in stderr and "is gone" in stderr
+    last = max(step_losses(tmp_path))
+    assert last < 400
+    assert checkpoint.load(tmp_path / "model.pt")["step"] == last  # consistent: the step they stopped at
+    strict_records(tmp_path / "metrics.jsonl")
+    lock.acquire(tmp_path)  # and nobody holds the folder any more
+    lock.release(tmp_path)
+
+
+# -- 7. a frozen worker --------------------------------------------------------------------------
+
+
+def rank_of(pid: int) -> int:
+    environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
+
+
+def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpus):
+    timeout = 5
+    proc = start(make_train(tmp_path, corpus, "--steps", 400, "--eval-every", 200, "--save-every", 2,
+                            "--timeout", timeout, *QUICK), TORCH_ELASTIC_SHUTDOWN_TIMEOUT=2)
+    frozen = None
+    try:
+        wait_for_step(tmp_path, 3, proc)
+        frozen = next(pid for pid in worker_pids(proc.pid) if rank_of(pid) == 1)
+        os.kill(frozen, signal.SIGSTOP)
+        stalled_at = max(step_losses(tmp_path))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    errors = error_lines(stderr)
+    assert len(errors) == 1, stderr
+    assert f"rank 1 stopped answering: no reply within --timeout {timeout} s" in errors[0]
+    assert "resume with: make train NPROC=2" in errors[0]
+    assert "Traceback" not in stderr
+    saved = checkpoint.load(tmp_path / "model.pt")["step"]
+    assert saved <= stalled_at + 1 and saved >= 2
+    strict_records(tmp_path / "metrics.jsonl")
