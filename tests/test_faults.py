@@ -2,9 +2,11 @@
 
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +90,11 @@ def test_sigterm_snapshots_and_exits_within_10s_and_resumes_at_another_world_siz
     last = max(step_losses(tmp_path))
     assert checkpoint.load(tmp_path / "model.pt")["step"] == last < STEPS
     assert f"stopped at step {last}" in stdout
+    # The last line is the command that resumes this run, the way it was started.
+    words = shlex.split(stdout.strip().splitlines()[-1].removeprefix("resume with: "))
+    assert (ROOT / words[0]).resolve() == Path(sys.executable).resolve()
+    assert words[1:] == ["-m", "trainer", "--data", str(corpus), "--out", str(tmp_path), "--save-every", "100",
+                         *map(str, RUN), "--resume"]
     # The snapshot was taken by one process; two processes continue it (the global batch is the same).
     result = run(trainer_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
     assert result.returncode == 0, result.stderr[-3000:]

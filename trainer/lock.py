@@ -10,6 +10,7 @@ keeps the holder's pid and host for the message a second run prints; it is never
 import fcntl
 import os
 import socket
+import sys
 from pathlib import Path
 
 from trainer.errors import UsageError
@@ -36,6 +37,11 @@ def acquire(out: Path) -> None:
             f"--out {out} is in use by another training run ({holder}): wait for it to end or stop it, "
             "or choose another --out (OUT= for make)"
         ) from None
+    except OSError as exc:  # a file system without locks (some network and FUSE ones)
+        os.close(fd)
+        print(f"warning: cannot lock {out} ({exc.strerror}): nothing stops a second run from writing "
+              "into it at the same time", file=sys.stderr, flush=True)
+        return
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _held[out] = fd
