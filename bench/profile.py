@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         cores = machine_cores()
         warn_if_busy(cores)
         torch.set_num_threads(cores)
-        default = resolve_dtype(TrainConfig.dtype)[0]
-        dtypes = [default] if default == "fp32" else [default, "fp32"]
+        # The default (auto) first, then fp32 when the default resolved to bf16 on this CPU.
+        dtypes = [TrainConfig.dtype] + (["fp32"] if resolve_dtype(TrainConfig.dtype)[0] != "fp32" else [])
         for dtype in dtypes:
             with tempfile.TemporaryDirectory(prefix="bench-profile-") as out:
                 cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
                 result = profile_steps(cfg, corpus, args.warmup, args.steps)
-            print(f"\none process, {cores} threads, batch {cfg.batch_size} x {cfg.block_size}, "
-                  f"{result['dtype']} ({result['why']}), mean of {args.steps} profiled steps:\n")
+            print(f"\none process, {result['dtype']} ({result['why']}), {cores} threads, "
+                  f"batch {cfg.batch_size} x {cfg.block_size}, mean of {args.steps} profiled steps:\n")
             print(table(result))
         return 0
 

@@ -2,8 +2,9 @@
 
 With the default config it has exactly 824,897 parameters. q, k and v come from one fused
 bias-free Linear (the same count as three separate ones), and attention is two batched matmuls
-around a softmax (causal_attention below): on CPU that is faster than scaled_dot_product_attention's
-fused kernel in fp32 and far faster under bf16 autocast, where that kernel's backward is slow.
+around a softmax (causal_attention below): under bf16 autocast that is far faster on CPU than
+scaled_dot_product_attention, whose fused kernel's bf16 backward is slow, and in fp32 it is on
+par with it (`make bench-levers` measures both).
 """
 
 import math
@@ -49,9 +50,11 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal_b
 
     The same function as scaled_dot_product_attention(q, k, v, is_causal=True) (a test holds the
     two together), written as baddbmm + softmax + bmm because that is what runs fast on CPU: under
-    bf16 autocast both matmuls run on the CPU's bf16 units while the softmax is taken in fp32, so
-    the probabilities keep fp32's precision. causal_bias is 0 on and below the diagonal and -inf
-    above it: added to the scores, it gives the future zero weight.
+    bf16 autocast both matmuls run on the CPU's bf16 units and the softmax reads and writes bf16
+    (its CPU kernel sums in fp32). Taking it in fp32 instead would cast the T x T scores up and
+    the probabilities back down, forward and backward, and the second matmul would still see
+    them in bf16. causal_bias is 0 on and below the diagonal and -inf above it: added to the
+    scores, it gives the future zero weight.
     """
     scale = q.size(-1) ** -0.5
     scores = torch.baddbmm(causal_bias, q, k.transpose(1, 2), alpha=scale)
