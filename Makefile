@@ -37,7 +37,7 @@ SEED ?=
 NPROCS ?= 1,2,4
 BENCH_OUT ?= bench/results.json
 
-.PHONY: help install train test export generate cpp-generate bench bench-levers bench-micro plot clean
+.PHONY: help install train test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -74,8 +74,11 @@ cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=c
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
 
-bench-levers: $(STAMP) ## steps/s of each speed lever (threads, dropout, AdamW, bf16, torch.compile, DDP options)
+bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
 	$(PY) -m bench.levers $(if $(DATA),--data $(DATA))
+
+bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
+	$(PY) -m bench.profile $(if $(DATA),--data $(DATA))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro
