@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +16,12 @@ from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 
 STEPS = 12
-FLAGS = " ".join(str(a) for a in ["--eval-every", 4, *QUICK])
 
 
-def make_train(*variables) -> list[str]:
-    return ["make", "--no-print-directory", "train", *variables]
+def make_train(out: Path, corpus: Path, *args, nproc: int = 2, **variables) -> list[str]:
+    """make train with these trainer flags as ARGS; `variables` are more make variables."""
+    variables = {"NPROC": nproc, "DATA": corpus, "OUT": out, "ARGS": " ".join(str(a) for a in args), **variables}
+    return ["make", "--no-print-directory", "train", *(f"{k}={v}" for k, v in variables.items())]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -29,7 +31,7 @@ def error_lines(stderr: str) -> list[str]:
 @pytest.mark.parametrize("variable, value", [("NPROC", "0"), ("NPROC", "abc"), ("NPROC", "-2"), ("NNODES", "0")])
 def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus, variable, value):
     out = tmp_path / "out"
-    result = subprocess.run(make_train(f"{variable}={value}", f"DATA={corpus}", f"OUT={out}", "STEPS=2"),
+    result = subprocess.run(make_train(out, corpus, "--steps", 2, **{variable: value}),
                             cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
     # make adds its own "make: *** [Makefile:N: train] Error 2" line and exits 2.
     assert result.returncode == 2, result.stderr
@@ -44,7 +46,7 @@ def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus
 def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom):
     """Ctrl-C reaches the whole foreground process group; `kill` reaches make alone."""
     out = tmp_path / "out"
-    proc = start(make_train("NPROC=2", f"DATA={corpus}", f"OUT={out}", f"STEPS={STEPS}", f"ARGS={FLAGS}"))
+    proc = start(make_train(out, corpus, "--eval-every", 4, *QUICK, STEPS=STEPS))
     wait_for_step(out, 3, proc)
     if whom == "group":
         os.killpg(proc.pid, signum)
@@ -74,8 +76,8 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
 def test_a_missing_second_node_is_announced_then_one_line_after_rdzv_timeout(tmp_path, corpus):
     port = free_port()
     began = time.monotonic()
-    result = subprocess.run(make_train("NNODES=2", "NPROC=1", "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={port}",
-                                       "RDZV_TIMEOUT=3", f"DATA={corpus}", f"OUT={tmp_path}", "STEPS=2"),
+    result = subprocess.run(make_train(tmp_path, corpus, "--steps", 2, nproc=1, NNODES=2, MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=port, RDZV_TIMEOUT=3),
                             cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
     assert f"waiting for 2 nodes at 127.0.0.1:{port}, up to 3 s" in result.stdout
     assert result.returncode != 0
@@ -92,8 +94,8 @@ def test_a_master_port_held_by_another_program_is_one_line_at_once(tmp_path, cor
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = subprocess.run(make_train("NNODES=2", "NPROC=1", f"MASTER_PORT={port}", "RDZV_TIMEOUT=60",
-                                           f"DATA={corpus}", f"OUT={tmp_path}", "STEPS=2"),
+        result = subprocess.run(make_train(tmp_path, corpus, "--steps", 2, nproc=1, NNODES=2, MASTER_PORT=port,
+                                           RDZV_TIMEOUT=60),
                                 cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=50)
     assert result.returncode == 2
     errors = error_lines(result.stderr)

@@ -18,6 +18,7 @@ import torch
 
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, read_jsonl, run, step_losses, trainer_cmd
 from tests.test_faults import start, wait_for_step, worker_pids
+from tests.test_launch import error_lines, make_train
 from trainer import checkpoint, lock
 from trainer.metrics import MetricsLog, read_metrics
 
@@ -30,16 +31,6 @@ def strict_records(path: Path) -> list[dict]:
     text = path.read_text()
     assert text.endswith("\n") or not text
     return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
-
-
-def make_train(out: Path, corpus: Path, *args, nproc: int = 2, **variables) -> list[str]:
-    flags = " ".join(str(a) for a in args)
-    return ["make", "--no-print-directory", "train", f"NPROC={nproc}", f"DATA={corpus}", f"OUT={out}",
-            f"ARGS={flags}", *(f"{k}={v}" for k, v in variables.items())]
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
 @contextlib.contextmanager
