@@ -28,7 +28,8 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
-@pytest.mark.parametrize("variable, value", [("NPROC", "0"), ("NPROC", "abc"), ("NPROC", "-2"), ("NNODES", "0")])
+@pytest.mark.parametrize("variable, value", [("NPROC", "0"), ("NPROC", "abc"), ("NPROC", "-2"), ("NNODES", "0"),
+                                             ("NODE_RANK", "1")])
 def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus, variable, value):
     out = tmp_path / "out"
     result = subprocess.run(make_train(out, corpus, "--steps", 2, **{variable: value}),
