@@ -26,7 +26,10 @@ train: export OMP_NUM_THREADS ?= $(shell n=$$(( $(CORES) / $(NPROC) )); echo $$(
 # dead workers' gloo addresses and hang (pytorch/pytorch#135712): a fresh store for every attempt.
 train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
-TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
+# A value as one shell word, whatever it holds (spaces, quotes): make train OUT='my runs'.
+shell_quote = '$(subst ','\'',$(1))'
+TRAIN_FLAGS = --out $(call shell_quote,$(OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA))) \
+              $(if $(STEPS),--steps $(call shell_quote,$(STEPS))) $(ARGS)
 ifeq ($(NNODES),1)
 RDZV = --standalone
 else
@@ -48,8 +51,46 @@ BENCH_OUT ?= bench/results.json
 
 .PHONY: help install train test export generate cpp-generate bench bench-levers bench-micro plot clean
 
-help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+help: ## list the targets, each with the variables it reads and their values now (the defaults)
+	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
+	  FNR == NR { i = index($$0, "="); value[substr($$0, 1, i - 1)] = substr($$0, i + 1); next } \
+	  /^#> / { rest = substr($$0, index($$0, $$3) + length($$3) + 1); \
+	           doc[$$2] = doc[$$2] sprintf("    %-26s %s\n", $$3 "=" value[$$3], rest); next } \
+	  /^[a-z-]+:.*## / { n++; order[n] = substr($$0, 1, index($$0, ":") - 1); \
+	                     text[order[n]] = substr($$0, index($$0, "## ") + 3) } \
+	  END { for (i = 1; i <= n; i++) printf "%-14s %s\n%s", order[i], text[order[i]], doc[order[i]] }' \
+	  - $(firstword $(MAKEFILE_LIST))
+
+# The variables each target reads, for make help: `#> target VARIABLE what it sets`.
+#> install PYTHON3 the Python that creates .venv
+#> train NPROC processes on this machine (each a DDP rank); must divide the batch of 32
+#> train STEPS optimiser steps (empty: 3000, or on --resume the snapshot's own total)
+#> train DATA UTF-8 corpus (empty: data/tinyshakespeare.txt, downloaded if missing)
+#> train OUT directory for model.pt, metrics.jsonl, loss.png and the exports
+#> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
+#> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last snapshot
+#> train NNODES machines in the run (each runs make train with the same variables)
+#> train NODE_RANK this machine's index, 0 to NNODES-1 (0 hosts the rendezvous)
+#> train MASTER_ADDR address of node 0 (with NNODES > 1)
+#> train MASTER_PORT rendezvous port on node 0 (with NNODES > 1)
+#> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
+#> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
+#> export CKPT the training snapshot to export
+#> generate MODEL model.pt, model.ts, model.pt2 or model.onnx
+#> generate PROMPT text the generated characters follow
+#> generate TOKENS characters to generate
+#> generate TEMPERATURE sampling temperature; 0 = always the likeliest character
+#> generate TOP_K sample among the K likeliest characters only (empty: all)
+#> generate SEED seed of the sampling (empty: a random one)
+#> cpp-generate MODEL the TorchScript model (.ts) the C++ program runs
+#> cpp-generate PROMPT text the generated characters follow
+#> cpp-generate TOKENS characters to generate
+#> bench NPROCS comma-separated process counts to time
+#> bench BENCH_OUT JSON file for the results
+#> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
+HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -86,7 +127,7 @@ bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, al
 	$(PY) -m pytest -q bench/micro
 
 plot: $(STAMP) ## draw OUT/loss.png from OUT/metrics.jsonl
-	$(PY) -m trainer.plot $(OUT)
+	$(PY) -m trainer.plot $(call shell_quote,$(OUT))
 
 clean: ## remove build outputs (keeps .venv, data and checkpoints)
 	rm -rf build bench/micro/.benchmarks .pytest_cache
