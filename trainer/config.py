@@ -220,16 +220,21 @@ RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every
                   "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "sample_tokens", "sample_prompt")
 
 
-def continue_snapshot(cfg: TrainConfig, saved: dict, step: int, path) -> None:
-    """Give cfg the settings of the snapshot it resumes (`saved`, its train_config, at `step`).
-
-    A --steps other than the snapshot's would change the learning-rate schedule under a
-    half-trained model, so it needs --extend.
-    """
+def continue_snapshot(cfg: TrainConfig, saved: dict) -> None:
+    """Give cfg the settings of the snapshot it resumes (`saved`, its train_config)."""
     for name in RESUMED_FIELDS:
         recipe_given = "recipe" in cfg.given and name in COURSE_RECIPE  # --recipe now sets these
         if name in saved and name not in cfg.given and not recipe_given:
             setattr(cfg, name, saved[name])
+    _check(cfg)
+
+
+def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
+    """A resumed run trains on to the snapshot's own total, which it has not reached yet.
+
+    A --steps other than the snapshot's would change the learning-rate schedule under a
+    half-trained model, so it needs --extend.
+    """
     total = saved.get("steps", cfg.steps)
     if cfg.steps != total and not cfg.extend:
         raise UsageError(f"{path} is a run of {total} steps and --steps {cfg.steps} would change its schedule: "
@@ -237,7 +242,6 @@ def continue_snapshot(cfg: TrainConfig, saved: dict, step: int, path) -> None:
     if step >= cfg.steps:
         raise UsageError(f"{path} has finished its {cfg.steps} steps, nothing to resume: train further with "
                          "--steps N --extend, or write the exports with make export")
-    _check(cfg)
 
 
 def choose_sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> str | None:

@@ -14,7 +14,7 @@ import torch
 
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed
-from trainer.config import TrainConfig, choose_sample_prompt, continue_snapshot
+from trainer.config import TrainConfig, check_run_length, choose_sample_prompt, continue_snapshot
 from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
 from trainer.errors import UsageError
@@ -292,17 +292,18 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
             if path is not None:
                 snapshot = checkpoint.load(path)
                 if cfg.resume is not None:
-                    continue_snapshot(cfg, snapshot["train_config"], snapshot["step"], path)
+                    continue_snapshot(cfg, snapshot["train_config"])
                 checkpoint.check_compatible(snapshot, path, model_config(cfg, corpus), corpus.vocab)
+                if cfg.resume is not None:
+                    check_run_length(cfg, snapshot["train_config"], snapshot["step"], path)
                 if cfg.resume is None and snapshot.get("run_id") != os.environ.get("TORCHELASTIC_RUN_ID"):
                     snapshot = None  # a snapshot of an earlier run, not of this restarted one
     except UsageError as exc:
         error = str(exc)
     distributed.agree_on_error(env, error)
     snapshot = distributed.broadcast_from_main(env, snapshot)
-    # The other ranks take the snapshot's settings too; rank 0 found any error in them above.
     if snapshot is not None and cfg.resume is not None and not env.is_main:
-        continue_snapshot(cfg, snapshot["train_config"], snapshot["step"], resume_path(cfg))
+        continue_snapshot(cfg, snapshot["train_config"])  # as rank 0 did above
     note = choose_sample_prompt(cfg, corpus.vocab, corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist()))
     if note and env.is_main and not cfg.dry_run:
         print(note, flush=True)
