@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
                    help="tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4")
     g.add_argument("--lr", type=float, help=by_recipe("peak learning rate", "lr"))
-    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay", "min_lr"))
+    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay, at most --lr", "min_lr"))
     g.add_argument("--schedule", choices=["cosine", "constant"], help=by_recipe("learning-rate schedule", "schedule"))
     g.add_argument("--warmup-steps", type=int, help=by_recipe("linear warm-up steps", "warmup_steps"))
     g.add_argument("--beta1", type=float, default=d.beta1)
