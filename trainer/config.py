@@ -194,7 +194,7 @@ def _check(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.block_size < 2:
-        # torch.export gives the time dimension a range 1..block_size, which must be a range.
+        # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
         raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
