@@ -73,6 +73,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> train NODE_RANK this machine's index, 0 to NNODES-1 (0 hosts the rendezvous)
 #> train MASTER_ADDR address of node 0 (with NNODES > 1)
 #> train MASTER_PORT rendezvous port on node 0 (with NNODES > 1)
+#> train RDZV_TIMEOUT seconds to wait for all NNODES machines to join
 #> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
 #> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
 #> export CKPT the training snapshot to export
@@ -82,9 +83,14 @@ help: ## list the targets, each with the variables it reads and their values now
 #> generate TEMPERATURE sampling temperature; 0 = always the likeliest character
 #> generate TOP_K sample among the K likeliest characters only (empty: all)
 #> generate SEED seed of the sampling (empty: a random one)
-#> cpp-generate MODEL the TorchScript model (.ts) the C++ program runs
+#> cpp-generate MODEL a TorchScript model.ts (left unset: OUT/model.ts, whatever is shown here)
 #> cpp-generate PROMPT text the generated characters follow
 #> cpp-generate TOKENS characters to generate
+#> cpp-generate TEMPERATURE sampling temperature; 0 = always the likeliest character
+#> cpp-generate TOP_K sample among the K likeliest characters only (empty: all)
+#> cpp-generate SEED seed of the sampling (empty: a random one)
+#> serve OUT the run's directory, whose model.onnx and model.json the page loads
+#> serve PORT the page's port on 127.0.0.1
 #> bench NPROCS comma-separated process counts to time
 #> bench BENCH_OUT JSON file for the results
 #> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
