@@ -277,6 +277,7 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     error = None
     snapshot = None
     corpus = None
+    note = None
     try:
         distributed.check_world_size(cfg.batch_size, env.world_size)
         # Only one process per machine may download the corpus; the others wait for it.
@@ -287,6 +288,8 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     distributed.agree_on_error(env, error)
     try:
         corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
+        # Before --out is touched. A resumed run then takes the snapshot's prompt, unless given.
+        note = choose_sample_prompt(cfg, corpus.vocab, corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist()))
         if env.is_main:
             check_out_dir(Path(cfg.out))
             path = resume_path(cfg)
@@ -305,8 +308,7 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     snapshot = distributed.broadcast_from_main(env, snapshot)
     if snapshot is not None and cfg.resume is not None and not env.is_main:
         continue_snapshot(cfg, snapshot["train_config"])  # as rank 0 did above
-    note = choose_sample_prompt(cfg, corpus.vocab, corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist()))
-    if note and env.is_main and not cfg.dry_run:
+    if note and env.is_main and not cfg.dry_run and snapshot is None:
         print(note, flush=True)
     return corpus, snapshot
 
