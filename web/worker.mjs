@@ -13,6 +13,12 @@ ort.env.logLevel = "error";
 let loaded = null; // { key, model }: the session is kept while the same files are used
 let stopRequested = false;
 
+// The model's run() finishes within microtasks, which never let a message event in: without a real
+// task boundary between characters, Stop would be read only after the last one. A MessageChannel
+// message is such a boundary, without setTimeout's 4 ms clamp.
+const channel = new MessageChannel();
+const nextTask = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(null); });
+
 async function fetchModelFiles(url) {
   const onnx = await fetch(new URL("model.onnx", url));
   if (!onnx.ok) {
@@ -51,7 +57,8 @@ async function generate({ model: source, prompt, settings }) {
   for await (const id of generateTokens(model.lastLogits, ids, settings.tokens, model.blockSize, sampling)) {
     postMessage({ type: "text", text: decode(model.vocab, [id]) });
     tokens += 1;
-    if (stopRequested) break; // a stop message is handled while the model runs (session.run awaits)
+    await nextTask(); // here the page's stop message is handled
+    if (stopRequested) break;
   }
   postMessage({ type: "done", tokens, seconds: (performance.now() - start) / 1000, stopped: stopRequested });
 }
