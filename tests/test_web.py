@@ -175,7 +175,7 @@ def test_node_decodes_a_character_outside_the_bmp_as_python_does(tmp_path):
     # An emoji is one character in Python and two UTF-16 units in JavaScript: indexes must not shift.
     corpus = tmp_path / "emoji.txt"
     corpus.write_text("To be 🎭 or not to be, 🎭 that is the question.\n" * 300, encoding="utf-8")
-    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 30, "--block-size", 16,
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 120, "--block-size", 16,
                              "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--lr", 0.01, "--eval-iters", 1,
                              "--sample-tokens", 0), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
