@@ -119,6 +119,14 @@ def test_model_files_chosen_from_disk(chromium, web_model, greedy_text, tmp_path
     assert page["state"] == "done" and page["output"] == greedy_text, page
 
 
+def test_model_onnx_alone_is_enough_in_the_page_and_in_node(chromium, web_model, greedy_text, tmp_path):
+    shutil.copy(web_model / "model.onnx", tmp_path)  # its metadata_props hold the vocabulary and block size
+    page = generate_in_page(tmp_path, temperature=0, autostart=1)
+    assert page["state"] == "done" and page["output"] == greedy_text, page
+    node = node_example(tmp_path / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS, "--temperature", 0)
+    assert node.returncode == 0 and node.stdout == greedy_text + "\n", node.stderr
+
+
 def test_a_prompt_longer_than_the_context_is_cropped_as_in_python(chromium, web_model, corpus):
     prompt = corpus.read_text(encoding="utf-8")[:3 * BLOCK_SIZE]
     page = generate_in_page(web_model, prompt=prompt, tokens=40, temperature=0, autostart=1)
@@ -144,6 +152,7 @@ def mismatched_pair(folder, web_model, keep_metadata: bool):
 
 @pytest.mark.parametrize("case, words", [
     ("no model files", ["model.onnx was not found", "make serve OUT="]),
+    ("model.onnx without metadata and no model.json", ["model.json is missing", "make export"]),
     ("model.json of another model", ["does not match model.onnx"]),
     ("model.json of another model, model.onnx without metadata", ["lists 64 characters, the model scores 65"]),
     ("prompt outside the vocabulary", ["outside the model's vocabulary", "☃"]),
@@ -153,6 +162,9 @@ def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, ca
     query = {"temperature": 0, "autostart": 1}
     if case.startswith("model.json of another model"):
         mismatched_pair(tmp_path, web_model, keep_metadata="without metadata" not in case)
+    elif case.startswith("model.onnx without metadata"):
+        shutil.copy(web_model / "model.onnx", tmp_path)
+        without_metadata(tmp_path / "model.onnx")
     elif case != "no model files":
         shutil.copy(web_model / "model.onnx", tmp_path)
         shutil.copy(web_model / "model.json", tmp_path)

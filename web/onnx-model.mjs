@@ -47,20 +47,22 @@ function protobufFields(bytes) {
   return fields;
 }
 
-/** The vocabulary and context length: from the ONNX file's own metadata, else from model.json.
+/** The vocabulary and context length: from model.json, or from the ONNX file's own metadata.
  *
- * `manifestText` is model.json's text, or null when there is none. When both are there they must
- * agree: a model.json from another export would turn the logits into the wrong characters.
+ * `manifestText` is model.json's text, or null when there is none (model.onnx exported since
+ * manifest format 2 carries both facts itself). When both are there they must agree: a model.json
+ * from another export would turn the logits into the wrong characters.
  */
 export function modelFacts(onnxBytes, manifestText) {
   const props = onnxMetadata(onnxBytes);
-  const embedded = "vocab" in props ? facts(props.vocab, props.block_size, "model.onnx's metadata") : null;
+  const inside = "model.onnx's metadata";
+  const embedded = "vocab" in props ? facts(parseJson(props.vocab, inside), props.block_size, inside) : null;
   if (manifestText === null) {
     if (embedded) return embedded;
     throw new UsageError("model.json is missing and this model.onnx carries no vocabulary of its own: " +
       "put the model.json written with it beside it (make export writes both)");
   }
-  const manifest = parseManifest(manifestText);
+  const manifest = parseJson(manifestText, "model.json");
   const listed = facts(manifest.vocab, manifest.block_size, "model.json");
   if (embedded && (embedded.vocab.join("") !== listed.vocab.join("") || embedded.blockSize !== listed.blockSize)) {
     throw new UsageError("model.json does not match model.onnx (a different vocabulary or context length): " +
@@ -69,21 +71,21 @@ export function modelFacts(onnxBytes, manifestText) {
   return listed;
 }
 
-function parseManifest(text) {
+function parseJson(text, where) {
   try {
     return JSON.parse(text);
   } catch {
-    throw new UsageError("model.json is not valid JSON: use the model.json that make export writes beside model.onnx");
+    throw new UsageError(`${where} is not valid JSON: export the model again with make export`);
   }
 }
 
+// Manifest format 2 stores numbers and arrays; metadata_props stores strings (block_size "128").
 function facts(vocab, blockSize, where) {
-  const parsed = typeof vocab === "string" && where.includes("metadata") ? JSON.parse(vocab) : vocab;
   const size = Number(blockSize);
   if (!Number.isInteger(size) || size < 1) {
     throw new UsageError(`${where} has no context length (block_size): export the model again with make export`);
   }
-  return { vocab: vocabularyOf(parsed), blockSize: size, where };
+  return { vocab: vocabularyOf(vocab), blockSize: size, where };
 }
 
 /** An onnxruntime-web session over model.onnx, checked against the vocabulary.

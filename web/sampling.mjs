@@ -13,9 +13,14 @@ export class UsageError extends Error {}
  * point as Python does (vocab[i] and vocab.length would split a character outside the BMP in two).
  */
 export function vocabularyOf(vocab) {
-  if (typeof vocab === "string") return Array.from(vocab);
-  if (Array.isArray(vocab) && vocab.every((ch) => typeof ch === "string" && Array.from(ch).length === 1)) return vocab;
-  throw new UsageError("the vocabulary is neither a list of single characters nor a string: export the model again with make export");
+  const chars = typeof vocab === "string" ? Array.from(vocab) : vocab;
+  if (!Array.isArray(chars) || !chars.length || !chars.every((ch) => typeof ch === "string" && Array.from(ch).length === 1)) {
+    throw new UsageError("the vocabulary is not a list of single characters: export the model again with make export");
+  }
+  if (new Set(chars).size !== chars.length) {
+    throw new UsageError("the vocabulary repeats a character: export the model again with make export");
+  }
+  return chars;
 }
 
 /** The generation settings from text fields (empty = default), checked; `names` label the fields in errors. */
