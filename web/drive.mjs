@@ -4,11 +4,12 @@
 // by make bench (browser tokens/s) and to take docs/web.png.
 //
 //   node web/drive.mjs URL [--chromium /usr/bin/chromium] [--set FIELD=VALUE]... [--files A,B]
-//                      [--generate] [--stop-after N] [--screenshot PNG] [--timeout SECONDS]
+//                      [--generate] [--stop-after N] [--runs N] [--screenshot PNG] [--timeout SECONDS]
 //
 // --set types into a field, --files chooses model files in the page, --generate presses Generate
-// (needed unless the URL has autostart=1), --stop-after presses Stop once #output has N characters.
-// It waits until #output's data-state is done or error, then prints
+// (needed unless the URL has autostart=1), --stop-after presses Stop once #output has N characters,
+// --runs N presses Generate again after each run until N have finished (the last one is reported:
+// a warm run, for timing). It waits until #output's data-state is done or error, then prints
 // {state, output, error, notice, stats, tokensPerSecond, stopped, query, fields, console}.
 
 import { parseArgs } from "node:util";
@@ -18,7 +19,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true, options: {
     chromium: { type: "string", default: "/usr/bin/chromium" }, set: { type: "string", multiple: true, default: [] },
     files: { type: "string" }, generate: { type: "boolean", default: false }, "stop-after": { type: "string" },
-    screenshot: { type: "string" }, timeout: { type: "string", default: "120" },
+    runs: { type: "string", default: "1" }, screenshot: { type: "string" }, timeout: { type: "string", default: "120" },
   },
 });
 const timeout = Number(values.timeout) * 1000;
@@ -46,7 +47,12 @@ try {
     await page.waitForFunction((n) => document.getElementById("output").textContent.length >= n, Number(values["stop-after"]));
     await page.click("#stop");
   }
-  await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("output").dataset.state));
+  const finished = () => page.waitForFunction(() => ["done", "error"].includes(document.getElementById("output").dataset.state));
+  await finished();
+  for (let run = 1; run < Number(values.runs); run++) {
+    await page.click("#generate");
+    await finished();
+  }
   if (values.screenshot) await page.screenshot({ path: values.screenshot, fullPage: true });
   const result = await page.evaluate(() => {
     const $ = (id) => document.getElementById(id);
