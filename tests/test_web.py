@@ -112,10 +112,11 @@ def test_stop_ends_a_long_generation(chromium, web_model):
     assert 40 <= len(page["output"]) < 2_000 and page["stats"].startswith("Stopped after")
 
 
-def test_model_files_chosen_from_disk(chromium, web_model, greedy_text, tmp_path):
-    # Served from an empty folder: the model comes only from the file input, as on any static host.
+@pytest.mark.parametrize("how", ["--files", "--drop"])
+def test_model_files_chosen_from_disk(chromium, web_model, greedy_text, tmp_path, how):
+    # Served from an empty folder: the model comes only from the file input or a drop, as on any static host.
     files = f"{web_model / 'model.onnx'},{web_model / 'model.json'}"
-    page = generate_in_page(tmp_path, "--files", files, "--generate", temperature=0)
+    page = generate_in_page(tmp_path, how, files, "--generate", temperature=0)
     assert page["state"] == "done" and page["output"] == greedy_text, page
 
 

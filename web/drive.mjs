@@ -4,21 +4,24 @@
 // by make bench (browser tokens/s) and to take docs/web.png.
 //
 //   node web/drive.mjs URL [--chromium /usr/bin/chromium] [--set FIELD=VALUE]... [--files A,B]
-//                      [--generate] [--stop-after N] [--runs N] [--screenshot PNG] [--timeout SECONDS]
+//                      [--drop A,B] [--generate] [--stop-after N] [--runs N] [--screenshot PNG] [--timeout SECONDS]
 //
-// --set types into a field, --files chooses model files in the page, --generate presses Generate
+// --set types into a field, --files chooses model files in the page's file input, --drop drops them
+// on the page as a drag and drop from the file manager does, --generate presses Generate
 // (needed unless the URL has autostart=1), --stop-after presses Stop once #output has N characters,
 // --runs N presses Generate again after each run until N have finished (the last one is reported:
 // a warm run, for timing). It waits until #output's data-state is done or error, then prints
 // {state, output, error, notice, stats, tokensPerSecond, stopped, query, fields, console}.
 
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true, options: {
     chromium: { type: "string", default: "/usr/bin/chromium" }, set: { type: "string", multiple: true, default: [] },
-    files: { type: "string" }, generate: { type: "boolean", default: false }, "stop-after": { type: "string" },
+    files: { type: "string" }, drop: { type: "string" }, generate: { type: "boolean", default: false }, "stop-after": { type: "string" },
     runs: { type: "string", default: "1" }, screenshot: { type: "string" }, timeout: { type: "string", default: "120" },
   },
 });
@@ -42,6 +45,17 @@ try {
     await page.fill(`#${field}`, rest.join("="));
   }
   if (values.files) await page.setInputFiles("#model-files", values.files.split(","));
+  if (values.drop) {
+    const files = values.drop.split(",").map((path) => ({ name: basename(path), base64: readFileSync(path).toString("base64") }));
+    const transfer = await page.evaluateHandle((files) => {
+      const data = new DataTransfer();
+      for (const { name, base64 } of files) data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name));
+      return data;
+    }, files);
+    await page.dispatchEvent("#model", "drop", { dataTransfer: transfer });
+    await page.waitForFunction(() => document.getElementById("model-source").textContent.endsWith("from disk"));
+  }
+  if (values.files) await page.waitForFunction(() => document.getElementById("model-source").textContent.endsWith("from disk"));
   if (values.generate) await page.click("#generate");
   if (values["stop-after"]) {
     await page.waitForFunction((n) => document.getElementById("output").textContent.length >= n, Number(values["stop-after"]));

@@ -59,7 +59,7 @@ const handlers = {
   notice({ text }) { showNotice(text); },
   text({ text }) { output.textContent += text; },
   done({ tokens, seconds, stopped }) {
-    const rate = tokens / seconds;
+    const rate = seconds > 0 ? tokens / seconds : 0;
     stats.dataset.tokensPerSecond = rate.toFixed(1);
     stats.textContent = `${stopped ? "Stopped after" : "Generated"} ${tokens} characters in ${seconds.toFixed(2)} s: ` +
       `${rate.toFixed(0)} tokens/s (onnxruntime-web, wasm, ${stats.dataset.threads} thread(s)).`;

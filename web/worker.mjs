@@ -19,13 +19,21 @@ let stopRequested = false;
 const channel = new MessageChannel();
 const nextTask = () => new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(null); });
 
+async function fetchModelFile(name, url) {
+  try {
+    return await fetch(new URL(name, url));
+  } catch (err) {
+    throw new UsageError(`cannot fetch ${name} from ${url} (${err.message}): is the server (make serve) still running?`);
+  }
+}
+
 async function fetchModelFiles(url) {
-  const onnx = await fetch(new URL("model.onnx", url));
+  const onnx = await fetchModelFile("model.onnx", url);
   if (!onnx.ok) {
     throw new UsageError(`model.onnx was not found beside the page (HTTP ${onnx.status}): serve a folder that has it ` +
       "(make serve OUT=checkpoints), or choose model.onnx and model.json from disk below");
   }
-  const json = await fetch(new URL("model.json", url));
+  const json = await fetchModelFile("model.json", url);
   return { onnx: await onnx.arrayBuffer(), json: json.ok ? await json.text() : null };
 }
 
