@@ -40,7 +40,7 @@ def web_model(tmp_path_factory, corpus):
 def chromium():
     reason = missing_requirement()
     if reason:  # CI installs both (.ci/run); a machine without them is told how, never skipped
-        pytest.fail(f"the browser tests need Chromium and web/'s npm packages: {reason}", pytrace=False)
+        pytest.fail(f"the browser tests cannot run: {reason}", pytrace=False)
 
 
 def python_text(model_dir, prompt=PROMPT, tokens=TOKENS, *options) -> str:
