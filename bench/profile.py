@@ -6,6 +6,8 @@ the operator, not its children, so nothing is counted twice) into a few groups. 
 accounts for (Python, autograd bookkeeping, the profiler itself) is the `other` row.
 """
 
+import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -50,7 +52,7 @@ def profile_steps(cfg: TrainConfig, corpus, warmup: int, steps: int) -> dict:
     trainer = Trainer(cfg, DistEnv(), corpus, snapshot=None)
     for step in range(1, warmup + 1):
         trainer._run_batch(step)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for step in range(warmup + 1, warmup + steps + 1):
             trainer._run_batch(step)
@@ -61,6 +63,20 @@ def profile_steps(cfg: TrainConfig, corpus, warmup: int, steps: int) -> dict:
             group = group_of(event.key)
             groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1000 / steps
     return {"dtype": trainer.dtype, "why": trainer.dtype_reason, "wall_ms": wall_ms, "groups": groups}
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """The profiler's C++ side prints a line to file descriptor 2 at every start and stop."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def table(result: dict) -> str:

@@ -62,9 +62,10 @@ def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
     assert ddp_check["gloo_threads_left"] == [0]
 
 
-# fp32: the same sums in another order, so float rounding only. bf16: each rank rounds its own
-# slice's products to 8 bits of mantissa, so the curves agree to bf16's precision instead.
-@pytest.mark.parametrize("dtype, nprocs, tolerance", [("fp32", (2, 4), 1e-4), ("bf16", (2,), 2e-2)])
+# fp32: the same sums in another order, so float rounding only. bf16: each rank's products are
+# rounded to bf16 before the gradients are summed, so the curves may part by more; measured here,
+# 6e-5 at most over these 10 steps at NPROC=2, held to 1e-3.
+@pytest.mark.parametrize("dtype, nprocs, tolerance", [("fp32", (2, 4), 1e-4), ("bf16", (2,), 1e-3)])
 def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, tolerance):
     curves = {}
     for nproc in (1, *nprocs):
