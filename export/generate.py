@@ -5,7 +5,6 @@ the suffix picks the runtime. The vocabulary comes from the checkpoint, or from 
 written beside the other formats. Only the text (prompt included) goes to stdout.
 """
 
-import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Callable
 import torch
 
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
+from export.manifest import MANIFEST_NAME, read_manifest
 from model import generate
 from trainer.data import decode, encode
 from trainer.errors import OneLineParser, UsageError, report_usage_errors
@@ -40,19 +40,12 @@ def load_model(path: str | Path) -> LoadedModel:
     if path.suffix == ".pt":
         model, snapshot = load_trained_model(path)
         return LoadedModel(model, snapshot["vocab"], model.config.block_size, runtime)
-    manifest = _manifest(path)
+    manifest = read_manifest(path.with_name(MANIFEST_NAME))
     try:
         logits = _load_exported(path)
     except Exception as exc:  # each runtime has its own exception types for a damaged file
         raise UsageError(f"{path} cannot be loaded by {runtime} ({type(exc).__name__}): export it again with make export") from None
-    return LoadedModel(logits, manifest["vocab"], manifest["block_size"], runtime)
-
-
-def _manifest(path: Path) -> dict:
-    manifest = path.with_name("model.json")
-    if not manifest.is_file():
-        raise UsageError(f"{manifest} is missing: it holds the vocabulary; export again with make export CKPT=...")
-    return json.loads(manifest.read_text(encoding="utf-8"))
+    return LoadedModel(logits, manifest.vocab, manifest.block_size, runtime)
 
 
 def _load_exported(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

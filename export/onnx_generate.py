@@ -25,7 +25,8 @@ def main() -> None:
     args = p.parse_args()
 
     meta = json.loads(args.model.with_name("model.json").read_text(encoding="utf-8"))
-    vocab, block_size = meta["vocab"], meta["block_size"]
+    # An array of characters (a plain string in manifests before format 2: list() reads both).
+    vocab, block_size = list(meta["vocab"]), meta["block_size"]
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(args.prompt) - set(index))
     if unknown:
