@@ -71,7 +71,9 @@ def _load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
         return program.module(), read_embedded_facts(extra, str(path))
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a failed run is reported as one line here, not logged in colour too
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     facts = read_embedded_facts(session.get_modelmeta().custom_metadata_map, str(path))
     return lambda ids: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: ids.numpy()})[0]), facts
 

@@ -108,7 +108,8 @@ def test_a_manifest_that_does_not_describe_the_model_is_refused(export_set, name
     else:
         block_size = int(change.split()[-1])
     edit_manifest(export_set, vocab=vocab, block_size=block_size)
-    assert_one_line_error(generate(export_set / name), f"{export_set / 'model.json'} does not match", "make export")
+    assert_make_one_line_error(make("generate", f"MODEL={export_set / name}"),
+                               f"{export_set / 'model.json'} does not match", "make export")
 
 
 def test_a_prompt_with_dollars_quotes_and_spaces_reaches_make_generate_unchanged(trained_run):
