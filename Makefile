@@ -68,7 +68,7 @@ test: $(STAMP) ## run the test suite (real model, real gloo, real torchrun)
 	$(PY) -m pytest -q tests
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
-	$(PY) -m export $(CKPT)
+	$(PY) -m export "$(CKPT)"
 
 # The prompt and the model path reach the programs through the environment, as typed: in the
 # recipe, make would expand `$` in them and the shell would take their quotes.
