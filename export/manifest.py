@@ -33,7 +33,11 @@ class Manifest:
         expected = self.sha256.get(model.name)
         if expected is None:
             raise UsageError(f"{self.path} lists no SHA-256 for {model.name}: {REDO}")
-        if hashlib.sha256(model.read_bytes()).hexdigest() != expected:
+        try:
+            digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise UsageError(f"cannot read {model} ({exc.strerror}): check its permissions") from None
+        if digest != expected:
             raise UsageError(f"{model} does not match its SHA-256 in {self.path} (damaged, or from another "
                              f"export): {REDO}")
 
