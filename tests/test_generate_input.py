@@ -3,6 +3,7 @@ that is not the one model.json records, a manifest that does not describe the mo
 And what a shell passes as PROMPT reaches the program unchanged."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from tests.conftest import ROOT, assert_one_line_error, run
 EXPORTS = ["model.ts", "model.pt2", "model.onnx"]
 EXAMPLE = ROOT / "export" / "onnx_generate.py"
 BUILD_NOTE = "building the C++ generator (once, ~25 s)"
+MAKE_FAILED = re.compile(r"make(\[\d+\])?: \*\*\* ")
 
 
 @pytest.fixture
@@ -30,9 +32,10 @@ def make(target: str, *variables: str) -> subprocess.CompletedProcess:
 
 
 def assert_make_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The program's one line, once make's own closing line ("make: *** [...] Error 2") and the
+    """The program's one line, once make's own closing line ("make: *** [...] Error 2", or make[1]
+    under `make test`) and the
     note of a first C++ build are set aside."""
-    own = [line for line in result.stderr.splitlines() if not line.startswith("make: ***") and line != BUILD_NOTE]
+    own = [line for line in result.stderr.splitlines() if not MAKE_FAILED.match(line) and line != BUILD_NOTE]
     return assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
                                                              "\n".join(own)), *words)
 
