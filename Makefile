@@ -43,11 +43,14 @@ TEMPERATURE ?= 0.8
 TOP_K ?=
 SEED ?=
 SAMPLING_FLAGS = --tokens '$(TOKENS)' --temperature '$(TEMPERATURE)' $(if $(TOP_K),--top-k '$(TOP_K)') $(if $(SEED),--seed '$(SEED)')
+# the browser page (web/): its npm packages are reinstalled when web/package-lock.json changes
+PORT ?= 8000
+NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
 # benchmarks
 NPROCS ?= 1,2,4
 BENCH_OUT ?= bench/results.json
 
-.PHONY: help install train test export generate cpp-generate bench bench-levers bench-micro plot clean
+.PHONY: help install web-install serve train test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -60,11 +63,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU)
 
+$(NODE_STAMP): web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
+
+web-install: $(NODE_STAMP) ## npm ci in web/: the pinned onnxruntime-web and playwright-core (no browser download)
+
+serve: $(STAMP) $(NODE_STAMP) ## the generation page on http://127.0.0.1:PORT/ with OUT's model.onnx and model.json: OUT= PORT=8000
+	@$(PY) -m web.serve --out $(OUT) --port $(PORT)
+
 train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT=
 	@WORLD_SIZE=$$(( $(NPROC) * $(NNODES) )) $(PY) -m trainer --dry-run $(TRAIN_FLAGS)
 	$(VENV)/bin/torchrun $(RDZV) --nproc-per-node=$(NPROC) --max-restarts=$(MAX_RESTARTS) -m trainer $(TRAIN_FLAGS)
 
-test: $(STAMP) ## run the test suite (real model, real gloo, real torchrun)
+test: $(STAMP) $(NODE_STAMP) ## run the test suite (real model, real gloo, real torchrun)
 	$(PY) -m pytest -q tests
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
@@ -86,8 +98,11 @@ cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=O
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
 
-bench-levers: $(STAMP) ## steps/s of each speed lever (threads, dropout, AdamW, bf16, torch.compile, DDP options)
+bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
 	$(PY) -m bench.levers $(if $(DATA),--data $(DATA))
+
+bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
+	$(PY) -m bench.profile $(if $(DATA),--data $(DATA))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro

@@ -1,7 +1,7 @@
 """One timed training run under torchrun: the trainer's own step, W warm-up steps, then S timed.
 
     python -m torch.distributed.run --standalone --nproc-per-node=N -m bench.ddp_worker \\
-        --data PATH --warmup W --steps S --result FILE [--ddp-options JSON]
+        --data PATH --warmup W --steps S --result FILE [--ddp-options JSON] [--dtype auto|fp32|bf16]
 
 Each step is Trainer._run_batch, the real thing: batch gathering, forward and backward with the
 gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
@@ -24,21 +24,22 @@ from trainer.atomic import atomic_write
 from trainer.config import TrainConfig
 from trainer.distributed import DistEnv
 from trainer.errors import OneLineParser, report_usage_errors
+from trainer.precision import DTYPES
 from trainer.train import Trainer, prepare
 
 
-def measure(data: str | None, warmup: int, steps: int, ddp_options: dict) -> dict:
+def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str) -> dict:
     env = DistEnv.from_environ()
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
     try:
         # The default (tuned) recipe with dropout 0. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no snapshot.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
-            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False)
+            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
             corpus, _ = prepare(cfg, env)
             trainer = Trainer(cfg, env, corpus, snapshot=None, ddp_options=ddp_options)
             speed = time_steps(trainer._run_batch, warmup, steps, sync=dist.barrier)
-        return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), **speed}
+        return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype, **speed}
     finally:
         distributed.shutdown()
 
@@ -50,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
     p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
+    p.add_argument("--dtype", choices=DTYPES, default=TrainConfig.dtype, help="the trainer's --dtype")
 
     def body() -> int:
         args = p.parse_args(argv)
-        result = measure(args.data, args.warmup, args.steps, args.ddp_options)
+        result = measure(args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
         if os.environ.get("RANK", "0") == "0":
             atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
         return 0

@@ -1,20 +1,24 @@
 """python -m bench.levers: what each speed lever is worth, changed one at a time, in steps/s.
 
 Every row times the trainer's own step (Trainer._run_batch) on the same 32 x 128 batches as
-`python -m bench`, with one thing changed from the default: one process at all cores, fp32,
-fused q/k/v through SDPA's fused causal kernel, dropout 0, fused AdamW. The DDP rows run
-bench.ddp_worker under torchrun at NPROC=4 (one thread per rank) with one DDP argument changed.
-The README's speed table is this command's output; it takes about three minutes.
+`python -m bench`, with one thing changed from the default: one process at all cores, the
+default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
+baddbmm + softmax + bmm, dropout 0, fused AdamW. The DDP rows run bench.ddp_worker under
+torchrun at NPROC=4 (one thread per rank) with one DDP argument changed. It takes about five
+minutes (torch.compile's first step alone takes a minute or more on 2 cores).
 """
 
+import contextlib
 import shutil
 import sys
 import tempfile
 import time
 
 import torch
+import torch.nn.functional as F
 
 from bench.report import format_table
+from model import gpt
 from bench.run import run_ddp, warn_if_busy
 from bench.timing import time_steps
 from trainer.config import TrainConfig
@@ -38,16 +42,35 @@ def compiled(trainer: Trainer) -> None:
     trainer.model = torch.compile(trainer.raw_model)
 
 
-# name, TrainConfig changes, threads (None: all cores), change to the built trainer
+def sdpa_attention(q, k, v, causal_bias, dropout_p=0.0):
+    """The same function as model.gpt.causal_attention, through PyTorch's fused CPU kernel."""
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+@contextlib.contextmanager
+def attention_through(function):
+    """Every CausalSelfAttention calls `function` instead of causal_attention while inside."""
+    original = gpt.causal_attention
+    gpt.causal_attention = function
+    try:
+        yield
+    finally:
+        gpt.causal_attention = original
+
+
+# name, TrainConfig changes, threads (None: all cores), change to the built trainer, attention
 SINGLE_PROCESS = [
-    ("default: 1 process, fp32, SDPA fused, AdamW fused", {}, None, None),
-    ("1 thread instead of all cores", {}, 1, None),
-    ("dropout 0.1 on the residual branches", {"dropout": 0.1}, None, None),
-    ("dropout 0.1 on attention probabilities too (SDPA unfused)", {"dropout": 0.1}, None, attention_dropout),
-    ("AdamW foreach=True", {}, None, lambda t: adamw(t, foreach=True)),
-    ("AdamW for-loop (foreach=False)", {}, None, lambda t: adamw(t, foreach=False)),
-    ("bf16 autocast (--dtype bf16)", {"dtype": "bf16"}, None, None),
-    ("torch.compile (inductor)", {}, None, compiled),
+    ("default: 1 process, --dtype auto, baddbmm attention, AdamW fused", {}, None, None, None),
+    ("--dtype fp32", {"dtype": "fp32"}, None, None, None),
+    ("attention through SDPA's fused kernel", {}, None, None, sdpa_attention),
+    ("--dtype fp32, attention through SDPA's fused kernel", {"dtype": "fp32"}, None, None, sdpa_attention),
+    ("1 thread instead of all cores", {}, 1, None, None),
+    ("dropout 0.1 on the residual branches", {"dropout": 0.1}, None, None, None),
+    ("dropout 0.1 on attention probabilities too", {"dropout": 0.1}, None, attention_dropout, None),
+    ("AdamW foreach=True", {}, None, lambda t: adamw(t, foreach=True), None),
+    ("AdamW for-loop (foreach=False)", {}, None, lambda t: adamw(t, foreach=False), None),
+    ("torch.compile (inductor)", {}, None, compiled, None),
+    ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, compiled, None),
 ]
 DDP_AT_NPROC_4 = [
     ("DDP NPROC=4: trainer's (bucket view, static graph)", {}),
@@ -60,12 +83,13 @@ DDP_AT_NPROC_4 = [
 def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
     corpus = load_corpus(data, TrainConfig.block_size)
     rows = []
-    for name, changes, threads, change in SINGLE_PROCESS:
+    for name, changes, threads, change, attention in SINGLE_PROCESS:
         if change is compiled and not (shutil.which("c++") or shutil.which("g++")):
             rows.append({"lever": name, "skipped": "no C++ compiler for inductor"})
             continue
         torch.set_num_threads(threads or machine_cores())
-        with tempfile.TemporaryDirectory(prefix="bench-levers-") as out:
+        with tempfile.TemporaryDirectory(prefix="bench-levers-") as out, \
+                attention_through(attention or gpt.causal_attention):
             cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, **changes)
             trainer = Trainer(cfg, DistEnv(), corpus, snapshot=None)
             if change:

@@ -1,8 +1,8 @@
-"""What the machine could do: the fp32 matmul peak, and the work one training step asks of it.
+"""What the machine could do: the fp32 and bf16 matmul peaks, and the work one training step asks of it.
 
-MFU (model FLOPs utilisation) = model FLOPs per step x steps/s / peak FLOP/s. The peak is
-measured at all of the machine's cores whatever the run used, so every MFU row divides by the
-same number and the rows compare.
+MFU (model FLOPs utilisation) = model FLOPs per step x steps/s / peak FLOP/s of the dtype the
+run multiplies in. Each peak is measured at all of the machine's cores whatever the run used,
+so every MFU row of one dtype divides by the same number and the rows compare.
 """
 
 import contextlib
@@ -24,14 +24,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def matmul_peak_gflops(threads: int, size: int = 1024, budget_s: float = 2.0) -> float:
-    """Best GFLOP/s of fp32 size x size matmuls at `threads` threads, over about budget_s seconds.
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_peak_gflops(threads: int, dtype: str = "fp32", size: int = 1024, budget_s: float = 2.0) -> float:
+    """Best GFLOP/s of size x size matmuls in `dtype` at `threads` threads, over about budget_s seconds.
 
     The best round, not the mean: the peak is what the hardware can do, and a shared machine
-    only ever makes a round slower.
+    only ever makes a round slower. bf16 products accumulate in fp32 inside oneDNN, as under
+    autocast; on a CPU without native bf16 this measures the emulation.
     """
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    a, b = (torch.randn(size, size).to(PEAK_DTYPES[dtype]) for _ in range(2))
+    out = torch.empty(size, size, dtype=PEAK_DTYPES[dtype])
     flops = 2 * size ** 3
     best = 0.0
     with torch_threads(threads):

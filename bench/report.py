@@ -3,11 +3,13 @@
 from bench.peak import mfu
 
 
-def training_row(run: str, nproc: int, measured: dict, *, tokens_per_step: int, flops_per_step: int,
+def training_row(run: str, dtype: str, nproc: int, measured: dict, *, tokens_per_step: int, flops_per_step: int,
                  peak_gflops: float, baseline_steps_per_s: float, eta_steps: int) -> dict:
+    """One run's figures; MFU divides by the matmul peak of the dtype the run multiplies in."""
     steps_per_s = measured["steps_per_s"]
     return {
         "run": run,
+        "dtype": dtype,
         "nproc": nproc,
         "threads_per_rank": measured["threads_per_rank"],
         "steps_per_s": steps_per_s,
@@ -22,15 +24,19 @@ def training_row(run: str, nproc: int, measured: dict, *, tokens_per_step: int, 
 def print_results(results: dict) -> None:
     """The tables, from the results JSON alone: what is printed is what is written."""
     machine, setup, rows = results["machine"], results["setup"], results["training"]
-    print(f"\ntraining: global batch {setup['batch_size']} x {setup['block_size']} = {setup['tokens_per_step']} "
-          f"tokens/step, {setup['flops_per_step'] / 1e9:.2f} GFLOP/step, {setup['warmup_steps']} warm-up + "
-          f"{setup['timed_steps']} timed steps per run")
-    print(f"MFU against the fp32 matmul peak at all {machine['cores']} cores ({machine['peak_threads']} threads): "
-          f"{machine['peak_gflops']:.1f} GFLOP/s; the ETA counts training steps only (no evaluation)\n")
+    peaks = machine["peak_gflops"]
+    print(f"\n{machine['cpu']}, {machine['cores']} cores; training: global batch {setup['batch_size']} x "
+          f"{setup['block_size']} = {setup['tokens_per_step']} tokens/step, {setup['flops_per_step'] / 1e9:.2f} "
+          f"GFLOP/step, {setup['warmup_steps']} warm-up + {setup['timed_steps']} timed steps per run")
+    print(f"matmul peaks at all {machine['cores']} cores: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} "
+          f"GFLOP/s; MFU is against the peak of the row's dtype. Default dtype: {setup['default_dtype']} "
+          f"({setup['default_dtype_why']}). The ETA counts training steps only (no evaluation)\n")
     print(training_table(rows, setup["eta_steps"]))
-    best = next(r for r in rows[1:] if r["nproc"] == results["best_nproc"])
-    print(f"\nbest NPROC on this machine: {best['nproc']} ({best['steps_per_s']:.2f} steps/s, "
-          f"{best['speedup_vs_textbook']:.2f}x the textbook loop)")
+    for dtype in dict.fromkeys(r["dtype"] for r in rows if r["run"] == "ddp"):
+        best = max((r for r in rows if r["run"] == "ddp" and r["dtype"] == dtype), key=lambda r: r["steps_per_s"])
+        print(f"\nbest NPROC in {dtype}: {best['nproc']} ({best['steps_per_s']:.2f} steps/s, "
+              f"{best['speedup_vs_textbook']:.2f}x the textbook loop)", end="")
+    print()
     generation = results["generation"]
     if generation:
         print(f"\ngeneration: greedy, {generation['tokens']} characters after {generation['prompt']!r}, batch 1, "
@@ -39,17 +45,18 @@ def print_results(results: dict) -> None:
 
 
 def training_table(rows: list[dict], eta_steps: int) -> str:
-    header = ["run", "NPROC", "threads/rank", "steps/s", "tokens/s", "ms/step", "MFU",
+    header = ["run", "dtype", "NPROC", "threads/rank", "steps/s", "tokens/s", "ms/step", "MFU",
               "vs textbook", f"{eta_steps}-step ETA"]
-    lines = [[r["run"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
-              f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['speedup_vs_textbook']:.2f}x",
-              _duration(r["eta_s"])] for r in rows]
+    lines = [[r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}",
+              f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%",
+              f"{r['speedup_vs_textbook']:.2f}x", _duration(r["eta_s"])] for r in rows]
     return format_table(header, lines)
 
 
 def generation_table(rows: list[dict]) -> str:
     header = ["format", "runtime", "tokens/s", "ms/token"]
-    lines = [[r["format"], r["runtime"], f"{r['tokens_per_s']:.0f}", f"{r['ms_per_token']:.2f}"] for r in rows]
+    lines = [[r["format"], r["runtime"], f"{r['tokens_per_s']:.0f}", f"{r['ms_per_token']:.2f}"] if "not_measured" not in r
+             else [r["format"], r["runtime"], f"not measured: {r['not_measured']}", ""] for r in rows]
     return format_table(header, lines)
 
 

@@ -1,4 +1,4 @@
-"""The whole benchmark, in order: model FLOPs, textbook loop, matmul peak, each NPROC, generation."""
+"""The whole benchmark, in order: model FLOPs, textbook loop, matmul peaks, each NPROC and dtype, generation."""
 
 import json
 import os
@@ -18,6 +18,7 @@ from model import GPT
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores, threads_per_rank
+from trainer.precision import resolve_dtype
 from trainer.train import model_config
 
 
@@ -30,50 +31,69 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
     flops_per_step = model_flops_per_step(GPT(model_config(cfg, corpus)), tokens_per_step)
     cores = machine_cores()
     load = warn_if_busy(cores)
+    # The trainer's default dtype on this CPU, and fp32 as well when that default is bf16, so the
+    # table shows what the bf16 units add and what a CPU without them would see.
+    default_dtype, why = resolve_dtype(cfg.dtype)
+    dtypes = [default_dtype] + (["fp32"] if default_dtype != "fp32" else [])
 
     progress(f"textbook loop: {warmup} + {steps} steps")
     textbook = measure_textbook(corpus, warmup, steps)
-    progress(f"fp32 matmul peak at {cores} threads")
-    peak_gflops = matmul_peak_gflops(cores)
-    measured = [("textbook", 1, textbook)]
-    for n in nprocs:
-        progress(f"NPROC={n} under torchrun: {warmup} + {steps} steps")
-        measured.append(("ddp", n, run_ddp(n, data, warmup, steps)))
+    peaks = {}
+    for dtype in ("fp32", "bf16"):
+        progress(f"{dtype} matmul peak at {cores} threads")
+        peaks[dtype] = matmul_peak_gflops(cores, dtype)
+    measured = [("textbook", "fp32", 1, textbook)]
+    for dtype in dtypes:
+        for n in nprocs:
+            progress(f"NPROC={n} under torchrun, {dtype}: {warmup} + {steps} steps")
+            measured.append(("ddp", dtype, n, run_ddp(n, data, warmup, steps, dtype=dtype)))
 
-    def row(run, n, result):
-        return report.training_row(run, n, result, tokens_per_step=tokens_per_step, flops_per_step=flops_per_step,
-                                   peak_gflops=peak_gflops, baseline_steps_per_s=textbook["steps_per_s"],
-                                   eta_steps=cfg.steps)
+    def row(run, dtype, n, result):
+        return report.training_row(run, dtype, n, result, tokens_per_step=tokens_per_step,
+                                   flops_per_step=flops_per_step, peak_gflops=peaks[dtype],
+                                   baseline_steps_per_s=textbook["steps_per_s"], eta_steps=cfg.steps)
 
     rows = [row(*m) for m in measured]
-    best = max(rows[1:], key=lambda r: r["steps_per_s"])
+    best = max((r for r in rows if r["run"] == "ddp" and r["dtype"] == default_dtype), key=lambda r: r["steps_per_s"])
     generation = None
     if not skip_generation:
         progress("generation speed of each format")
         generation = measure_generation(ckpt, data)
     return {
-        "machine": {"cores": cores, "platform": platform.platform(), "torch": torch.__version__,
-                    "load_average_at_start": load, "peak_gflops": peak_gflops, "peak_threads": cores,
-                    "peak": "fp32 1024 x 1024 matmul, best round, all cores"},
+        "machine": {"cores": cores, "cpu": cpu_name(), "platform": platform.platform(), "torch": torch.__version__,
+                    "load_average_at_start": load, "peak_gflops": peaks, "peak_threads": cores,
+                    "peak": "1024 x 1024 matmul, best round, all cores"},
         "setup": {"batch_size": cfg.batch_size, "block_size": cfg.block_size, "tokens_per_step": tokens_per_step,
                   "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps,
-                  "eta_steps": cfg.steps},
+                  "eta_steps": cfg.steps, "default_dtype": default_dtype, "default_dtype_why": why},
         "training": rows,
         "best_nproc": best["nproc"],
         "generation": generation,
     }
 
 
-def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None) -> dict:
+def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None,
+            dtype: str = TrainConfig.dtype) -> dict:
     """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them."""
     threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_file = Path(tmp) / "result.json"
         run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
                    "--data", data, "--warmup", warmup, "--steps", steps, "--result", result_file,
-                   "--ddp-options", json.dumps(ddp_options or {}),
+                   "--ddp-options", json.dumps(ddp_options or {}), "--dtype", dtype,
                    what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads)
         return json.loads(result_file.read_text())
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it (figures are only comparable on the same CPU)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def warn_if_busy(cores: int) -> float:

@@ -1,8 +1,10 @@
 """The course's character-level GPT: pre-LayerNorm blocks, learned positions, ReLU MLP.
 
 With the default config it has exactly 824,897 parameters. q, k and v come from one fused
-bias-free Linear (the same count as three separate ones) and attention goes through
-scaled_dot_product_attention, which on CPU has a fused causal kernel.
+bias-free Linear (the same count as three separate ones), and attention is two batched matmuls
+around a softmax (causal_attention below): under bf16 autocast that is far faster on CPU than
+scaled_dot_product_attention, whose fused kernel's bf16 backward is slow, and in fp32 it is on
+par with it (`make bench-levers` measures both).
 """
 
 import math
@@ -22,8 +24,8 @@ class GPTConfig:
     n_embd: int = 128
     mlp_ratio: int = 4  # MLP width = mlp_ratio * n_embd = 512
     # Dropout on the residual branches. Dropout on the attention probabilities (the textbook's
-    # place for it) forces SDPA off its fused CPU kernel, so it is off by default and not a
-    # trainer flag: python -m bench.levers measures what it costs.
+    # place for it) is off by default and not a trainer flag: python -m bench.levers measures
+    # what it costs.
     dropout: float = 0.0
     attn_dropout: float = 0.0
 
@@ -42,6 +44,36 @@ class GPTConfig:
         return values
 
 
+def causal_bias(T: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T): 0 on and below the diagonal, -inf above it.
+
+    Built for each T rather than sliced from a stored block_size table: 16K values cost nothing
+    next to the matmuls, and torch.export cannot prove a slice [:T, :T] of a fixed table valid for
+    every T up to block_size.
+    """
+    return torch.full((T, T), float("-inf"), device=device).triu(1)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal_bias: torch.Tensor,
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head size) + causal_bias) v for q, k, v of shape (batch x heads, T, head size).
+
+    The same function as scaled_dot_product_attention(q, k, v, is_causal=True) (a test holds the
+    two together), written as baddbmm + softmax + bmm because that is what runs fast on CPU: under
+    bf16 autocast both matmuls run on the CPU's bf16 units and the softmax reads and writes bf16
+    (its CPU kernel sums in fp32). Taking it in fp32 instead would cast the T x T scores up and
+    the probabilities back down, forward and backward, and the second matmul would still see
+    them in bf16. causal_bias is 0 on and below the diagonal and -inf above it: added to the
+    scores, it gives the future zero weight.
+    """
+    scale = q.size(-1) ** -0.5
+    scores = torch.baddbmm(causal_bias, q, k.transpose(1, 2), alpha=scale)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.bmm(weights, v)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -54,14 +86,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, heads, T, head_size)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        H = self.n_head
+        # (B, T, 3C) -> 3 x (B * heads, T, head size): one copy lays out q, k and v for bmm.
+        q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, C // H)
         p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = causal_attention(q, k, v, causal_bias(T, x.device), p)
+        y = y.view(B, H, T, C // H).transpose(1, 2).reshape(B, T, C)
         return self.dropout(self.proj(y))
 
 

@@ -22,7 +22,7 @@ from trainer.train import Trainer
 def main(corpus_path: str) -> None:
     env = DistEnv.from_environ()
     distributed.init(env)
-    cfg = TrainConfig(data=corpus_path, grad_clip=0.0, dropout=0.0)
+    cfg = TrainConfig(data=corpus_path, grad_clip=0.0, dropout=0.0, dtype="fp32")
     corpus = load_corpus(corpus_path, cfg.block_size)
     trainer = Trainer(cfg, env, corpus, snapshot=None)
     reference = GPT(trainer.model_config)

@@ -4,7 +4,10 @@ import json
 import math
 import sys
 
+import pytest
+
 from tests.conftest import assert_one_line_error, run
+from trainer.precision import resolve_dtype
 
 BENCH = [sys.executable, "-m", "bench"]
 
@@ -44,7 +47,26 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())
     rows = results["training"]
-    assert [(r["run"], r["nproc"]) for r in rows] == [("textbook", 1), ("ddp", 1), ("ddp", 2)]
+    default = resolve_dtype("auto")[0]
+    dtypes = [default] + (["fp32"] if default == "bf16" else [])
+    assert [(r["run"], r["dtype"], r["nproc"]) for r in rows] == [
+        ("textbook", "fp32", 1), *(("ddp", dtype, n) for dtype in dtypes for n in (1, 2))]
     assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
+    peaks = results["machine"]["peak_gflops"]
+    assert peaks["fp32"] > 0 and peaks["bf16"] > 0
+    for r in rows:  # MFU divides by the peak of the row's own dtype
+        assert r["mfu"] == pytest.approx(results["setup"]["flops_per_step"] * r["steps_per_s"] / (peaks[r["dtype"]] * 1e9))
     assert results["best_nproc"] in (1, 2) and results["generation"] is None
-    assert "best NPROC" in result.stdout
+    assert f"best NPROC in {default}" in result.stdout
+
+
+def test_profile_groups_the_step_for_each_dtype(corpus):
+    result = run([sys.executable, "-m", "bench.profile", "--data", corpus, "--warmup", 0, "--steps", 1], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    default = resolve_dtype("auto")[0]
+    tables = result.stdout.split("one process, ")[1:]
+    assert [t.split(" ")[0] for t in tables] == [default] + (["fp32"] if default == "bf16" else [])
+    for table in tables:
+        rows = {line[:40].strip(): line[40:].split() for line in table.splitlines() if line.startswith(("GEMMs", "step"))}
+        gemm_ms, step_ms = float(rows["GEMMs (mm, addmm, bmm, baddbmm)"][0]), float(rows["step (wall time, profiled)"][0])
+        assert 0 < gemm_ms < step_ms

@@ -62,21 +62,25 @@ def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
     assert ddp_check["gloo_threads_left"] == [0]
 
 
-def test_loss_curves_agree_at_nproc_1_2_4(corpus, tmp_path):
+# fp32: the same sums in another order, so float rounding only. bf16: each rank's products are
+# rounded to bf16 before the gradients are summed, so the curves may part by more; measured here,
+# 6e-5 at most over these 10 steps at NPROC=2, held to 1e-3.
+@pytest.mark.parametrize("dtype, nprocs, tolerance", [("fp32", (2, 4), 1e-4), ("bf16", (2,), 1e-3)])
+def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, tolerance):
     curves = {}
-    for nproc in (1, 2, 4):
+    for nproc in (1, *nprocs):
         out = tmp_path / f"n{nproc}"
         result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--steps", 10, "--eval-every", 10,
-                                 "--dropout", 0, *QUICK), timeout=300)
+                                 "--dropout", 0, "--dtype", dtype, *QUICK), timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         curves[nproc] = step_losses(out)
         assert eval_records(out)[-1]["world_size"] == nproc
     assert sorted(curves[1]) == list(range(1, 11))
     assert abs(curves[1][1] - math.log(65)) < 0.15  # the trainer's own first-step loss
     assert curves[1][10] < curves[1][1] - 0.3  # it learns
-    for nproc in (2, 4):
+    for nproc in nprocs:
         for step, loss in curves[1].items():
-            assert abs(curves[nproc][step] - loss) < 1e-4, (nproc, step)
+            assert abs(curves[nproc][step] - loss) < tolerance, (nproc, step, curves[nproc][step], loss)
 
 
 def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_run, corpus):

@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, fields
 
 from trainer.errors import OneLineParser, UsageError
+from trainer.precision import DTYPES
 
 @dataclass
 class TrainConfig:
@@ -40,7 +41,7 @@ class TrainConfig:
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    dtype: str = "fp32"  # bf16: autocast the forward pass (worth it only on CPUs with AVX512-BF16/AMX)
+    dtype: str = "auto"  # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
     # what a run shows and leaves behind
     sample_tokens: int = 120
     sample_prompt: str = "ROMEO:"
@@ -116,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta2", type=float, help=by_recipe("Adam beta2", "beta2"))
     g.add_argument("--weight-decay", type=float, help=by_recipe("decoupled weight decay on matrices only", "weight_decay"))
     g.add_argument("--grad-clip", type=float, help=by_recipe("clip the gradient norm; 0 = off", "grad_clip"))
-    g.add_argument("--dtype", choices=["fp32", "bf16"], default=d.dtype,
-                   help="bf16 autocasts the training forward pass; weights, Adam and evaluation stay fp32")
+    g.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                   help="matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
+                   "else fp32; weights, Adam, evaluation and exports stay fp32")
     g = p.add_argument_group("output")
     g.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
                    help="characters sampled at each evaluation; 0 = no sample")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, precision
 from trainer.config import TrainConfig
 from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
@@ -29,6 +29,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.snapshot_path = self.out / "model.pt"
         self.model_config = model_config(cfg, corpus)
+        self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
         self.optimizer = make_optimizer(self.raw_model, cfg)
@@ -54,7 +55,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.dtype == "bf16"):
+        with precision.autocast(self.dtype):
             loss = next_token_loss(self.model(x), y)
         loss.backward()  # DDP all-reduces (averages) the gradients here
         if cfg.grad_clip > 0:
@@ -195,7 +196,7 @@ class Trainer:
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
                 f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
-                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule}), {cfg.dtype}")
+                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule}), {self.dtype} matmuls ({self.dtype_reason})")
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT/SIGTERM finish the current step, snapshot, and stop every rank together.

@@ -1,0 +1,41 @@
+"""Which number format the training matmuls use: `--dtype auto` picks bf16 where the CPU has it natively.
+
+bf16 autocast halves the cost of this model's matmuls only on CPUs that multiply bf16 in hardware
+(AVX512_BF16, or AMX on recent Xeons); elsewhere oneDNN emulates it and it is slower than fp32.
+The CPU is read, not guessed: Linux lists its features in /proc/cpuinfo. Weights, Adam state,
+evaluation and the exports stay fp32 whatever is chosen.
+"""
+
+from pathlib import Path
+
+import torch
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The x86 feature flags of the first CPU, or an empty set where there is no /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def resolve_dtype(requested: str, flags: set[str] | None = None) -> tuple[str, str]:
+    """('fp32' or 'bf16', why): `auto` becomes bf16 only where the CPU has native bf16."""
+    if requested != "auto":
+        return requested, f"--dtype {requested}"
+    native = [flag for flag in NATIVE_BF16_FLAGS if flag in (cpu_flags() if flags is None else flags)]
+    if native and torch.backends.mkldnn.is_available():
+        return "bf16", f"--dtype auto: this CPU has {' and '.join(native)}"
+    return "fp32", "--dtype auto: this CPU has no native bf16 (AVX512_BF16 or AMX)"
+
+
+def autocast(dtype: str):
+    """The context the forward pass runs in: bf16 autocast for the matmuls, or nothing for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
