@@ -45,6 +45,7 @@ TOKENS ?= 200
 TEMPERATURE ?= 0.8
 TOP_K ?=
 SEED ?=
+SAMPLING_FLAGS = --tokens '$(TOKENS)' --temperature '$(TEMPERATURE)' $(if $(TOP_K),--top-k '$(TOP_K)') $(if $(SEED),--seed '$(SEED)')
 # the browser page (web/): its npm packages are reinstalled when web/package-lock.json changes
 PORT ?= 8000
 NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
@@ -126,14 +127,20 @@ test: $(STAMP) $(NODE_STAMP) ## run the test suite (real model, real gloo, real 
 	$(PY) -m pytest -q tests
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
-	$(PY) -m export $(CKPT)
+	$(PY) -m export "$(CKPT)"
 
+# The prompt and the model path reach the programs through the environment, as typed: in the
+# recipe, make would expand `$` in them and the shell would take their quotes.
+generate: export GENERATE_PROMPT := $(value PROMPT)
+generate: export GENERATE_MODEL := $(MODEL)
 generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
-	@$(PY) -m export.generate $(MODEL) --prompt "$(PROMPT)" --tokens $(TOKENS) --temperature $(TEMPERATURE) \
-		$(if $(TOP_K),--top-k $(TOP_K)) $(if $(SEED),--seed $(SEED))
+	@$(PY) -m export.generate "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
-cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=checkpoints/model.ts
-	@$(PY) -m export.cpp $(if $(filter %.ts,$(MODEL)),$(MODEL),$(OUT)/model.ts) --prompt "$(PROMPT)" --tokens $(TOKENS)
+# The C++ program loads TorchScript only: MODEL defaults to OUT/model.ts here, and any other file is refused.
+cpp-generate: export GENERATE_PROMPT := $(value PROMPT)
+cpp-generate: export GENERATE_MODEL := $(if $(filter file,$(origin MODEL)),$(OUT)/model.ts,$(MODEL))
+cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=OUT/model.ts: PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
+	@$(PY) -m export.cpp "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))

@@ -9,6 +9,7 @@ generate from. Manifests of format 1 stored the vocabulary as one string; Python
 (a str is a sequence of characters), anything else is refused with `make export` as the fix.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,20 @@ class Manifest:
     vocab: str  # kept as a str inside Python, where indexing is by character
     block_size: int
     sha256: dict[str, str]  # file name -> hex digest of the files of the set
+    path: Path
+
+    def verify(self, model: Path) -> None:
+        """Refuse a model file whose bytes are not the ones this manifest was written with."""
+        expected = self.sha256.get(model.name)
+        if expected is None:
+            raise UsageError(f"{self.path} lists no SHA-256 for {model.name}: {REDO}")
+        try:
+            digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise UsageError(f"cannot read {model} ({exc.strerror}): check its permissions") from None
+        if digest != expected:
+            raise UsageError(f"{model} does not match its SHA-256 in {self.path} (damaged, or from another "
+                             f"export): {REDO}")
 
 
 def embedded_facts(vocab: str, block_size: int) -> dict[str, str]:
@@ -54,11 +69,14 @@ def read_manifest(path: Path) -> Manifest:
     sha256 = manifest.get("sha256")
     if not (isinstance(sha256, dict) and all(isinstance(v, str) for v in sha256.values())):
         raise UsageError(f"{path} has no valid sha256 table: {REDO}")
-    return Manifest(vocab, block_size, sha256)
+    return Manifest(vocab, block_size, sha256, path)
 
 
-def read_embedded_facts(props: dict[str, str], where: str) -> tuple[str, int]:
-    """(vocab, block_size) from the strings of `embedded_facts`, as read back from a model file."""
+def read_embedded_facts(props: dict[str, str], where: str) -> tuple[str, int] | None:
+    """(vocab, block_size) from the strings of `embedded_facts`, as read back from a model file;
+    None for a file of format 1, which carries neither."""
+    if not props.get("vocab") and not props.get("block_size"):
+        return None
     try:
         vocab = json.loads(props["vocab"])
         block_size = int(props["block_size"])

@@ -1,6 +1,7 @@
 """model.json and the facts inside model.onnx / model.pt2: one vocabulary entry per character in
 every language, even for a character outside the Basic Multilingual Plane (an emoji)."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from export.manifest import FORMAT_VERSION, read_embedded_facts
-from tests.conftest import ROOT, run, trainer_cmd
+from tests.conftest import ROOT, assert_one_line_error, run, trainer_cmd
 
 EMOJI = "\N{PERFORMING ARTS}"  # U+1F3AD: two UTF-16 code units, one character
 PROMPT = f"to {EMOJI}"
@@ -81,17 +82,39 @@ def test_an_emoji_prompt_gives_the_same_text_from_every_reader(emoji_run):
                    "--prompt", PROMPT, "--tokens", 30])
     assert example.returncode == 0, example.stderr
     assert example.stdout == text
+    cpp = run(["make", "--no-print-directory", "cpp-generate", f"MODEL={emoji_run / 'model.ts'}", f"PROMPT={PROMPT}",
+               "TOKENS=30", "TEMPERATURE=0"], timeout=600)
+    assert cpp.returncode == 0, cpp.stderr[-3000:]
+    assert cpp.stdout == text
 
 
-def test_a_format_1_manifest_with_the_vocabulary_as_one_string_still_reads(emoji_run, tmp_path):
-    for name in ("model.onnx", "model.json"):
-        shutil.copy(emoji_run / name, tmp_path / name)
-    manifest = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+def format_1_set(emoji_run: Path, folder: Path, **changes) -> Path:
+    """The set as exports before format 2 were: model.onnx without facts inside, the vocabulary
+    in model.json as one string; `changes` then edit that manifest."""
+    graph = onnx.load(emoji_run / "model.onnx")
+    del graph.metadata_props[:]
+    onnx.save(graph, folder / "model.onnx")
+    manifest = json.loads((emoji_run / "model.json").read_text(encoding="utf-8"))
     del manifest["format"]
     manifest["vocab"] = "".join(manifest["vocab"])
-    (tmp_path / "model.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    assert generated(tmp_path / "model.onnx") == generated(emoji_run / "model.onnx")
-    example = run([sys.executable, ROOT / "export" / "onnx_generate.py", tmp_path / "model.onnx",
-                   "--prompt", PROMPT, "--tokens", 30])
+    manifest["sha256"]["model.onnx"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    manifest.update(changes)
+    (folder / "model.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return folder / "model.onnx"
+
+
+def test_a_format_1_export_still_generates(emoji_run, tmp_path):
+    old = format_1_set(emoji_run, tmp_path)
+    assert generated(old) == generated(emoji_run / "model.onnx")
+    example = run([sys.executable, ROOT / "export" / "onnx_generate.py", old, "--prompt", PROMPT, "--tokens", 30])
     assert example.returncode == 0, example.stderr
     assert example.stdout == generated(emoji_run / "model.onnx")
+
+
+@pytest.mark.parametrize("change", ["vocab", "block_size"])
+def test_a_format_1_manifest_that_does_not_fit_its_model_is_refused(emoji_run, tmp_path, change):
+    # Without facts inside the model, the logits' width and the longest context still tell.
+    vocab = "".join(json.loads((emoji_run / "model.json").read_text(encoding="utf-8"))["vocab"])
+    old = format_1_set(emoji_run, tmp_path, **({"vocab": vocab[:-1]} if change == "vocab" else {"block_size": 17}))
+    assert_one_line_error(run([sys.executable, "-m", "export.generate", old, "--prompt", "to", "--tokens", 3]),
+                          "does not match", "do not fit the model", "make export")
