@@ -99,6 +99,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench BENCH_OUT JSON file for the results
 #> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
 HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
