@@ -23,7 +23,10 @@ ARGS ?=
 # dead workers' gloo addresses and hang (pytorch/pytorch#135712): a fresh store for every attempt.
 train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
-TRAIN_FLAGS = --out $(OUT) $(if $(DATA),--data $(DATA)) $(if $(STEPS),--steps $(STEPS)) $(ARGS)
+# A value as one shell word, whatever it holds (spaces, quotes): make train OUT='my runs'.
+shell_quote = '$(subst ','\'',$(1))'
+TRAIN_FLAGS = --out $(call shell_quote,$(OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA))) \
+              $(if $(STEPS),--steps $(call shell_quote,$(STEPS))) $(ARGS)
 
 # export and generation
 CKPT ?= $(OUT)/model.pt
@@ -33,14 +36,63 @@ TOKENS ?= 200
 TEMPERATURE ?= 0.8
 TOP_K ?=
 SEED ?=
+SAMPLING_FLAGS = --tokens '$(TOKENS)' --temperature '$(TEMPERATURE)' $(if $(TOP_K),--top-k '$(TOP_K)') $(if $(SEED),--seed '$(SEED)')
+# the browser page (web/): its npm packages are reinstalled when web/package-lock.json changes
+PORT ?= 8000
+NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
 # benchmarks
 NPROCS ?= 1,2,4
 BENCH_OUT ?= bench/results.json
 
-.PHONY: help install train test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
 
-help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+help: ## list the targets, each with the variables it reads and their values now (the defaults)
+	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
+	  FNR == NR { i = index($$0, "="); value[substr($$0, 1, i - 1)] = substr($$0, i + 1); next } \
+	  /^#> / { rest = substr($$0, index($$0, $$3) + length($$3) + 1); \
+	           doc[$$2] = doc[$$2] sprintf("    %-26s %s\n", $$3 "=" value[$$3], rest); next } \
+	  /^[a-z-]+:.*## / { n++; order[n] = substr($$0, 1, index($$0, ":") - 1); \
+	                     text[order[n]] = substr($$0, index($$0, "## ") + 3) } \
+	  END { for (i = 1; i <= n; i++) printf "%-14s %s\n%s", order[i], text[order[i]], doc[order[i]] }' \
+	  - $(firstword $(MAKEFILE_LIST))
+
+# The variables each target reads, for make help: `#> target VARIABLE what it sets`.
+#> install PYTHON3 the Python that creates .venv
+#> train NPROC processes on this machine (each a DDP rank); must divide the batch of 32
+#> train STEPS optimiser steps (empty: 3000, or on --resume the snapshot's own total)
+#> train DATA UTF-8 corpus (empty: data/tinyshakespeare.txt, downloaded if missing)
+#> train OUT directory for model.pt, metrics.jsonl, loss.png and the exports
+#> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
+#> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last snapshot
+#> train NNODES machines in the run (each runs make train with the same variables)
+#> train NODE_RANK this machine's index, 0 to NNODES-1 (0 hosts the rendezvous)
+#> train MASTER_ADDR address of node 0 (with NNODES > 1)
+#> train MASTER_PORT rendezvous port on node 0 (with NNODES > 1)
+#> train RDZV_TIMEOUT seconds to wait for all NNODES machines to join
+#> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
+#> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
+#> export CKPT the training snapshot to export
+#> generate MODEL model.pt, model.ts, model.pt2 or model.onnx
+#> generate PROMPT text the generated characters follow
+#> generate TOKENS characters to generate
+#> generate TEMPERATURE sampling temperature; 0 = always the likeliest character
+#> generate TOP_K sample among the K likeliest characters only (empty: all)
+#> generate SEED seed of the sampling (empty: a random one)
+#> cpp-generate MODEL a TorchScript model.ts (left unset: OUT/model.ts, whatever is shown here)
+#> cpp-generate PROMPT text the generated characters follow
+#> cpp-generate TOKENS characters to generate
+#> cpp-generate TEMPERATURE sampling temperature; 0 = always the likeliest character
+#> cpp-generate TOP_K sample among the K likeliest characters only (empty: all)
+#> cpp-generate SEED seed of the sampling (empty: a random one)
+#> serve OUT the run's directory, whose model.onnx and model.json the page loads
+#> serve PORT the page's port on 127.0.0.1
+#> bench NPROCS comma-separated process counts to time
+#> bench BENCH_OUT JSON file for the results
+#> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
+HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -50,6 +102,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU)
 
+$(NODE_STAMP): web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
+
+web-install: $(NODE_STAMP) ## npm ci in web/: the pinned onnxruntime-web and playwright-core (no browser download)
+
+serve: $(STAMP) $(NODE_STAMP) ## the generation page on http://127.0.0.1:PORT/ with OUT's model.onnx and model.json: OUT= PORT=8000
+	@$(PY) -m web.serve --out $(OUT) --port $(PORT)
+
 # trainer.launch checks the variables, dry-runs the trainer, then runs torchrun in-process (threads
 # per rank: this machine's cores / NPROC unless OMP_NUM_THREADS is set). $$PPID is this make: after
 # Ctrl-C the launcher lets make end by the signal, without an error line after the resume command.
@@ -58,18 +119,24 @@ train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MA
 		--master-addr '$(MASTER_ADDR)' --master-port '$(MASTER_PORT)' --max-restarts '$(MAX_RESTARTS)' \
 		--rdzv-timeout '$(RDZV_TIMEOUT)' --make-pid $$PPID -- $(TRAIN_FLAGS)
 
-test: $(STAMP) ## run the test suite (real model, real gloo, real torchrun)
+test: $(STAMP) $(NODE_STAMP) ## run the test suite (real model, real gloo, real torchrun)
 	$(PY) -m pytest -q tests
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
-	$(PY) -m export $(CKPT)
+	$(PY) -m export "$(CKPT)"
 
+# The prompt and the model path reach the programs through the environment, as typed: in the
+# recipe, make would expand `$` in them and the shell would take their quotes.
+generate: export GENERATE_PROMPT := $(value PROMPT)
+generate: export GENERATE_MODEL := $(MODEL)
 generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
-	@$(PY) -m export.generate $(MODEL) --prompt "$(PROMPT)" --tokens $(TOKENS) --temperature $(TEMPERATURE) \
-		$(if $(TOP_K),--top-k $(TOP_K)) $(if $(SEED),--seed $(SEED))
+	@$(PY) -m export.generate "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
-cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=checkpoints/model.ts
-	@$(PY) -m export.cpp $(if $(filter %.ts,$(MODEL)),$(MODEL),$(OUT)/model.ts) --prompt "$(PROMPT)" --tokens $(TOKENS)
+# The C++ program loads TorchScript only: MODEL defaults to OUT/model.ts here, and any other file is refused.
+cpp-generate: export GENERATE_PROMPT := $(value PROMPT)
+cpp-generate: export GENERATE_MODEL := $(if $(filter file,$(origin MODEL)),$(OUT)/model.ts,$(MODEL))
+cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=OUT/model.ts: PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
+	@$(PY) -m export.cpp "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
@@ -84,7 +151,7 @@ bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, al
 	$(PY) -m pytest -q bench/micro
 
 plot: $(STAMP) ## draw OUT/loss.png from OUT/metrics.jsonl
-	$(PY) -m trainer.plot $(OUT)
+	$(PY) -m trainer.plot $(call shell_quote,$(OUT))
 
 clean: ## remove build outputs (keeps .venv, data and checkpoints)
 	rm -rf build bench/micro/.benchmarks .pytest_cache

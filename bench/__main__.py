@@ -46,15 +46,21 @@ def parse_nprocs(text: str, global_batch: int) -> list[int]:
 
 def checkpoint_for_generation(ckpt: Path | None) -> Path | None:
     if ckpt is None:
-        return DEFAULT_CKPT if DEFAULT_CKPT.is_file() else None
-    if ckpt.suffix != ".pt" or not ckpt.is_file():
+        ckpt = DEFAULT_CKPT if DEFAULT_CKPT.is_file() else None
+    elif ckpt.suffix != ".pt" or not ckpt.is_file():
         raise UsageError(f"checkpoint {ckpt} is not an existing .pt file: pass a model.pt written by the trainer, "
                          "or leave --ckpt out")
+    if ckpt is not None:
+        from trainer import checkpoint  # loads torch: only when there is a checkpoint to read
+
+        checkpoint.load(ckpt)  # a broken file is one line now, not after minutes of measuring
     return ckpt
 
 
 def check_writable(out: Path) -> None:
     """Fail now, not after minutes of measuring, when the results cannot be written."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} (BENCH_OUT= for make)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out.parent).close()
@@ -68,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
         if args.warmup < 0 or args.steps < 1:
             raise UsageError("--warmup must not be negative and --steps must be at least 1")
-        ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
         check_writable(Path(args.out))
+        ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
         # Imported after the checks, so bad input is answered without loading torch.
         from bench.report import print_results
         from bench.run import run_bench

@@ -2,7 +2,8 @@
 
 The context is cropped at the block size (128) as in export.generate. Speed depends on the
 model's shape, not its weights, so without a checkpoint a one-step one is trained and exported
-in a temporary directory: the bench runs on a fresh clone.
+in a temporary directory: the bench runs on a fresh clone. model.onnx is also timed in the
+browser page (web/), in headless Chromium when it is installed.
 """
 
 import shutil
@@ -28,6 +29,7 @@ def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS
         for path in files:
             model = load_model(path)
             rows.append({"format": path.suffix, "runtime": model.runtime, **_time_generation(model, tokens)})
+        rows.append(_time_browser_generation(files[-1].parent, tokens))
     return {"source": source, "prompt": PROMPT, "tokens": tokens, "threads": torch.get_num_threads(), "rows": rows}
 
 
@@ -39,6 +41,22 @@ def _time_generation(model, tokens: int) -> dict:
     generate_text(model, PROMPT, tokens, temperature=0.0)
     seconds = time.perf_counter() - start
     return {"tokens_per_s": tokens / seconds, "ms_per_token": 1000 * seconds / tokens}
+
+
+def _time_browser_generation(model_dir: Path, tokens: int) -> dict:
+    """The page (web/) on model.onnx in headless Chromium: its tokens/s on a second, warm run."""
+    from web.browser import drive, missing_requirement, page_url
+    from web.serve import serving
+
+    row = {"format": ".onnx", "runtime": "onnxruntime-web (Chromium)"}
+    missing = missing_requirement()
+    if missing:
+        return {**row, "not_measured": missing}
+    with serving(model_dir) as url:
+        page = drive(page_url(url, prompt=PROMPT, tokens=tokens, temperature=0, autostart=1), "--runs", 2)
+    if page["state"] != "done":
+        return {**row, "not_measured": page["error"]}
+    return {**row, "tokens_per_s": page["tokensPerSecond"], "ms_per_token": 1000 / page["tokensPerSecond"]}
 
 
 def _model_files(ckpt: Path | None, data: str | None, tmp: Path) -> tuple[list[Path], str]:

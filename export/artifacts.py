@@ -2,20 +2,25 @@
 
 Every format takes token ids (batch, time), int64, batch dynamic and time from 1 to the block
 size, and returns logits (batch, time, vocab). model.json carries what a runtime without
-Python needs to tokenize (the vocabulary as one string) and the SHA-256 of each file.
-Each file is written to a temporary name and renamed, so a failed export leaves no half file.
+Python needs to tokenize (export/manifest.py: the vocabulary as an array of characters, the
+block size) and the SHA-256 of each file; model.onnx and model.pt2 carry the vocabulary and the
+block size inside themselves too, model.ts as the plain-text files the C++ program reads.
+The set is written whole (write_set): a failed or killed export leaves the previous set.
 """
 
 import contextlib
 import hashlib
 import io
-import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from export.manifest import MANIFEST_NAME, embedded_facts, manifest_text
 from model import GPT, GPTConfig
 from trainer import checkpoint
 from trainer.atomic import atomic_write
@@ -24,6 +29,7 @@ from trainer.errors import UsageError
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "idx", "logits"
 MAX_EXPORT_BATCH = 4096  # torch.export needs an upper bound; generation uses batch 1
+STAGING_PREFIX = ".export-"  # + pid: where a set is written before it is renamed into place
 
 
 def load_trained_model(path: Path) -> tuple[GPT, dict]:
@@ -38,35 +44,84 @@ def export_checkpoint(path: Path) -> list[Path]:
     """Write model.ts, model.pt2, model.onnx and model.json beside the checkpoint; return their paths."""
     path = Path(path)
     model, snapshot = load_trained_model(path)
+    files = _serialized(model, snapshot["vocab"])
+    text = manifest_text(
+        snapshot["vocab"], model.config.block_size,
+        {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        config=model.config.to_dict(), step=snapshot["step"], source=path.name,
+        input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
+        output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
+        onnx_opset=ONNX_OPSET, torch_version=torch.__version__)
+    files[MANIFEST_NAME] = text.encode("utf-8")  # last: the set is complete once it is in place
+    return write_set(path.parent, files)
+
+
+def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
+    """The model files' bytes, made in memory: torch's C++ writers abort the whole process on a
+    full disk instead of raising, so only plain Python writes touch the disk."""
     config = model.config
     example = torch.randint(0, config.vocab_size, (2, min(16, config.block_size)))
     dynamic = {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH),
                             1: torch.export.Dim("time", min=1, max=config.block_size)}}
-    out = path.parent
-    written = {}
+    facts = embedded_facts(vocab, config.block_size)
     with _quiet_exporters(), torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        written["model.ts"] = _save(out / "model.ts", lambda f: torch.jit.save(
-            traced, f, _extra_files=_torchscript_extras(snapshot["vocab"], config.block_size)))
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
-        written["model.pt2"] = _save(out / "model.pt2", lambda f: torch.export.save(program, f))
-        onnx_model = _onnx_model(model, example, dynamic)
-        written["model.onnx"] = _save(out / "model.onnx", lambda f: f.write(onnx_model.SerializeToString()))
-    manifest = {
-        "vocab": snapshot["vocab"],
-        "block_size": config.block_size,
-        "config": config.to_dict(),
-        "step": snapshot["step"],
-        "source": path.name,
-        "input": {"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
-        "onnx_opset": ONNX_OPSET,
-        "torch_version": torch.__version__,
-        "sha256": {name: _sha256(file) for name, file in written.items()},
-    }
-    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    written["model.json"] = _save(out / "model.json", lambda f: f.write(text.encode("utf-8")))
-    return list(written.values())
+        ts, pt2 = io.BytesIO(), io.BytesIO()
+        torch.jit.save(torch.jit.trace(model, example), ts,
+                       _extra_files=_torchscript_extras(vocab, config.block_size))
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), pt2, extra_files=facts)
+        onnx_bytes = _onnx_model(model, example, dynamic, facts).SerializeToString()
+    return {"model.ts": ts.getvalue(), "model.pt2": pt2.getvalue(), "model.onnx": onnx_bytes}
+
+
+def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
+    """Put `files` (name -> bytes) into `out` as one set, in their order: all or none of them.
+
+    Every file is first written whole (fsynced) into a staging directory inside `out`, then all
+    are renamed into place. A full disk, an error or a kill before the renames leaves the previous
+    set untouched; the renames take microseconds, and a kill between two of them leaves files that
+    the loaders refuse by the SHA-256 in model.json (which is renamed last).
+    """
+    _remove_abandoned_staging(out)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    except OSError as exc:
+        raise UsageError(f"cannot write to {out} ({exc.strerror}): make the directory writable") from None
+    try:
+        for name, data in files.items():
+            try:
+                atomic_write(staging / name, lambda f: f.write(data))
+            except OSError as exc:
+                raise UsageError(f"cannot write {out / name} ({exc.strerror}): free some space or make the "
+                                 "directory writable, then run make export; the previous export set is unchanged") from None
+        for name in files:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # The renames are durable once the directory entry is flushed.
+    directory = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return [out / name for name in files]
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Staging directories of exports that were killed (their process is gone)."""
+    for staging in out.glob(f"{STAGING_PREFIX}*"):
+        pid = staging.name[len(STAGING_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _torchscript_extras(vocab: str, block_size: int) -> dict:
@@ -74,27 +129,17 @@ def _torchscript_extras(vocab: str, block_size: int) -> dict:
     return {"vocab.txt": vocab, "block_size.txt": str(block_size)}
 
 
-def _onnx_model(model: GPT, example: torch.Tensor, dynamic: dict):
+def _onnx_model(model: GPT, example: torch.Tensor, dynamic: dict, facts: dict[str, str]):
     import onnx
 
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic,
                                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                 opset_version=ONNX_OPSET, external_data=False, verbose=False)
     proto = program.model_proto
+    for key, value in facts.items():  # so model.onnx alone is enough to generate
+        proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
     return proto
-
-
-def _save(path: Path, write) -> Path:
-    try:
-        atomic_write(path, write)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path} ({exc.strerror}): free some space or make the directory writable") from None
-    return path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
-"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..]: build the libtorch generator, then run it.
+"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..] [--temperature ..] [--top-k ..] [--seed ..]: build the libtorch generator, then run it.
 
 The C++ program (export/cpp/generate.cpp) is compiled with g++ against the headers and shared
 libraries inside the installed torch wheel, so no separate libtorch download is needed. The
-binary is cached in build/ under a name that changes with the source and the torch version.
+binary is cached in build/ under a name that changes with the sources and the torch version.
+The flags are those of `make generate` and are checked here first, so a mistake never waits for
+a build; the program checks them again, since it also runs on its own.
 """
 
 import hashlib
@@ -14,9 +16,11 @@ from pathlib import Path
 
 import torch
 
+from export.generate import add_sampling_arguments, check_sampling
 from trainer.errors import OneLineParser, UsageError, report_usage_errors
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
+HEADERS = [SOURCE.with_name("sha256.h")]
 BUILD_DIR = Path("build")
 
 
@@ -25,10 +29,12 @@ def build() -> Path:
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         raise UsageError("g++ not found: install a C++ compiler (apt install g++) or set CXX")
-    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+    sources = b"".join(path.read_bytes() for path in [SOURCE, *HEADERS])
+    key = hashlib.sha256(sources + torch.__version__.encode()).hexdigest()[:12]
     binary = BUILD_DIR / f"generate-{key}"
     if binary.is_file():
         return binary
+    print("building the C++ generator (once, ~25 s)", file=sys.stderr, flush=True)
     BUILD_DIR.mkdir(exist_ok=True)
     torch_dir = Path(torch.__file__).parent
     include, lib = torch_dir / "include", torch_dir / "lib"
@@ -49,14 +55,23 @@ def build() -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m export.cpp", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model.ts written by make export")
-    p.add_argument("--prompt", default="ROMEO:")
-    p.add_argument("--tokens", type=int, default=200)
+    add_sampling_arguments(p)
 
     def body() -> int:
         args = p.parse_args(argv)
+        check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+        if Path(args.model).suffix != ".ts":
+            raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
+                             "(make cpp-generate MODEL=checkpoints/model.ts)")
         if not Path(args.model).is_file():
             raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
-        return subprocess.run([str(build()), args.model, args.prompt, str(args.tokens)]).returncode
+        flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
+                 "--top-k": args.top_k, "--seed": args.seed}
+        command = [str(build()), args.model]
+        for flag, value in flags.items():
+            if value is not None:
+                command += [flag, str(value)]
+        return subprocess.run(command).returncode
 
     return report_usage_errors(body)
 

@@ -2,10 +2,11 @@
 
 MODEL may be a trainer checkpoint (.pt), TorchScript (.ts), torch.export (.pt2) or ONNX (.onnx);
 the suffix picks the runtime. The vocabulary comes from the checkpoint, or from the model.json
-written beside the other formats. Only the text (prompt included) goes to stdout.
+written beside the other formats, which must record the exported file's SHA-256 and agree with
+the vocabulary and block size inside it. Only the text (prompt included) goes to stdout.
 """
 
-import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from typing import Callable
 import torch
 
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
+from export.manifest import MANIFEST_NAME, REDO, checked_facts, read_embedded_facts, read_manifest
 from model import generate
 from trainer.data import decode, encode
 from trainer.errors import OneLineParser, UsageError, report_usage_errors
 
+MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
 FORMATS = {".pt": "eager", ".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnxruntime"}
 
 
@@ -31,6 +34,7 @@ class LoadedModel:
 
 
 def load_model(path: str | Path) -> LoadedModel:
+    """A model file ready to generate from; an exported one only when model.json vouches for it."""
     path = Path(path)
     if path.suffix not in FORMATS:
         raise UsageError(f"{path} is not a model file: pass a .pt, .ts, .pt2 or .onnx file")
@@ -40,32 +44,55 @@ def load_model(path: str | Path) -> LoadedModel:
     if path.suffix == ".pt":
         model, snapshot = load_trained_model(path)
         return LoadedModel(model, snapshot["vocab"], model.config.block_size, runtime)
-    manifest = _manifest(path)
+    manifest = read_manifest(path.with_name(MANIFEST_NAME))
+    manifest.verify(path)
     try:
-        logits = _load_exported(path)
+        logits, facts = _load_exported(path)
+    except UsageError:
+        raise
     except Exception as exc:  # each runtime has its own exception types for a damaged file
-        raise UsageError(f"{path} cannot be loaded by {runtime} ({type(exc).__name__}): export it again with make export") from None
-    return LoadedModel(logits, manifest["vocab"], manifest["block_size"], runtime)
+        raise UsageError(f"{path} cannot be loaded by {runtime} ({type(exc).__name__}): {REDO}") from None
+    model = LoadedModel(logits, manifest.vocab, manifest.block_size, runtime)
+    _check_agrees(model, facts, path, manifest.path)
+    return model
 
 
-def _manifest(path: Path) -> dict:
-    manifest = path.with_name("model.json")
-    if not manifest.is_file():
-        raise UsageError(f"{manifest} is missing: it holds the vocabulary; export again with make export CKPT=...")
-    return json.loads(manifest.read_text(encoding="utf-8"))
-
-
-def _load_exported(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[str, int] | None]:
+    """The model's logits function, and the (vocab, block_size) it carries (None if it carries none)."""
     if path.suffix == ".ts":
+        extra = {"vocab.txt": "", "block_size.txt": ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-            return torch.jit.load(str(path)).eval()
+            module = torch.jit.load(str(path), _extra_files=extra).eval()
+        return module, checked_facts(extra["vocab.txt"].decode("utf-8"), int(extra["block_size.txt"]), str(path))
     if path.suffix == ".pt2":
-        return torch.export.load(str(path)).module()
+        extra = {"vocab": "", "block_size": ""}
+        program = torch.export.load(str(path), extra_files=extra)
+        return program.module(), read_embedded_facts(extra, str(path))
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda ids: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: ids.numpy()})[0])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a failed run is reported as one line here, not logged in colour too
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    facts = read_embedded_facts(session.get_modelmeta().custom_metadata_map, str(path))
+    return lambda ids: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: ids.numpy()})[0]), facts
+
+
+def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path, manifest: Path) -> None:
+    """model.json must describe the model: its own vocabulary and block size (files of format 2
+    carry them) and, for every file, logits over len(vocab) characters for a full context."""
+    mismatch = f"{manifest} does not match {path}"
+    if facts is not None and facts != (model.vocab, model.block_size):
+        what = "vocabulary" if facts[0] != model.vocab else f"block size ({model.block_size}, the model's is {facts[1]})"
+        raise UsageError(f"{mismatch}: its {what} differs from the one inside the model file; {REDO}")
+    try:
+        with torch.inference_mode():
+            shape = tuple(model.logits(torch.zeros(1, model.block_size, dtype=torch.long)).shape)
+    except Exception:  # a runtime refuses a context longer than the model's
+        shape = None
+    if shape != (1, model.block_size, len(model.vocab)):
+        raise UsageError(f"{mismatch}: a vocabulary of {len(model.vocab)} characters and a block size of "
+                         f"{model.block_size} do not fit the model; {REDO}")
 
 
 def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: float = 0.0,
@@ -77,21 +104,37 @@ def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: flo
     return decode(model.vocab, ids)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m export.generate", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="a .pt checkpoint or an exported .ts, .pt2 or .onnx file")
+def add_sampling_arguments(p: OneLineParser) -> None:
+    """The flags of every generator run by make (generate, cpp-generate), with one set of defaults."""
     p.add_argument("--prompt", default="ROMEO:", help="text to continue (characters of the vocabulary)")
     p.add_argument("--tokens", type=int, default=200, help="characters to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest characters only")
     p.add_argument("--seed", type=int, help="seed for sampling (same seed, same text)")
 
+
+def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | None, seed: int | None) -> None:
+    """Refuse what no runtime could generate with, before any model is loaded (or built)."""
+    if not prompt:
+        raise UsageError("--prompt is empty: give at least one character to start from")
+    if tokens < 0:
+        raise UsageError(f"--tokens must not be negative, got {tokens}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UsageError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64-1, got {seed}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="python -m export.generate", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="a .pt checkpoint or an exported .ts, .pt2 or .onnx file")
+    add_sampling_arguments(p)
+
     def body() -> int:
         args = p.parse_args(argv)
-        if args.tokens < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
-            raise UsageError("--tokens and --temperature must not be negative and --top-k must be at least 1")
-        if not args.prompt:
-            raise UsageError("--prompt is empty: give at least one character to start from")
+        check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
         model = load_model(args.model)
         print(generate_text(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
         return 0

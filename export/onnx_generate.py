@@ -4,35 +4,70 @@
 
 A self-contained example for the generation chapters: copy this file next to model.onnx and
 model.json and it runs anywhere `pip install onnxruntime numpy` does. Greedy by default; with
---temperature > 0 it samples.
+--temperature > 0 it samples. It runs model.onnx only if its SHA-256 is the one model.json records.
 """
 
 import argparse
+import hashlib
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 
+def fail(message: str):
+    """Bad input: one line on stderr and exit status 2, never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, instead of the usage text and the message
+        fail(f"{message} (see --help)")
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description="Greedy or sampled text from model.onnx")
+    p = Parser(description="Greedy or sampled text from model.onnx")
     p.add_argument("model", type=Path)
     p.add_argument("--prompt", default="ROMEO:")
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if not args.prompt:
+        fail("--prompt is empty: give at least one character to start from")
+    if args.tokens < 0 or args.seed < 0:
+        fail("--tokens and --seed must not be negative")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
 
-    meta = json.loads(args.model.with_name("model.json").read_text(encoding="utf-8"))
-    vocab, block_size = meta["vocab"], meta["block_size"]
+    manifest = args.model.with_name("model.json")
+    redo = "copy model.onnx and model.json from one export, or export again with make export"
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        # An array of characters (a plain string in manifests before format 2: list() reads both).
+        vocab, block_size, expected = list(meta["vocab"]), int(meta["block_size"]), meta["sha256"][args.model.name]
+        input_name, output_name = meta["input"]["name"], meta["output"]["name"]
+        model = args.model.read_bytes()
+    except FileNotFoundError as exc:
+        fail(f"{exc.filename} is missing: {redo}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{manifest} is not a manifest for {args.model.name} ({type(exc).__name__}): {redo}")
+    if hashlib.sha256(model).hexdigest() != expected:
+        fail(f"{args.model} does not match its SHA-256 in {manifest} (damaged, or from another export): {redo}")
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes just checked
+    # model.onnx carries its own vocabulary and block size too (since format 2): they must agree.
+    own = session.get_modelmeta().custom_metadata_map
+    if "vocab" in own and (json.loads(own["vocab"]), int(own["block_size"])) != (vocab, block_size):
+        fail(f"{manifest} does not match {args.model} (vocabulary or block size): {redo}")
+
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(args.prompt) - set(index))
     if unknown:
-        raise SystemExit(f"error: prompt has characters outside the vocabulary: {''.join(unknown)!r}")
-
-    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
-    input_name, output_name = meta["input"]["name"], meta["output"]["name"]
+        fail(f"prompt has characters outside the vocabulary: {''.join(unknown)!r}: use characters of the corpus")
     rng = np.random.default_rng(args.seed)
     ids = [index[ch] for ch in args.prompt]
     for _ in range(args.tokens):

@@ -44,6 +44,16 @@ class GPTConfig:
         return values
 
 
+def causal_bias(T: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T): 0 on and below the diagonal, -inf above it.
+
+    Built for each T rather than sliced from a stored block_size table: 16K values cost nothing
+    next to the matmuls, and torch.export cannot prove a slice [:T, :T] of a fixed table valid for
+    every T up to block_size.
+    """
+    return torch.full((T, T), float("-inf"), device=device).triu(1)
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal_bias: torch.Tensor,
                      dropout_p: float = 0.0) -> torch.Tensor:
     """softmax(q k^T / sqrt(head size) + causal_bias) v for q, k, v of shape (batch x heads, T, head size).
@@ -73,9 +83,6 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
         self.attn_dropout = config.attn_dropout
-        # Not a parameter and not saved: rebuilt from block_size, so checkpoints are unchanged.
-        bias = torch.full((config.block_size, config.block_size), float("-inf")).triu(1)
-        self.register_buffer("causal_bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -83,7 +90,7 @@ class CausalSelfAttention(nn.Module):
         # (B, T, 3C) -> 3 x (B * heads, T, head size): one copy lays out q, k and v for bmm.
         q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, C // H)
         p = self.attn_dropout if self.training else 0.0
-        y = causal_attention(q, k, v, self.causal_bias[:T, :T], p)
+        y = causal_attention(q, k, v, causal_bias(T, x.device), p)
         y = y.view(B, H, T, C // H).transpose(1, 2).reshape(B, T, C)
         return self.dropout(self.proj(y))
 

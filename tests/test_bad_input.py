@@ -1,6 +1,8 @@
 """Bad input: one line naming the problem and the fix, exit status 2, no traceback, nothing half-written."""
 
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -83,3 +85,107 @@ def test_unknown_flag(tmp_path):
 ])
 def test_bad_values(tmp_path, args, words):
     assert_one_line_error(train(tmp_path, *args), *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lr", "inf"], ["--lr", "finite", "inf"]),
+    (["--lr", "1e30"], ["--lr", "(0, 1]"]),
+    (["--lr", "nan"], ["--lr", "nan"]),
+    (["--lr", "0"], ["--lr", "(0, 1]"]),
+    (["--min-lr", "nan", "--warmup-steps", "0"], ["--min-lr", "nan"]),
+    (["--min-lr", "0.01", "--lr", "0.001"], ["--min-lr 0.01 is above --lr 0.001"]),
+    (["--beta1", "nan"], ["--beta1", "nan"]),
+    (["--beta2", "2"], ["--beta2", "[0, 1)"]),
+    (["--weight-decay", "-1"], ["--weight-decay", "-1"]),
+    (["--grad-clip", "nan"], ["--grad-clip", "nan"]),
+    (["--grad-clip", "inf"], ["--grad-clip", "inf"]),
+    (["--dropout", "nan"], ["--dropout", "nan"]),
+    (["--block-size", "1"], ["--block-size must be at least 2"]),
+    (["--sample-prompt", ""], ["--sample-prompt is empty"]),
+    (["--extend"], ["--extend", "--resume and --steps"]),
+])
+def test_out_of_range_flags_are_refused_before_anything_runs(tmp_path, corpus, args, words):
+    assert_one_line_error(train(tmp_path, "--data", corpus, "--dry-run", *args), *words)
+    assert_nothing_written(tmp_path)
+
+
+def test_a_low_lr_alone_lowers_the_decay_floor_with_it(tmp_path, corpus):
+    # The tuned recipe's --min-lr 1e-4 would sit above --lr 5e-5; only an explicit one is refused.
+    assert train(tmp_path, "--data", corpus, "--dry-run", "--lr", "5e-5").returncode == 0
+    assert train(tmp_path, "--data", corpus, "--dry-run", "--beta2", "0", "--grad-clip", "0", "--lr", "1").returncode == 0
+
+
+def test_sample_prompt_outside_the_corpus_is_refused_by_the_dry_run(tmp_path, corpus):
+    result = train(tmp_path, "--data", corpus, "--dry-run", "--sample-prompt", "ROMEO€")
+    assert_one_line_error(result, "--sample-prompt 'ROMEO€'", "'€'", "--sample-tokens 0")
+    # Without samples the prompt is never used, so it is no reason to refuse the run.
+    assert train(tmp_path, "--data", corpus, "--dry-run", "--sample-prompt", "ROMEO€", "--sample-tokens", 0).returncode == 0
+
+
+def test_sample_prompt_outside_the_corpus_at_nproc_2_is_one_line(tmp_path, corpus):
+    result = subprocess.run(["make", "--no-print-directory", "train", "NPROC=2", f"DATA={corpus}",
+                             f"OUT={tmp_path / 'out'}", "STEPS=2", "ARGS=--sample-prompt ROMEO€"], cwd=ROOT,
+                            env=child_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "'€'" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "gloo" not in result.stderr
+    assert_nothing_written(tmp_path)
+
+
+def test_a_corpus_without_the_default_prompt_samples_from_its_own_start(tmp_path):
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("a" * 2000)
+    result = train(tmp_path, "--data", corpus, "--block-size", 8, "--steps", 1, "--eval-iters", 1,
+                   "--sample-tokens", 5, "--no-export")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lacks characters of the default --sample-prompt 'ROMEO:'" in result.stdout
+    assert "  sample: aaaaaaaaaaa" in result.stdout
+    # A prompt asked for by name is not replaced: it is refused.
+    refused = train(tmp_path, "--data", corpus, "--block-size", 8, "--dry-run", "--sample-prompt", "ROMEO:")
+    assert_one_line_error(refused, "--sample-prompt 'ROMEO:'", "lacks")
+
+
+@pytest.mark.parametrize("name, kind", [("model.pt2", "torch.export"), ("model.ts", "TorchScript"),
+                                        ("model.onnx", "ONNX")])
+def test_resume_from_an_export_says_it_is_an_export(tmp_path, corpus, trained_run, name, kind):
+    result = train(tmp_path, "--data", corpus, "--resume", trained_run / name, *SHORT_RUN)
+    assert_one_line_error(result, f"{trained_run / name} is an export ({kind})", "model.pt")
+
+
+def test_snapshot_without_the_optimizer_state_names_the_key(tmp_path, corpus, trained_run):
+    import torch
+
+    snapshot = torch.load(trained_run / "model.pt", weights_only=True)
+    del snapshot["optimizer"]
+    torch.save(snapshot, tmp_path / "model.pt")
+    result = train(tmp_path, "--data", corpus, "--resume", tmp_path / "model.pt", *SHORT_RUN)
+    assert_one_line_error(result, "lacks 'optimizer'", str(tmp_path / "model.pt"))
+
+
+def test_make_plot_onto_a_directory_is_one_line(trained_run, tmp_path):
+    shutil.copy(trained_run / "metrics.jsonl", tmp_path)
+    (tmp_path / "loss.png").mkdir()
+    result = subprocess.run(["make", "--no-print-directory", "plot", f"OUT={tmp_path}"], cwd=ROOT,
+                            env=child_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "loss.png is a directory" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and (tmp_path / "loss.png").is_dir()
+
+
+BENCH = [sys.executable, "-m", "bench", "--nprocs", "1", "--steps", 1, "--warmup", 0]
+
+
+def test_bench_into_a_directory_fails_before_measuring(tmp_path):
+    result = run([*BENCH, "--out", tmp_path], timeout=60)
+    assert_one_line_error(result, f"--out {tmp_path} is a directory", "BENCH_OUT=")
+    assert "steps/s" not in result.stdout and list(tmp_path.iterdir()) == []
+
+
+def test_bench_with_a_broken_checkpoint_fails_before_measuring(tmp_path, trained_run):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((trained_run / "model.pt").read_bytes()[:5000])
+    result = run([*BENCH, "--out", tmp_path / "r.json", "--ckpt", broken], timeout=60)
+    assert_one_line_error(result, str(broken), "corrupt or truncated")
+    assert "steps/s" not in result.stdout and not (tmp_path / "r.json").exists()

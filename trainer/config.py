@@ -6,8 +6,9 @@ Any flag given explicitly wins over the recipe.
 """
 
 import argparse
+import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from trainer.errors import OneLineParser, UsageError
 from trainer.precision import DTYPES
@@ -18,6 +19,7 @@ class TrainConfig:
     data: str | None = None
     out: str = "checkpoints"
     resume: str | None = None
+    extend: bool = False  # with --resume: allow a --steps other than the snapshot's
     # run length and batch
     steps: int = 3000
     batch_size: int = 32  # global: split evenly across the ranks
@@ -50,9 +52,13 @@ class TrainConfig:
     tensorboard: bool = False
     progress: str = "auto"
     dry_run: bool = False
+    # The fields set on the command line (not defaults): on --resume, the others come from the snapshot.
+    given: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values.pop("given")
+        return values
 
     @property
     def snapshot_every(self) -> int:
@@ -93,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
     g.add_argument("--out", default=d.out, help="directory for model.pt, metrics.jsonl, loss.png and exports")
     g.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="continue from a snapshot (default <out>/model.pt) to the same final step")
+                   help="continue from a snapshot (default <out>/model.pt) with its settings, to its final step")
+    g.add_argument("--extend", action="store_true",
+                   help="with --resume: train to a new --steps total (the schedule is recomputed for it)")
     g = p.add_argument_group("run")
-    g.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total")
+    g.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total (on --resume: the snapshot's)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch in windows, split across ranks")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps (and at step 1 and the last)")
     g.add_argument("--eval-iters", type=int, default=d.eval_iters, help="batches per split in each evaluation")
@@ -114,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
                    help="tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4")
     g.add_argument("--lr", type=float, help=by_recipe("peak learning rate", "lr"))
-    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay", "min_lr"))
+    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay, at most --lr", "min_lr"))
     g.add_argument("--schedule", choices=["cosine", "constant"], help=by_recipe("learning-rate schedule", "schedule"))
     g.add_argument("--warmup-steps", type=int, help=by_recipe("linear warm-up steps", "warmup_steps"))
     g.add_argument("--beta1", type=float, default=d.beta1)
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
                    help="characters sampled at each evaluation; 0 = no sample")
-    g.add_argument("--sample-prompt", default=d.sample_prompt)
+    g.add_argument("--sample-prompt", default=d.sample_prompt,
+                   help="start of each sample; its characters must occur in the corpus")
     g.add_argument("--no-export", dest="export", action="store_false",
                    help="skip writing model.ts, model.pt2, model.onnx and model.json at the end")
     g.add_argument("--tensorboard", action="store_true", help="also log scalars to <out>/tensorboard")
@@ -138,15 +147,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Unset:
+    """Marks a flag the command line did not give (argparse keeps a value already in the namespace)."""
+
+
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    args = vars(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
-    recipe = RECIPES[args["recipe"]]
-    for key, value in recipe.items():
-        if args.get(key) is None:
-            args[key] = value
-    cfg = TrainConfig(**{f.name: args[f.name] for f in fields(TrainConfig)})
+    parser = build_parser()
+    unset = _Unset()
+    names = [f.name for f in fields(TrainConfig) if f.name != "given"]
+    args = vars(parser.parse_args(sys.argv[1:] if argv is None else argv,
+                                  argparse.Namespace(**{name: unset for name in names})))
+    given = frozenset(name for name in names if args[name] is not unset)
+    recipe = RECIPES[parser.get_default("recipe") if args["recipe"] is unset else args["recipe"]]
+    for name in names:
+        if args[name] is unset:
+            args[name] = parser.get_default(name)
+        if args[name] is None and name in recipe:
+            args[name] = recipe[name]
+    if "min_lr" not in given:
+        args["min_lr"] = min(args["min_lr"], args["lr"])  # a low --lr alone: the decay ends at it
+    cfg = TrainConfig(**{name: args[name] for name in names}, given=given)
     _check(cfg)
     return cfg
+
+
+# Every float flag: (lowest, highest, is the lowest itself allowed, is the highest), and why.
+FLOAT_RANGES = {
+    "lr": (0.0, 1.0, False, True),  # Adam moves each weight by about lr a step: above 1, nothing is learnt
+    "min_lr": (0.0, 1.0, True, True),
+    "beta1": (0.0, 1.0, True, False),  # Adam's moving averages need a factor below 1
+    "beta2": (0.0, 1.0, True, False),
+    "weight_decay": (0.0, 1.0, True, True),  # AdamW scales weights by 1 - lr * weight_decay each step
+    "grad_clip": (0.0, math.inf, True, False),  # 0 = off
+    "dropout": (0.0, 1.0, True, False),
+}
+
+
+def _check_float(name: str, value: float) -> None:
+    low, high, low_ok, high_ok = FLOAT_RANGES[name]
+    inside = math.isfinite(value) and (low < value or (low_ok and value == low)) and (
+        value < high or (high_ok and value == high))
+    if not inside:
+        interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+        flag = "--" + name.replace("_", "-")
+        default = RECIPES["tuned"].get(name, getattr(TrainConfig, name))
+        raise UsageError(f"{flag} must be a finite number in {interval}, got {value}: e.g. {flag} {default:g}")
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -154,12 +199,69 @@ def _check(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.block_size < 2:
+        # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
+        raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UsageError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.lr <= 0 or cfg.min_lr < 0:
-        raise UsageError("--lr must be positive and --min-lr not negative")
+    for name in FLOAT_RANGES:
+        _check_float(name, getattr(cfg, name))
+    if cfg.schedule == "cosine" and cfg.min_lr > cfg.lr:
+        raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the cosine decays from --lr to "
+                         "--min-lr, so pass a --min-lr no larger than --lr")
     for name in ("warmup_steps", "save_every", "sample_tokens"):
         if getattr(cfg, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+    if cfg.sample_prompt == "":
+        raise UsageError("--sample-prompt is empty: give at least one character, or --sample-tokens 0 for no samples")
+    if cfg.extend and (cfg.resume is None or "steps" not in cfg.given):
+        raise UsageError("--extend changes the length of a resumed run: use it with --resume and --steps N")
+
+
+# What a resumed run takes from its snapshot's train_config unless given on this command line:
+# its length, schedule, batches, model and samples. Files, logging and the dtype are this
+# invocation's own.
+RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
+                  "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
+                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "sample_tokens", "sample_prompt")
+
+
+def continue_snapshot(cfg: TrainConfig, saved: dict) -> None:
+    """Give cfg the settings of the snapshot it resumes (`saved`, its train_config)."""
+    for name in RESUMED_FIELDS:
+        recipe_given = "recipe" in cfg.given and name in COURSE_RECIPE  # --recipe now sets these
+        if name in saved and name not in cfg.given and not recipe_given:
+            setattr(cfg, name, saved[name])
+    _check(cfg)
+
+
+def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
+    """A resumed run trains on to the snapshot's own total, which it has not reached yet.
+
+    A --steps other than the snapshot's would change the learning-rate schedule under a
+    half-trained model, so it needs --extend.
+    """
+    total = saved.get("steps", cfg.steps)
+    if cfg.steps != total and not cfg.extend:
+        raise UsageError(f"{path} is a run of {total} steps and --steps {cfg.steps} would change its schedule: "
+                         f"leave --steps out to finish it, or add --extend to train to {cfg.steps}")
+    if step >= cfg.steps:
+        raise UsageError(f"{path} has finished its {cfg.steps} steps, nothing to resume: train further with "
+                         "--steps N --extend, or write the exports with make export")
+
+
+def choose_sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> str | None:
+    """Check --sample-prompt against the corpus's characters before training, not at the first sample.
+
+    A corpus without the default prompt's characters samples from its own first characters
+    instead; returns the note that says so (None when nothing changed).
+    """
+    missing = "".join(sorted(set(cfg.sample_prompt) - set(vocab)))
+    if not cfg.sample_tokens or not missing:
+        return None
+    if "sample_prompt" in cfg.given:
+        raise UsageError(f"--sample-prompt {cfg.sample_prompt!r} has characters the corpus lacks ({missing!r}): "
+                         "use characters of the corpus, or --sample-tokens 0 for no samples")
+    default, cfg.sample_prompt = cfg.sample_prompt, corpus_start[:len(cfg.sample_prompt)]
+    return (f"note: the corpus lacks characters of the default --sample-prompt {default!r}; "
+            f"samples start from the corpus's first characters, {cfg.sample_prompt!r}")

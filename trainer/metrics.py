@@ -28,7 +28,10 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
 
-            self._tb = SummaryWriter(log_dir=str(Path(out) / "tensorboard"))
+            # purge_step makes TensorBoard drop the events an earlier writer logged from that step
+            # on: after the snapshot on resume (this run logs them again), all of them on a new run.
+            self._tb = SummaryWriter(log_dir=str(Path(out) / "tensorboard"),
+                                     purge_step=0 if resume_step is None else resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:
         """A resumed run repeats the steps after its snapshot: drop their old records."""
@@ -44,13 +47,15 @@ class MetricsLog:
     def step(self, step: int, loss: float, lr: float) -> None:
         self._write({"step": step, "loss": round(loss, 6), "lr": lr})
         if self._tb:
-            self._tb.add_scalar("loss/step", loss, step)
+            self._tb.add_scalar("loss/batch", loss, step)
             self._tb.add_scalar("lr", lr, step)
 
     def evaluation(self, record: dict) -> None:
         self._write(record)
         if self._tb:
-            self._tb.add_scalars("loss", {"train": record["train_loss"], "val": record["val_loss"]}, record["step"])
+            # One tag each (add_scalars would make a separate TensorBoard run per curve).
+            self._tb.add_scalar("loss/train", record["train_loss"], record["step"])
+            self._tb.add_scalar("loss/val", record["val_loss"], record["step"])
             self._tb.add_scalar("steps_per_s", record["steps_per_s"], record["step"])
 
     def _write(self, record: dict) -> None:

@@ -21,6 +21,8 @@ COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
 
 
 def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Path:
+    if Path(png_path).is_dir():
+        raise UsageError(f"{png_path} is a directory: move it away so the picture can be written there")
     if not Path(metrics_path).is_file():
         raise UsageError(f"{metrics_path} does not exist: train first (make train) or pass the run's --out directory")
     try:
@@ -44,8 +46,12 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
+    except OSError as exc:
+        raise UsageError(f"cannot write {png_path} ({exc.strerror}): free some space or make the directory writable") from None
+    finally:
+        plt.close(fig)
     return Path(png_path)
 
 

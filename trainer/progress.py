@@ -14,7 +14,10 @@ class Progress:
         self.enabled = enabled
         self.bar = None
         if enabled and use_bar:
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout)
+            # The bar's rate is wall time, evaluations included; the eval lines give training steps only.
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+                                       "{rate_fmt} with evaluation{postfix}]")
 
     def update(self, loss: float) -> None:
         if self.bar is not None:

@@ -15,7 +15,7 @@ import torch
 
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, lock, precision
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_run_length, choose_sample_prompt, continue_snapshot
 from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
 from trainer.errors import UsageError
@@ -93,12 +93,14 @@ class Trainer:
         scale = cfg.eval_iters * env.world_size
         return {"train": train_sum / scale, "val": val_sum / scale}
 
-    def _sample(self) -> str:
+    def sample(self, step: int) -> str:
+        """The evaluation sample at `step`: its own seed per step, so successive samples are
+        independent draws (not edits of one string), and a rerun prints the same ones."""
         cfg = self.cfg
         self.raw_model.eval()
         ids = generate(self.raw_model, self.corpus.encode(cfg.sample_prompt), cfg.sample_tokens,
                        cfg.block_size, temperature=0.8, top_k=None,
-                       generator=torch.Generator().manual_seed(cfg.seed))
+                       generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "sample", step)))
         self.raw_model.train()
         return self.corpus.decode(ids)
 
@@ -160,7 +162,7 @@ class Trainer:
         progress = Progress(main, cfg.progress, cfg.steps, self.step)
         progress.print(self._banner())
         window_steps, window_time = 0, 0.0
-        start = time.perf_counter()
+        start, start_step = time.perf_counter(), self.step
         while self.step < cfg.steps:
             step = self.step + 1
             t0 = time.perf_counter()
@@ -180,6 +182,7 @@ class Trainer:
                 if not all(map(math.isfinite, self.last_losses.values())):
                     return self._diverged(step, "the evaluation loss is not finite", progress, metrics)
                 speed = window_steps / window_time
+                speed_text = speed_label(step - window_steps + 1, step, window_time)
                 window_steps, window_time = 0, 0.0
                 if main:
                     metrics.evaluation({
@@ -188,9 +191,9 @@ class Trainer:
                         "elapsed_s": round(time.perf_counter() - start, 2), "world_size": env.world_size,
                     })
                     progress.print(f"step {step} | train loss: {self.last_losses['train']:.4f} | "
-                                   f"val loss: {self.last_losses['val']:.4f} | {speed:.2f} steps/s")
+                                   f"val loss: {self.last_losses['val']:.4f} | {speed_text}")
                     if cfg.sample_tokens:
-                        progress.print("  sample: " + self._sample().replace("\n", " / "))
+                        progress.print("  sample: " + self.sample(step).replace("\n", " / "))
             snapshot_due = step % cfg.save_every == 0 if cfg.save_every else is_eval
             if snapshot_due or stop or step == cfg.steps:
                 # Every rank holds the same weights, so every rank reaches the same verdict.
@@ -208,9 +211,8 @@ class Trainer:
         progress.close()
         if main:
             metrics.close()
-            wall = time.perf_counter() - start
-            print(f"done: {cfg.steps} steps in {wall:.0f} s ({self.train_time:.0f} s training), "
-                  f"snapshot {self.snapshot_path}", flush=True)
+            print(done_line(cfg.steps - start_step, time.perf_counter() - start, self.train_time,
+                            self.snapshot_path), flush=True)
         return 0
 
     def _diverged(self, step: int, what: str, progress: Progress, metrics: MetricsLog | None) -> int:
@@ -258,6 +260,24 @@ class Trainer:
         return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
+def speed_label(first: int, last: int, seconds: float) -> str:
+    """The eval line's speed: training steps first..last only, evaluation and sampling excluded.
+
+    One step alone (the first of a process, or --eval-every 1) includes start-up work, so it is
+    shown as a time, not as the run's speed.
+    """
+    if first == last:
+        return f"step {last} took {seconds:.2f} s"
+    return f"{(last - first + 1) / seconds:.2f} steps/s over steps {first}-{last} (training only)"
+
+
+def done_line(steps: int, wall: float, train_time: float, snapshot_path: Path) -> str:
+    """The last line of training: the steps this process ran, and where its wall time went."""
+    speed = f" ({steps / train_time:.2f} steps/s)" if train_time > 0 else ""
+    return (f"done: {steps} steps in {wall:.0f} s: {train_time:.0f} s in training steps{speed}, "
+            f"{wall - train_time:.0f} s evaluating, sampling and saving; snapshot {snapshot_path}")
+
+
 def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
     return GPTConfig(vocab_size=len(corpus.vocab), block_size=cfg.block_size, n_layer=cfg.n_layer,
                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
@@ -303,6 +323,7 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     error = None
     snapshot = None
     corpus = None
+    note = None
     try:
         distributed.check_world_size(cfg.batch_size, env.world_size)
         # Only one process per machine may download the corpus; the others wait for it.
@@ -313,6 +334,8 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     distributed.agree_on_error(env, error)
     try:
         corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
+        # Before --out is touched. A resumed run then takes the snapshot's prompt, unless given.
+        note = choose_sample_prompt(cfg, corpus.vocab, corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist()))
         if env.is_main:
             check_out_dir(Path(cfg.out))
             # Before any file of the run is read or written; held until this process exits.
@@ -323,13 +346,22 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
             path = resume_path(cfg)
             if path is not None:
                 snapshot = checkpoint.load(path)
+                if cfg.resume is not None:
+                    continue_snapshot(cfg, snapshot["train_config"])
                 checkpoint.check_compatible(snapshot, path, model_config(cfg, corpus), corpus.vocab)
+                if cfg.resume is not None:
+                    check_run_length(cfg, snapshot["train_config"], snapshot["step"], path)
                 if cfg.resume is None and snapshot.get("run_id") != os.environ.get("TORCHELASTIC_RUN_ID"):
                     snapshot = None  # a snapshot of an earlier run, not of this restarted one
     except UsageError as exc:
         error = str(exc)
     distributed.agree_on_error(env, error)
-    return corpus, distributed.broadcast_from_main(env, snapshot)
+    snapshot = distributed.broadcast_from_main(env, snapshot)
+    if snapshot is not None and cfg.resume is not None and not env.is_main:
+        continue_snapshot(cfg, snapshot["train_config"])  # as rank 0 did above
+    if note and env.is_main and not cfg.dry_run and snapshot is None:
+        print(note, flush=True)
+    return corpus, snapshot
 
 
 def run(cfg: TrainConfig) -> int:
@@ -360,7 +392,14 @@ def finish_run(trainer: Trainer) -> None:
     from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
     from trainer.plot import plot_metrics  # only at the end
 
-    written = [plot_metrics(trainer.out / "metrics.jsonl", trainer.out / "loss.png")]
+    # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
+    what = "loss.png and the exports (model.ts, model.pt2, model.onnx, model.json)" if trainer.cfg.export else "loss.png"
+    print(f"writing {what} to {trainer.out} ...", flush=True)
+    written = []
+    try:
+        written.append(plot_metrics(trainer.out / "metrics.jsonl", trainer.out / "loss.png"))
+    except UsageError as exc:  # the run is trained and saved; a picture that cannot be drawn does not undo that
+        print(f"warning: {exc}", file=sys.stderr, flush=True)
     if trainer.cfg.export:
         written += export_checkpoint(trainer.snapshot_path)
     print("wrote " + ", ".join(str(p) for p in written), flush=True)

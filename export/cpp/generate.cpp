@@ -1,17 +1,62 @@
-// Greedy text generation from model.ts with libtorch: no Python at run time.
+// Text generation from model.ts with libtorch: no Python at run time.
 //
-//   generate MODEL.ts [PROMPT] [TOKENS]
+//   generate MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //
-// The vocabulary (one UTF-8 string, index = id) and the block size travel inside model.ts as the
-// extra files "vocab.txt" and "block_size.txt", so this program needs nothing but the model file.
-// Built by `make cpp-generate` (python -m export.cpp) against the libtorch inside the torch wheel.
+// Greedy by default (--temperature 0); with T > 0 it samples like `make generate`, and with the
+// same --seed it draws the same characters. The vocabulary (one UTF-8 string, index = id) and the
+// block size travel inside model.ts as the extra files "vocab.txt" and "block_size.txt". The file
+// is used only if its SHA-256 is the one model.json beside it records, so a damaged model or one
+// from another export is refused. Built by `make cpp-generate` (python -m export.cpp) against the
+// libtorch inside the torch wheel.
 #include <torch/script.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
+
+#include "sha256.h"
+
+// Bad input ends the program with one line on stderr and exit status 2.
+[[noreturn]] static void fail(const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  std::exit(2);
+}
+
+static std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string() + " cannot be read: check the path, or train and export first (make export)");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+// All of `text` as a number, or a one-line error naming the flag.
+template <typename T>
+static T number(const std::string& flag, const std::string& text) {
+  std::istringstream in(text);
+  T value{};
+  const bool negative = std::is_unsigned<T>::value && text.find('-') != std::string::npos;
+  if (negative || !(in >> value) || !in.eof()) fail(flag + " takes a number, got '" + text + "'");
+  return value;
+}
+
+// The SHA-256 that model.json records for the file `name`. A string search, not a JSON parser:
+// `make export` writes the manifest in a fixed form ("sha256": {"model.ts": "<hex>", ...}).
+static std::string recorded_sha256(const std::string& manifest, const std::string& name) {
+  const size_t table = manifest.find("\"sha256\"");
+  const size_t key = table == std::string::npos ? table : manifest.find("\"" + name + "\"", table);
+  if (key == std::string::npos) return "";
+  const size_t open = manifest.find('"', manifest.find(':', key));
+  const size_t close = manifest.find('"', open + 1);
+  return close == std::string::npos ? "" : manifest.substr(open + 1, close - open - 1);
+}
 
 // UTF-8 text as one string per character (a character is 1 to 4 bytes).
 static std::vector<std::string> characters(const std::string& text) {
@@ -26,26 +71,55 @@ static std::vector<std::string> characters(const std::string& text) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 4) {
-    std::cerr << "usage: " << argv[0] << " MODEL.ts [PROMPT] [TOKENS]\n";
-    return 2;
+  if (argc < 2 || argc % 2 != 0) {
+    fail(std::string("usage: ") + argv[0] + " MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]");
   }
-  const std::string prompt = argc > 2 ? argv[2] : "ROMEO:";
-  const int tokens = argc > 3 ? std::atoi(argv[3]) : 200;
+  const std::filesystem::path model_path = argv[1];
+  std::string prompt = "ROMEO:";
+  long tokens = 200, top_k = 0;  // without --top-k: all characters
+  bool top_k_given = false;
+  double temperature = 0.0;
+  bool seeded = false;
+  uint64_t seed = 0;
+  for (int i = 2; i < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--prompt") prompt = value;
+    else if (flag == "--tokens") tokens = number<long>(flag, value);
+    else if (flag == "--temperature") temperature = number<double>(flag, value);
+    else if (flag == "--top-k") top_k = number<long>(flag, value), top_k_given = true;
+    else if (flag == "--seed") seed = number<uint64_t>(flag, value), seeded = true;
+    else fail("unknown option " + flag + ": use --prompt, --tokens, --temperature, --top-k or --seed");
+  }
+  if (prompt.empty()) fail("--prompt is empty: give at least one character to start from");
+  if (tokens < 0) fail("--tokens must not be negative");
+  if (!std::isfinite(temperature) || temperature < 0) fail("--temperature must be a finite number >= 0 (0 = greedy)");
+  if (top_k_given && top_k < 1) fail("--top-k must be at least 1");
+
+  // The model file must be the one model.json describes.
+  const std::filesystem::path manifest_path = model_path.parent_path() / "model.json";
+  if (!std::filesystem::is_regular_file(manifest_path)) {
+    fail(manifest_path.string() + " is missing: it holds the SHA-256 of the model files; export again with make export");
+  }
+  const std::string expected = recorded_sha256(read_file(manifest_path), model_path.filename().string());
+  if (expected.empty()) {
+    fail(manifest_path.string() + " lists no SHA-256 for " + model_path.filename().string() + ": export again with make export");
+  }
+  if (sha256_hex(read_file(model_path)) != expected) {
+    fail(model_path.string() + " does not match its SHA-256 in " + manifest_path.string() +
+         " (damaged, or from another export): export again with make export");
+  }
 
   torch::jit::ExtraFilesMap extra{{"vocab.txt", ""}, {"block_size.txt", ""}};
   torch::jit::script::Module model;
   try {
-    model = torch::jit::load(argv[1], torch::kCPU, extra);
+    model = torch::jit::load(model_path.string(), torch::kCPU, extra);
   } catch (const c10::Error&) {
-    std::cerr << "error: cannot load " << argv[1] << " as TorchScript: export it again with make export\n";
-    return 2;
+    fail("cannot load " + model_path.string() + " as TorchScript: export it again with make export");
   }
   model.eval();
   const std::vector<std::string> vocab = characters(extra["vocab.txt"]);
   if (vocab.empty() || extra["block_size.txt"].empty()) {
-    std::cerr << "error: " << argv[1] << " lacks vocab.txt or block_size.txt inside: export it with make export\n";
-    return 2;
+    fail(model_path.string() + " lacks vocab.txt or block_size.txt inside: export it with make export");
   }
   // Longer contexts than the model was trained for are cropped to the last block_size ids.
   const size_t block_size = std::stoul(extra["block_size.txt"]);
@@ -55,20 +129,29 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ids;
   for (const std::string& c : characters(prompt)) {
     auto found = index.find(c);
-    if (found == index.end()) {
-      std::cerr << "error: prompt character '" << c << "' is not in the vocabulary: use characters of the corpus\n";
-      return 2;
-    }
+    if (found == index.end()) fail("prompt character '" + c + "' is not in the vocabulary: use characters of the corpus");
     ids.push_back(found->second);
   }
 
+  // Sampling as in model/sample.py: scale by the temperature, keep the top k, draw from the
+  // softmax. Seeding the default generator gives the draws of Python's Generator().manual_seed.
+  if (seeded) torch::manual_seed(seed);
   torch::NoGradGuard no_grad;
-  for (int step = 0; step < tokens; ++step) {
+  for (long step = 0; step < tokens; ++step) {
     const size_t start = ids.size() > block_size ? ids.size() - block_size : 0;
     std::vector<int64_t> context(ids.begin() + start, ids.end());
     auto input = torch::from_blob(context.data(), {1, static_cast<int64_t>(context.size())}, torch::kLong);
-    auto logits = model.forward({input}).toTensor();
-    ids.push_back(logits.index({0, -1}).argmax().item<int64_t>());
+    auto logits = model.forward({input}).toTensor().index({0, -1}).to(torch::kFloat);
+    if (temperature == 0) {
+      ids.push_back(logits.argmax().item<int64_t>());
+      continue;
+    }
+    logits = logits / temperature;
+    if (top_k_given && top_k < logits.numel()) {
+      const auto kth = std::get<0>(torch::topk(logits, top_k)).index({-1});
+      logits = logits.masked_fill(logits < kth, -INFINITY);
+    }
+    ids.push_back(torch::multinomial(torch::softmax(logits, -1), 1).item<int64_t>());
   }
   std::string text;
   for (int64_t id : ids) text += vocab[id];

@@ -1,0 +1,92 @@
+"""An export set is written whole: a killed or failed export leaves the previous set as it was."""
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from export.artifacts import STAGING_PREFIX
+from tests.conftest import ROOT, assert_one_line_error, child_env, run
+
+SET = ["model.ts", "model.pt2", "model.onnx", "model.json"]
+
+
+def copy_run(trained_run: Path, folder: Path) -> dict[str, bytes]:
+    """The checkpoint and its export set copied into `folder`; the set's bytes by name."""
+    folder.mkdir(exist_ok=True)
+    for name in ["model.pt", *SET]:
+        shutil.copy(trained_run / name, folder / name)
+    return {name: (folder / name).read_bytes() for name in SET}
+
+
+def retrain_one_step(folder: Path) -> None:
+    """Change model.pt (weights and step) so that a new export differs from the set beside it."""
+    snapshot = torch.load(folder / "model.pt", weights_only=True)
+    snapshot["step"] += 1
+    snapshot["model"] = {k: v + 0.01 for k, v in snapshot["model"].items()}
+    torch.save(snapshot, folder / "model.pt")
+
+
+def assert_whole_set(folder: Path) -> int:
+    """Every file matches model.json's SHA-256; returns the step the set describes."""
+    manifest = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, f"{name} is from another export"
+    return manifest["step"]
+
+
+def export_killed_once_writing(folder: Path) -> bool:
+    """Run `python -m export` on folder/model.pt and SIGKILL it the moment it starts writing (its
+    staging directory appears); False if it finished before the poll saw that moment."""
+    export = subprocess.Popen([sys.executable, "-m", "export", str(folder / "model.pt")], cwd=ROOT,
+                              env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while export.poll() is None:
+        if any(p.is_dir() for p in folder.glob(f"{STAGING_PREFIX}*")):
+            export.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    export.wait(timeout=300)
+    return export.returncode == -signal.SIGKILL
+
+
+def test_an_export_killed_while_writing_leaves_a_whole_set(trained_run, tmp_path):
+    copy_run(trained_run, tmp_path)
+    # On a busy machine the poll can miss the few milliseconds of writing: then try again.
+    for attempt in range(3):
+        before = {name: (tmp_path / name).read_bytes() for name in SET}
+        retrain_one_step(tmp_path)
+        killed = export_killed_once_writing(tmp_path)
+        step = assert_whole_set(tmp_path)
+        if killed:
+            break
+    assert killed, "every export ended before it could be killed"
+    if step == json.loads(before["model.json"])["step"]:  # killed before the renames: nothing moved
+        assert {name: (tmp_path / name).read_bytes() for name in SET} == before
+    # The next export clears what the killed one left behind and writes the new set.
+    assert run([sys.executable, "-m", "export", tmp_path / "model.pt"]).returncode == 0
+    assert assert_whole_set(tmp_path) == json.loads(before["model.json"])["step"] + 1
+    assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))
+
+
+def test_an_export_on_a_full_disk_is_one_line_and_keeps_the_previous_set(trained_run, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    sizes = sum((trained_run / name).stat().st_size for name in ["model.pt", *SET])
+    # Room for the checkpoint, the old set and one new model file, not for a whole new set.
+    room = sizes + (trained_run / "model.ts").stat().st_size + 2 ** 20
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={room // 2 ** 20 + 1}m", "tmpfs", str(disk)], check=True)
+    try:
+        before = copy_run(trained_run, disk)
+        retrain_one_step(disk)
+        line = assert_one_line_error(run([sys.executable, "-m", "export", disk / "model.pt"]),
+                                     "No space left on device", "make export", str(disk / "model."))
+        assert {name: (disk / name).read_bytes() for name in SET} == before, line
+        assert sorted(p.name for p in disk.iterdir()) == sorted(["model.pt", *SET])
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

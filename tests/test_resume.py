@@ -1,0 +1,68 @@
+"""--resume continues the snapshot's own run: its length and schedule, unless --extend says otherwise."""
+
+import os
+import shutil
+import signal
+
+from tests.conftest import (QUICK, assert_one_line_error, eval_records, run, step_losses,
+                            trainer_cmd)
+from tests.test_faults import start, wait_for_step
+from trainer import checkpoint
+
+# Not the defaults, so a resumed run that fell back to them would show in the losses.
+ORIGINAL = ["--steps", 8, "--eval-every", 4, "--save-every", 4, "--lr", "1e-3", "--warmup-steps", 2,
+            "--seed", 7, "--dropout", "0.1", *QUICK]
+
+
+def test_resume_without_flags_ends_where_the_original_run_would_have(tmp_path, corpus):
+    reference = tmp_path / "reference"
+    assert run(trainer_cmd(None, "--data", corpus, "--out", reference, *ORIGINAL)).returncode == 0
+    out = tmp_path / "stopped"
+    proc = start(trainer_cmd(None, "--data", corpus, "--out", out, *ORIGINAL))
+    wait_for_step(out, 5, proc)  # the snapshot of step 4 is on disk, the one of step 8 is not
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.load(out / "model.pt")["step"] == 4
+    result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--resume", "--no-export"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming at step 4: 8 steps" in result.stdout and "recipe tuned (lr 0.001" in result.stdout
+    assert "done: 4 steps in" in result.stdout  # the steps this process ran
+    ours, theirs = step_losses(out), step_losses(reference)
+    assert sorted(ours) == list(range(1, 9))
+    for step in theirs:
+        assert abs(ours[step] - theirs[step]) <= 1e-6, (step, ours[step], theirs[step])
+    assert [r["step"] for r in eval_records(out)] == [1, 4, 8]
+    assert abs(eval_records(out)[-1]["val_loss"] - eval_records(reference)[-1]["val_loss"]) <= 1e-6
+
+
+def finished_copy(trained_run, tmp_path):
+    shutil.copy(trained_run / "model.pt", tmp_path)
+    shutil.copy(trained_run / "metrics.jsonl", tmp_path)
+    return tmp_path / "model.pt"
+
+
+def test_another_step_count_needs_extend_and_leaves_the_snapshot_alone(tmp_path, corpus, trained_run):
+    path = finished_copy(trained_run, tmp_path)
+    before = path.read_bytes()
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--resume", "--steps", 70))
+    assert_one_line_error(result, f"{path} is a run of 60 steps", "--steps 70", "--extend")
+    assert path.read_bytes() == before
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, corpus, trained_run):
+    path = finished_copy(trained_run, tmp_path)
+    before = path.read_bytes()
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--resume"))
+    assert_one_line_error(result, "has finished its 60 steps", "--extend", "make export")
+    assert path.read_bytes() == before
+
+
+def test_extend_trains_on_to_the_new_total(tmp_path, corpus, trained_run):
+    finished_copy(trained_run, tmp_path)
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--resume", "--steps", 62, "--extend",
+                             "--no-export"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming at step 60: 62 steps" in result.stdout
+    assert checkpoint.load(tmp_path / "model.pt")["step"] == 62
+    assert checkpoint.load(tmp_path / "model.pt")["train_config"]["steps"] == 62
+    assert sorted(step_losses(tmp_path)) == list(range(1, 63))

@@ -1,0 +1,115 @@
+"""Serve the page in web/ and OUT's model files on localhost: python -m web.serve [--out DIR] [--port N].
+
+The page asks for model.onnx and model.json beside itself; they come from --out, everything
+else from web/. onnxruntime-web needs wasm served as application/wasm, and its threads need
+SharedArrayBuffer, which browsers allow only on cross-origin-isolated pages (COOP and COEP).
+Only 127.0.0.1 is bound: the server is for the person at this machine.
+"""
+
+import contextlib
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from trainer.errors import OneLineParser, UsageError, report_usage_errors
+
+WEB = Path(__file__).resolve().parent
+MODEL_FILES = ("model.onnx", "model.json")
+# Only these are served from web/: its Python files and caches are not for the browser.
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+                 ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".wasm": "application/wasm", ".json": "application/json; charset=utf-8",
+                 ".onnx": "application/octet-stream", ".png": "image/png"}
+ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+
+
+def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
+    class PageHandler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_file(include_body=True)
+
+        def do_HEAD(self):
+            self.send_file(include_body=False)
+
+        def send_file(self, include_body: bool):
+            path = self.file_for(unquote(urlsplit(self.path).path))
+            if path is None:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            body = path.read_bytes()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", CONTENT_TYPES[path.suffix])
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-cache")  # a re-exported model is picked up on reload
+            for name, value in ISOLATION_HEADERS.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if include_body:
+                self.wfile.write(body)
+
+        def file_for(self, url_path: str) -> Path | None:
+            name = url_path.lstrip("/") or "index.html"
+            path = (out / name) if name in MODEL_FILES else (WEB / name).resolve()
+            if name not in MODEL_FILES and (WEB not in path.parents or path.suffix not in CONTENT_TYPES):
+                return None
+            return path if path.is_file() else None
+
+        def log_message(self, format, *args):  # keep the terminal for the URL and real problems
+            if args and str(args[1]).startswith(("4", "5")) and not self.path.endswith("favicon.ico"):
+                sys.stderr.write(f"{self.command} {self.path}: {args[1]}\n")
+
+    return PageHandler
+
+
+def make_server(out: Path, port: int) -> ThreadingHTTPServer:
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), handler_for(Path(out).resolve()))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another port with PORT=...") from None
+
+
+def url_of(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@contextlib.contextmanager
+def serving(out: Path):
+    """The page and `out`'s model files on a free port, in a thread, for as long as the block runs: its URL."""
+    server = make_server(out, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield url_of(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="python -m web.serve", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("checkpoints"), help="folder with model.onnx and model.json")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+
+    def body() -> int:
+        args = p.parse_args(argv)
+        if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+            raise UsageError("onnxruntime-web is not installed: run make serve (it runs npm ci in web/)")
+        server = make_server(args.out, args.port)
+        missing = [name for name in MODEL_FILES if not (args.out / name).is_file()]
+        print(f"serving the page at {url_of(server)} (Ctrl-C stops)", flush=True)
+        if missing:
+            print(f"note: {args.out} has no {' or '.join(missing)}: train and export first (make train OUT={args.out}), "
+                  "or choose the model files in the page", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+        server.server_close()
+        return 0
+
+    return report_usage_errors(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
