@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from bench.launch import BenchFailure
+from bench.timing import add_step_flags, check_step_flags
 from trainer.config import TrainConfig
 from trainer.errors import OneLineParser, UsageError, report_usage_errors
 
@@ -21,9 +22,7 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--nprocs", default="1,2,4", help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
     p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
-    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed run (default 3)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
+    add_step_flags(p, warmup=3, steps=20, what="run")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
                    "exists, else a one-step one trained for the purpose)")
     p.add_argument("--skip-generation", action="store_true", help="time training only")
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         args = build_parser().parse_args(argv)
         nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
-        if args.warmup < 0 or args.steps < 1:
-            raise UsageError("--warmup must not be negative and --steps must be at least 1")
+        check_step_flags(args)
         check_writable(Path(args.out))
         ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
         # Imported after the checks, so bad input is answered without loading torch.

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from bench.report import format_table
 from model import gpt
 from bench.run import run_ddp, warn_if_busy
-from bench.timing import time_steps
+from bench.timing import add_step_flags, check_step_flags, time_steps
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from trainer.errors import OneLineParser, report_usage_errors
 from trainer.train import Trainer, make_optimizer
 
 
@@ -130,14 +130,11 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m bench.levers", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (default 3)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per row (default 20)")
+    add_step_flags(p, warmup=3, steps=20, what="row")
 
     def body() -> int:
         args = p.parse_args(argv)
-        if args.warmup < 0 or args.steps < 1:
-            raise UsageError("--warmup must not be negative and --steps must be at least 1")
+        check_step_flags(args)
         data = str(resolve_corpus(args.data, download=True))
         warn_if_busy(machine_cores())
         rows = measure_single(data, args.warmup, args.steps) + measure_ddp(data, args.warmup, args.steps)

@@ -17,10 +17,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.report import format_table
 from bench.run import warn_if_busy
+from bench.timing import add_step_flags, check_step_flags
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from trainer.errors import OneLineParser, report_usage_errors
 from trainer.precision import resolve_dtype
 from trainer.train import Trainer
 
@@ -92,14 +93,11 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m bench.profile", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt")
-    p.add_argument("--warmup", type=int, default=5, help="unprofiled steps first (default 5)")
-    p.add_argument("--steps", type=int, default=10, help="profiled steps per dtype (default 10)")
+    add_step_flags(p, warmup=5, steps=10, what="dtype")
 
     def body() -> int:
         args = p.parse_args(argv)
-        if args.warmup < 0 or args.steps < 1:
-            raise UsageError("--warmup must not be negative and --steps must be at least 1")
+        check_step_flags(args)
         data = str(resolve_corpus(args.data, download=True))
         corpus = load_corpus(data, TrainConfig.block_size)
         cores = machine_cores()

@@ -1,7 +1,10 @@
 """The one timing rule every training benchmark follows: untimed warm-up steps, then timed steps."""
 
+import argparse
 import time
 from typing import Callable
+
+from trainer.errors import UsageError
 
 
 def time_steps(step: Callable[[int], object], warmup: int, steps: int,
@@ -20,3 +23,15 @@ def time_steps(step: Callable[[int], object], warmup: int, steps: int,
     sync()
     seconds = time.perf_counter() - start
     return {"steps_per_s": steps / seconds, "ms_per_step": 1000 * seconds / steps}
+
+
+def add_step_flags(parser: argparse.ArgumentParser, warmup: int, steps: int, what: str) -> None:
+    """--data, --warmup and --steps, as every bench command takes them; `what` names the timed unit."""
+    parser.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed steps per {what} (default {steps})")
+
+
+def check_step_flags(args: argparse.Namespace) -> None:
+    if args.warmup < 0 or args.steps < 1:
+        raise UsageError("--warmup must not be negative and --steps must be at least 1")
