@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc-per-node=N -m bench.ddp_worker \\
         --data PATH --warmup W --steps S --result FILE [--ddp-options JSON] [--dtype auto|fp32|bf16]
 
-Each step is Trainer._run_batch, the real thing: batch gathering, forward and backward with the
+Each step is Trainer.train_step, the real thing: batch gathering, forward and backward with the
 gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
 {nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE. --ddp-options overrides the
 trainer's DistributedDataParallel arguments (python -m bench.levers compares them).
@@ -38,7 +38,7 @@ def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype:
             cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
             corpus, _ = prepare(cfg, env)
             trainer = Trainer(cfg, env, corpus, snapshot=None, ddp_options=ddp_options)
-            speed = time_steps(trainer._run_batch, warmup, steps, sync=dist.barrier)
+            speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)
         return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype, **speed}
     finally:
         distributed.shutdown()

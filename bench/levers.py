@@ -1,6 +1,6 @@
 """python -m bench.levers: what each speed lever is worth, changed one at a time, in steps/s.
 
-Every row times the trainer's own step (Trainer._run_batch) on the same 32 x 128 batches as
+Every row times the trainer's own step (Trainer.train_step) on the same 32 x 128 batches as
 `python -m bench`, with one thing changed from the default: one process at all cores, the
 default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
 baddbmm + softmax + bmm, dropout 0, fused AdamW. The DDP rows run bench.ddp_worker under
@@ -95,9 +95,9 @@ def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
             if change:
                 change(trainer)
             start = time.perf_counter()
-            trainer._run_batch(1)  # the first step pays for compilation, where there is any
+            trainer.train_step(1)  # the first step pays for compilation, where there is any
             first_step_s = time.perf_counter() - start
-            speed = time_steps(lambda i: trainer._run_batch(i + 1), warmup, steps)
+            speed = time_steps(lambda i: trainer.train_step(i + 1), warmup, steps)
         rows.append({"lever": name, "threads": torch.get_num_threads(), "first_step_s": first_step_s, **speed})
         progress(rows[-1])
     return rows

@@ -52,11 +52,11 @@ def profile_steps(cfg: TrainConfig, corpus, warmup: int, steps: int) -> dict:
     """ms/step by group, and the step's wall time, for `steps` profiled steps after `warmup`."""
     trainer = Trainer(cfg, DistEnv(), corpus, snapshot=None)
     for step in range(1, warmup + 1):
-        trainer._run_batch(step)
+        trainer.train_step(step)
     with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for step in range(warmup + 1, warmup + steps + 1):
-            trainer._run_batch(step)
+            trainer.train_step(step)
         wall_ms = 1000 * (time.perf_counter() - start) / steps
     groups: dict[str, float] = {}
     for event in prof.key_averages():

@@ -27,7 +27,7 @@ def main(corpus_path: str) -> None:
     trainer = Trainer(cfg, env, corpus, snapshot=None)
     reference = GPT(trainer.model_config)
     reference.load_state_dict(trainer.raw_model.state_dict())  # the weights before the step
-    trainer._run_batch(step=1)  # this rank's slice, DDP all-reduce, Adam step; .grad keeps the average
+    trainer.train_step(step=1)  # this rank's slice, DDP all-reduce, Adam step; .grad keeps the average
 
     x, y = get_batch(corpus.train, cfg.seed, "train", 1, cfg.batch_size, cfg.block_size, rank=0, world_size=1)
     next_token_loss(reference(x), y).backward()  # the whole global batch in one process

@@ -92,6 +92,6 @@ def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_ru
     fresh.load_state_dict(snapshot["model"])
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, trainer.raw_model.state_dict()[name])
-    losses = trainer._evaluate(snapshot["step"])
+    losses = trainer.evaluate(snapshot["step"])
     assert losses["val"] == pytest.approx(snapshot["losses"]["val"], abs=1e-6)
     assert losses["val"] == pytest.approx(eval_records(trained_run)[-1]["val_loss"], abs=1e-5)

@@ -1,7 +1,7 @@
 """The training loop: DDP over gloo, one global batch split across ranks, Adam, periodic evaluation.
 
 Read top to bottom: `run` prepares everything, `Trainer.train` loops over steps, and each
-step is `_run_batch`; `_evaluate`, `_save_snapshot` and `_load_snapshot` do the rest.
+step is `train_step`; `evaluate`, `_save_snapshot` and `_load_snapshot` do the rest.
 """
 
 import math
@@ -48,7 +48,7 @@ class Trainer:
 
     # -- one optimiser step ---------------------------------------------------------------
 
-    def _run_batch(self, step: int) -> tuple[float, bool]:
+    def train_step(self, step: int) -> tuple[float, bool]:
         """One step on this rank's slice of the global batch. Returns (global loss, stop requested)."""
         cfg, env = self.cfg, self.env
         x, y = get_batch(self.corpus.train, cfg.seed, "train", step, cfg.batch_size,
@@ -76,7 +76,7 @@ class Trainer:
     # -- evaluation, sampling, snapshots --------------------------------------------------------
 
     @torch.inference_mode()
-    def _evaluate(self, step: int) -> dict:
+    def evaluate(self, step: int) -> dict:
         """Mean loss over eval_iters global batches per split, each batch split across ranks."""
         cfg, env = self.cfg, self.env
         self.raw_model.eval()
@@ -166,7 +166,7 @@ class Trainer:
         while self.step < cfg.steps:
             step = self.step + 1
             t0 = time.perf_counter()
-            loss, stop = self._run_batch(step)
+            loss, stop = self.train_step(step)
             if not math.isfinite(loss):
                 return self._diverged(step, f"the training loss is {loss}", progress, metrics)
             elapsed = time.perf_counter() - t0
@@ -178,7 +178,7 @@ class Trainer:
                 progress.update(loss)
             is_eval = step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
             if is_eval:
-                self.last_losses = self._evaluate(step)
+                self.last_losses = self.evaluate(step)
                 if not all(map(math.isfinite, self.last_losses.values())):
                     return self._diverged(step, "the evaluation loss is not finite", progress, metrics)
                 speed = window_steps / window_time

@@ -1,6 +1,6 @@
 """Micro-benchmarks: forward+backward, the gradient all-reduce, batch sampling, one AdamW step.
 
-Each one times a single piece of Trainer._run_batch at the default shape and checks that the
+Each one times a single piece of Trainer.train_step at the default shape and checks that the
 piece did its job, so a fast but wrong result cannot pass.
 """
 
