@@ -3,7 +3,7 @@
 Profiles the trainer's own step (batch, forward, backward, clipping, AdamW, loss all-reduce) in
 one process at all cores with torch.profiler, then sums each operator's self time (time inside
 the operator, not its children, so nothing is counted twice) into a few groups. What no operator
-accounts for (Python, autograd bookkeeping, the profiler itself) is the `other` row.
+accounts for (Python, autograd bookkeeping, the profiler itself) is the overhead row.
 """
 
 import contextlib

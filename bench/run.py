@@ -18,7 +18,7 @@ from model import GPT
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores, threads_per_rank
-from trainer.precision import resolve_dtype
+from trainer.precision import cpuinfo_field, resolve_dtype
 from trainer.train import model_config
 
 
@@ -87,13 +87,7 @@ def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | 
 
 def cpu_name() -> str:
     """The CPU's model name as Linux reports it (figures are only comparable on the same CPU)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
 def warn_if_busy(cores: int) -> float:

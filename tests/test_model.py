@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig
 from model.gpt import causal_attention, causal_bias
-from trainer.precision import cpu_flags, resolve_dtype
+from trainer.precision import cpu_flags, cpuinfo_field, resolve_dtype
 
 
 @pytest.mark.parametrize("T", [1, 7, 128])
@@ -75,3 +75,5 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
     assert cpu_flags(tmp_path / "missing") == set()
+    assert cpuinfo_field("processor", cpuinfo) == "0"
+    assert cpuinfo_field("model name", cpuinfo) is None

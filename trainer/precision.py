@@ -14,16 +14,22 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 DTYPES = ("auto", "fp32", "bf16")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The x86 feature flags of the first CPU, or an empty set where there is no /proc/cpuinfo."""
+def cpuinfo_field(name: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first CPU's value of one /proc/cpuinfo field (`flags`, `model name`), None where absent."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The x86 feature flags of the first CPU, or an empty set where there is no /proc/cpuinfo."""
+    return set((cpuinfo_field("flags", cpuinfo) or "").split())
 
 
 def resolve_dtype(requested: str, flags: set[str] | None = None) -> tuple[str, str]:
