@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from export.generate import add_sampling_arguments, check_sampling
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from common.cli import OneLineParser, UsageError, command
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
 HEADERS = [SOURCE.with_name("sha256.h")]
@@ -52,28 +52,25 @@ def build() -> Path:
     return binary
 
 
-def main(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m export.cpp", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model.ts written by make export")
     add_sampling_arguments(p)
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
-        if Path(args.model).suffix != ".ts":
-            raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
-                             "(make cpp-generate MODEL=checkpoints/model.ts)")
-        if not Path(args.model).is_file():
-            raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
-        flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
-                 "--top-k": args.top_k, "--seed": args.seed}
-        command = [str(build()), args.model]
-        for flag, value in flags.items():
-            if value is not None:
-                command += [flag, str(value)]
-        return subprocess.run(command).returncode
-
-    return report_usage_errors(body)
+    args = p.parse_args(argv)
+    check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    if Path(args.model).suffix != ".ts":
+        raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
+                         "(make cpp-generate MODEL=checkpoints/model.ts)")
+    if not Path(args.model).is_file():
+        raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
+    flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
+             "--top-k": args.top_k, "--seed": args.seed}
+    program = [str(build()), args.model]
+    for flag, value in flags.items():
+        if value is not None:
+            program += [flag, str(value)]
+    return subprocess.run(program).returncode
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,6 @@ def corpus_file() -> Path:
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     return corpus_file()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(**extra) -> dict:

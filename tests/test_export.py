@@ -60,8 +60,8 @@ def test_onnx_example_runs_with_torch_unimportable(trained_run, tmp_path):
     example = shutil.copy(ROOT / "export" / "onnx_generate.py", tmp_path / "onnx_generate.py")
     probe = run([sys.executable, "-c", "import torch"], PYTHONPATH=tmp_path)
     assert probe.returncode != 0 and "torch is not available here" in probe.stderr
-    result = run([sys.executable, example, trained_run / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS],
-                 cwd=tmp_path, PYTHONPATH=tmp_path)
+    result = run([sys.executable, example, trained_run / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS,
+                  "--temperature", 0], cwd=tmp_path, PYTHONPATH=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == greedy_text(trained_run / "model.pt")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, ROOT, child_env, free_port, step_losses
+from common.ports import free_port
+from tests.conftest import QUICK, ROOT, child_env, step_losses
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from model import GPTConfig
-from trainer.atomic import atomic_write
-from trainer.errors import UsageError
+from common.files import atomic_write
+from common.cli import UsageError
 
 FORMAT = "shakespeare-gpt/1"
 # What resuming and exporting read; a snapshot without one of them cannot be used.

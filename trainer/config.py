@@ -10,7 +10,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
-from trainer.errors import OneLineParser, UsageError
+from common.cli import OneLineParser, UsageError
 from trainer.precision import DTYPES
 
 @dataclass

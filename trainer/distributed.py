@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainer.config import TrainConfig
-from trainer.errors import UsageError
+from common.cli import UsageError
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized()
 
     @classmethod
     def from_environ(cls) -> "DistEnv":

@@ -13,8 +13,9 @@ matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from model import uniform_loss  # noqa: E402
-from trainer.atomic import atomic_write  # noqa: E402
-from trainer.errors import EXIT_USAGE, UsageError  # noqa: E402
+from common import defaults  # noqa: E402
+from common.cli import OneLineParser, UsageError, command  # noqa: E402
+from common.files import atomic_write  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 
 COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
@@ -55,15 +56,14 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     return Path(png_path)
 
 
+@command
 def main(argv: list[str]) -> int:
-    out = Path(argv[0] if argv else "checkpoints")
-    try:
-        print(plot_metrics(out / "metrics.jsonl", out / "loss.png"))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    p = OneLineParser(prog="python -m trainer.plot", description=__doc__.splitlines()[0])
+    p.add_argument("out", nargs="?", type=Path, default=Path("checkpoints"), help="the run's --out directory")
+    out = p.parse_args(argv).out
+    print(plot_metrics(out / defaults.METRICS, out / defaults.LOSS_PLOT))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
