@@ -10,17 +10,18 @@ import sys
 from pathlib import Path
 
 from bench.timing import add_step_flags, check_step_flags
-from trainer.config import TrainConfig
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
 from common.files import check_writable
+from trainer.config import TrainConfig, check_split
 
 DEFAULT_CKPT = Path("checkpoints") / defaults.SNAPSHOT
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--nprocs", default="1,2,4", help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
+    p.add_argument("--nprocs", default="1,2,4",
+                   help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
     p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
     add_step_flags(p, warmup=3, steps=20, what="run")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
@@ -33,13 +34,13 @@ def parse_nprocs(text: str, global_batch: int) -> list[int]:
     try:
         nprocs = [int(part) for part in text.split(",")]
     except ValueError:
-        raise UsageError(f"--nprocs {text!r} is not a comma-separated list of process counts: write e.g. --nprocs 1,2,4") from None
+        raise UsageError(f"--nprocs {text!r} is not a comma-separated list of process counts: "
+                         "write e.g. --nprocs 1,2,4") from None
     for n in nprocs:
         if n < 1:
             raise UsageError(f"--nprocs {n}: a run needs at least 1 process: write e.g. --nprocs 1,2,4")
-        if global_batch % n:
-            raise UsageError(f"--nprocs {n}: the global batch of {global_batch} windows does not split evenly "
-                             f"over {n} processes: use counts that divide {global_batch}, e.g. --nprocs 1,2,4 (NPROCS= for make)")
+        check_split(global_batch, n,
+                    f"use --nprocs counts that divide {global_batch}, e.g. --nprocs 1,2,4 (NPROCS= for make)")
     return nprocs
 
 
@@ -59,11 +60,13 @@ def checkpoint_for_generation(ckpt: Path | None) -> Path | None:
 def check_out_file(out: Path) -> None:
     """Fail now, not after minutes of measuring, when the results cannot be written."""
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} (BENCH_OUT= for make)")
+        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} "
+                         "(BENCH_OUT= for make)")
     try:
         check_writable(out.parent)
     except OSError as exc:
-        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out (BENCH_OUT= for make)") from None
+        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out "
+                         "(BENCH_OUT= for make)") from None
 
 
 @command

@@ -19,11 +19,11 @@ import torch
 import torch.distributed as dist
 
 from bench.timing import time_steps
-from trainer import distributed
+from common.cli import OneLineParser, command
 from common.files import atomic_write
+from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.distributed import DistEnv
-from common.cli import OneLineParser, command
 from trainer.precision import DTYPES
 from trainer.train import Trainer, prepare
 

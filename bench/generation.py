@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from bench.launch import run_module
-
 from common import defaults
 
 PROMPT, TOKENS = defaults.PROMPT, defaults.TOKENS

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from bench.report import format_table
-from model import gpt
 from bench.run import run_ddp, warn_if_busy
 from bench.timing import parse_step_flags, time_steps
+from common.cli import command
+from model import gpt
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from common.cli import command
 from trainer.train import Trainer, make_optimizer
 
 

@@ -18,10 +18,10 @@ from torch.profiler import ProfilerActivity, profile
 from bench.report import format_table
 from bench.run import warn_if_busy
 from bench.timing import parse_step_flags
+from common.cli import command
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from common.cli import command
 from trainer.precision import resolve_dtype
 from trainer.train import Trainer
 

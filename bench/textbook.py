@@ -17,10 +17,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from bench.timing import time_steps
-from trainer.config import TrainConfig
-from trainer.data import Batches, Corpus, load_corpus, resolve_corpus
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
+from trainer.config import TrainConfig
+from trainer.data import Batches, Corpus, load_corpus, resolve_corpus
 
 # The chapter's hyperparameters (the same shape as the trainer's default config).
 n_embd, n_head, n_layer, block_size, batch_size = 128, 4, 4, 128, 32
@@ -178,7 +178,8 @@ def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m bench.textbook", description="Train the textbook loop and time it.")
     p.add_argument("--data", help=defaults.CORPUS_HELP)
     p.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps (default 3000)")
-    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="steps between evaluations (default 300)")
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
+                   help="steps between evaluations (default 300)")
     p.add_argument("--eval-iters", type=int, default=TrainConfig.eval_iters, help="batches per split (default 20)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.eval_every < 1 or args.eval_iters < 1:

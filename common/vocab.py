@@ -8,7 +8,8 @@ def encode(vocab: str, text: str) -> list[int]:
     index = {c: i for i, c in enumerate(vocab)}
     missing = sorted(set(text) - set(index))
     if missing:
-        raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: use only characters of the corpus")
+        raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: "
+                         "use only characters of the corpus")
     return [index[c] for c in text]
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from export.manifest import embedded_facts, manifest_text
-from model import GPT, GPTConfig
-from trainer import checkpoint
 from common import defaults
 from common.cli import UsageError
 from common.files import atomic_write
+from export.manifest import embedded_facts, manifest_text
+from model import GPT, GPTConfig
+from trainer import checkpoint
 
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "idx", "logits"
@@ -93,7 +93,8 @@ def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
                 atomic_write(staging / name, lambda f: f.write(data))
             except OSError as exc:
                 raise UsageError(f"cannot write {out / name} ({exc.strerror}): free some space or make the "
-                                 "directory writable, then run make export; the previous export set is unchanged") from None
+                                 "directory writable, then run make export; the previous export set is "
+                                 "unchanged") from None
         for name in files:
             os.replace(staging / name, out / name)
     finally:

@@ -1,4 +1,5 @@
-"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..] [--temperature ..] [--top-k ..] [--seed ..]: build the libtorch generator, then run it.
+"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..] [--temperature ..] [--top-k ..] [--seed ..]:
+build the libtorch generator, then run it.
 
 The C++ program (export/cpp/generate.cpp) is compiled with g++ against the headers and shared
 libraries inside the installed torch wheel, so no separate libtorch download is needed. The
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from export.generate import add_sampling_arguments, check_sampling
 from common.cli import OneLineParser, UsageError, command
+from export.generate import add_sampling_arguments, check_sampling
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
 HEADERS = [SOURCE.with_name("sha256.h")]
@@ -47,7 +48,8 @@ def build() -> Path:
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         first_error = next((line for line in result.stderr.splitlines() if "error" in line), "see g++ output")
-        raise UsageError(f"building {SOURCE.name} failed ({first_error.strip()[:120]}): check g++ and the torch install")
+        raise UsageError(f"building {SOURCE.name} failed ({first_error.strip()[:120]}): "
+                         "check g++ and the torch install")
     partial.replace(binary)
     return binary
 

@@ -15,12 +15,12 @@ from typing import Callable
 
 import torch
 
-from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
-from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
-from model import generate
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
 from common.vocab import decode, encode
+from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
+from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
+from model import generate
 
 MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
 FORMATS = {".pt": "eager", ".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnxruntime"}
@@ -84,7 +84,8 @@ def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path,
     carry them) and, for every file, logits over len(vocab) characters for a full context."""
     mismatch = f"{manifest} does not match {path}"
     if facts is not None and facts != (model.vocab, model.block_size):
-        what = "vocabulary" if facts[0] != model.vocab else f"block size ({model.block_size}, the model's is {facts[1]})"
+        what = ("vocabulary" if facts[0] != model.vocab
+                else f"block size ({model.block_size}, the model's is {facts[1]})")
         raise UsageError(f"{mismatch}: its {what} differs from the one inside the model file; {REDO}")
     try:
         with torch.inference_mode():

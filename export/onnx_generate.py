@@ -4,7 +4,8 @@
 
 A self-contained example for the generation chapters: copy this file next to model.onnx and
 model.json and it runs anywhere `pip install onnxruntime numpy` does. It samples at temperature
-0.8 as every generator of the project does; --temperature 0 is greedy. It runs model.onnx only if its SHA-256 is the one model.json records.
+0.8 as every generator of the project does; --temperature 0 is greedy. It runs model.onnx only
+if its SHA-256 is the one model.json records.
 """
 
 import argparse

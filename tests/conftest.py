@@ -26,14 +26,16 @@ def corpus() -> Path:
 
 
 def child_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    launched_by = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launched_by}
     env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
 def run(cmd: list, timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([str(arg) for arg in cmd], cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(arg) for arg in cmd], cwd=cwd, env=child_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 # Small and quick, but the real model: 4 eval batches, no samples, no exports unless asked.

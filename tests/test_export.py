@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from common import defaults
 from export.generate import load_model
 from tests.conftest import ROOT, assert_one_line_error, run
 
@@ -77,7 +78,7 @@ def test_make_export_rewrites_the_files_from_a_checkpoint(trained_run, tmp_path)
     shutil.copy(trained_run / "model.pt", tmp_path / "model.pt")
     result = run(["make", "--no-print-directory", "export", f"CKPT={tmp_path / 'model.pt'}"], timeout=600)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.onnx", "model.pt", "model.pt2", "model.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", *defaults.EXPORTS, defaults.MANIFEST])
 
 
 @pytest.mark.parametrize("content", ["truncated", "foreign", "missing"])

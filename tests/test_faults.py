@@ -15,8 +15,7 @@ import torch
 
 from common.files import atomic_write
 from common.ports import free_port
-from tests.conftest import (QUICK, ROOT, assert_one_line_error, child_env, eval_records, run,
-                            step_losses, trainer_cmd)
+from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, eval_records, run, step_losses, trainer_cmd
 from trainer import checkpoint
 
 STEPS = 12

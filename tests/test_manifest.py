@@ -3,7 +3,6 @@ every language, even for a character outside the Basic Multilingual Plane (an em
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,7 @@ import shutil
 import struct
 import subprocess
 
-from tests.conftest import ROOT, child_env, eval_records, read_jsonl, run, step_losses
+from tests.conftest import ROOT, child_env, eval_records, read_jsonl, step_losses
 
 
 def test_log_off_a_terminal_has_no_control_characters(trained_run):

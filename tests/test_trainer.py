@@ -31,7 +31,8 @@ def test_first_loss_is_near_ln_65(corpus):
 def test_batches_are_one_global_sample_sliced_by_rank(corpus):
     data = load_corpus(corpus, 128).train
     whole_x, whole_y = Batches(data, seed=5, batch_size=32, block_size=128).draw("train", 7)
-    parts = [Batches(data, seed=5, batch_size=32, block_size=128, rank=r, world_size=4).draw("train", 7) for r in range(4)]
+    parts = [Batches(data, seed=5, batch_size=32, block_size=128, rank=r, world_size=4).draw("train", 7)
+             for r in range(4)]
     assert torch.equal(torch.cat([p[0] for p in parts]), whole_x)
     assert torch.equal(torch.cat([p[1] for p in parts]), whole_y)
     assert torch.equal(whole_x[:, 1:], whole_y[:, :-1])  # targets are the inputs shifted by one

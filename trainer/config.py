@@ -13,6 +13,7 @@ import math
 import sys
 from dataclasses import Field, asdict, dataclass, field, fields
 
+from common import defaults
 from common.cli import OneLineParser, UsageError
 from trainer.precision import DTYPES
 
@@ -38,8 +39,7 @@ def option(default, help: str | None = None, *, group: str, at_least: int | None
 @dataclass
 class TrainConfig:
     # data and files
-    data: str | None = option(None, "UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing",
-                              group=FILES)
+    data: str | None = option(None, defaults.CORPUS_HELP, group=FILES)
     out: str = option("checkpoints", "directory for model.pt, metrics.jsonl, loss.png and exports", group=FILES)
     resume: str | None = option(None, "continue from a snapshot (default <out>/model.pt) with its settings, to its "
                                 "final step", group=FILES, nargs="?", const="", metavar="CKPT")
@@ -82,7 +82,8 @@ class TrainConfig:
                         "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
     # what a run shows and leaves behind
     sample_tokens: int = option(120, "characters sampled at each evaluation; 0 = no sample", group=OUTPUT, at_least=0)
-    sample_prompt: str = option("ROMEO:", "start of each sample; its characters must occur in the corpus", group=OUTPUT)
+    sample_prompt: str = option(defaults.PROMPT, "start of each sample; its characters must occur in the corpus",
+                                group=OUTPUT)
     export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx and model.json at the end",
                           group=OUTPUT, flag="--no-export")
     tensorboard: bool = option(False, "also log scalars to <out>/tensorboard", group=OUTPUT)
@@ -187,7 +188,8 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag} must be a finite number in {within}, got {value}: e.g. {flag} {f.default:g}")
     if cfg.block_size < 2:
         # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
-        raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): e.g. --block-size 128")
+        raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): "
+                         "e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
     if cfg.schedule == "cosine" and cfg.min_lr > cfg.lr:
@@ -229,6 +231,14 @@ def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
     if step >= cfg.steps:
         raise UsageError(f"{path} has finished its {cfg.steps} steps, nothing to resume: train further with "
                          "--steps N --extend, or write the exports with make export")
+
+
+def check_split(batch_size: int, processes: int, fix: str) -> None:
+    """The global batch is split evenly across the processes (ranks), or the run is refused;
+    `fix` says how to choose a count that divides it, in the words of the command that asked."""
+    if batch_size % processes:
+        raise UsageError(f"the global batch of {batch_size} windows does not split evenly over {processes} "
+                         f"processes: {fix}")
 
 
 def choose_sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> str | None:

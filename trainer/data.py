@@ -30,7 +30,8 @@ def resolve_corpus(path: str | None, download: bool = True) -> Path:
     """--data PATH, else data/tinyshakespeare.txt, else download it there."""
     if path:
         if not Path(path).is_file():
-            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data (DATA= for make)")
+            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data "
+                             "(DATA= for make)")
         return Path(path)
     if DEFAULT_PATH.is_file() or not download:
         return DEFAULT_PATH
@@ -81,7 +82,8 @@ def load_corpus(path: str | Path, block_size: int) -> Corpus:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): convert it to UTF-8 or pass another --data") from None
+        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): "
+                         "convert it to UTF-8 or pass another --data") from None
     chars = "".join(sorted(set(text)))
     ids = torch.tensor(vocab.encode(chars, text), dtype=torch.long)
     split = int(TRAIN_FRACTION * len(ids))
@@ -91,7 +93,8 @@ def load_corpus(path: str | Path, block_size: int) -> Corpus:
     if len(val) < needed:
         raise UsageError(
             f"corpus {path} is too short: {len(text)} characters leave {len(val)} for validation, "
-            f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters or a smaller --block-size"
+            f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters "
+            "or a smaller --block-size"
         )
     return Corpus(vocab=chars, train=train, val=val)
 

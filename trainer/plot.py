@@ -12,10 +12,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model import uniform_loss  # noqa: E402
 from common import defaults  # noqa: E402
 from common.cli import OneLineParser, UsageError, command  # noqa: E402
 from common.files import atomic_write  # noqa: E402
+from model import uniform_loss  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 
 COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
@@ -29,7 +29,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     try:
         steps, evals = read_metrics(metrics_path)
     except (json.JSONDecodeError, KeyError):
-        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: pass the run's --out directory") from None
+        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: "
+                         "pass the run's --out directory") from None
     if not evals:
         raise UsageError(f"{metrics_path} has no evaluation yet: plot after the first evaluation")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -37,7 +38,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="0.8", lw=0.6, label="batch loss")
     ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
     ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val loss")
-    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1, label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
+    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1,
+               label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
     ax.axhline(COURSE_TARGET, ls=":", color="tab:green", lw=1, label=f"course target {COURSE_TARGET}")
     last = evals[-1]
     ax.set_title(f"step {last['step']}: train {last['train_loss']:.4f}, val {last['val_loss']:.4f}")
@@ -50,7 +52,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     try:
         atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
     except OSError as exc:
-        raise UsageError(f"cannot write {png_path} ({exc.strerror}): free some space or make the directory writable") from None
+        raise UsageError(f"cannot write {png_path} ({exc.strerror}): "
+                         "free some space or make the directory writable") from None
     finally:
         plt.close(fig)
     return Path(png_path)

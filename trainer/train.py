@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
-from trainer import checkpoint, distributed, lock, precision
-from trainer.config import TrainConfig, check_run_length, choose_sample_prompt, continue_snapshot
-from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_seed
-from trainer.distributed import DistEnv
 from common import defaults
 from common.cli import EXIT_FAILED, UsageError
 from common.files import check_writable
+from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
+from trainer import checkpoint, distributed, lock, precision
+from trainer.config import TrainConfig, check_run_length, check_split, choose_sample_prompt, continue_snapshot
+from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_seed
+from trainer.distributed import DistEnv
 from trainer.launch import resume_command
 from trainer.metrics import MetricsLog
 from trainer.progress import Progress
@@ -281,7 +281,8 @@ def check_out_dir(out: Path) -> None:
     try:
         check_writable(out)
     except OSError as exc:
-        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): choose a writable directory with --out (OUT= for make)") from None
+        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): "
+                         "choose a writable directory with --out (OUT= for make)") from None
 
 
 def resume_path(cfg: TrainConfig) -> Path | None:
@@ -302,7 +303,8 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     corpus = None
     note = None
     try:
-        distributed.check_world_size(cfg.batch_size, env.world_size)
+        check_split(cfg.batch_size, env.world_size,
+                    f"use a process count that divides {cfg.batch_size} (NPROC=1, 2, 4 ...) or another --batch-size")
         # Only one process per machine may download the corpus; the others wait for it.
         if env.local_rank == 0:
             resolve_corpus(cfg.data, download=True)
@@ -370,7 +372,8 @@ def finish_run(trainer: Trainer) -> None:
     from trainer.plot import plot_metrics  # only at the end
 
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
-    what = "loss.png and the exports (model.ts, model.pt2, model.onnx, model.json)" if trainer.cfg.export else "loss.png"
+    exports = ", ".join([*defaults.EXPORTS, defaults.MANIFEST])
+    what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
     print(f"writing {what} to {trainer.out} ...", flush=True)
     written = []
     try:

@@ -69,7 +69,8 @@ def make_server(out: Path, port: int) -> ThreadingHTTPServer:
     try:
         return ThreadingHTTPServer(("127.0.0.1", port), handler_for(Path(out).resolve()))
     except OSError as exc:
-        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another port with PORT=...") from None
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
+                         "pick another port with PORT=...") from None
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
