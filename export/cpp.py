@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from common.cli import OneLineParser, UsageError, command
-from export.generate import add_sampling_arguments, check_sampling
+from common.cli import UsageError, command
+from export.generate import parse_generator_flags
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
 HEADERS = [SOURCE.with_name("sha256.h")]
@@ -56,11 +56,8 @@ def build() -> Path:
 
 @command
 def main(argv: list[str]) -> int:
-    p = OneLineParser(prog="python -m export.cpp", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="model.ts written by make export")
-    add_sampling_arguments(p)
-    args = p.parse_args(argv)
-    check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    args = parse_generator_flags("python -m export.cpp", " ".join(__doc__.split("\n\n")[0].split()),
+                                 "model.ts written by make export", argv)
     if Path(args.model).suffix != ".ts":
         raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
                          "(make cpp-generate MODEL=checkpoints/model.ts)")

@@ -6,6 +6,7 @@ written beside the other formats, which must record the exported file's SHA-256 
 the vocabulary and block size inside it. Only the text (prompt included) goes to stdout.
 """
 
+import argparse
 import math
 import sys
 import warnings
@@ -115,6 +116,16 @@ def add_sampling_arguments(p: OneLineParser) -> None:
     p.add_argument("--seed", type=int, help="seed for sampling (same seed, same text)")
 
 
+def parse_generator_flags(prog: str, description: str, model_help: str, argv: list[str]) -> argparse.Namespace:
+    """The command line of a generator run by make: MODEL and the sampling flags, checked."""
+    p = OneLineParser(prog=prog, description=description)
+    p.add_argument("model", help=model_help)
+    add_sampling_arguments(p)
+    args = p.parse_args(argv)
+    check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    return args
+
+
 def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | None, seed: int | None) -> None:
     """Refuse what no runtime could generate with, before any model is loaded (or built)."""
     if not prompt:
@@ -131,11 +142,8 @@ def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | No
 
 @command
 def main(argv: list[str]) -> int:
-    p = OneLineParser(prog="python -m export.generate", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="a .pt checkpoint or an exported .ts, .pt2 or .onnx file")
-    add_sampling_arguments(p)
-    args = p.parse_args(argv)
-    check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    args = parse_generator_flags("python -m export.generate", __doc__.splitlines()[0],
+                                 "a .pt checkpoint or an exported .ts, .pt2 or .onnx file", argv)
     model = load_model(args.model)
     print(generate_text(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
     return 0
