@@ -27,7 +27,8 @@ def test_another_n_layer_names_the_field_and_the_flag():
 
 
 def test_another_vocab_size_asks_for_the_training_corpus():
-    with pytest.raises(UsageError, match="vocab_size=3 but this run has vocab_size=4: use the corpus it was trained on"):
+    expected = "vocab_size=3 but this run has vocab_size=4: use the corpus it was trained on"
+    with pytest.raises(UsageError, match=expected):
         check_compatible(SNAPSHOT, "model.pt", dataclasses.replace(CONFIG, vocab_size=4), "abcd")
 
 

@@ -4,8 +4,8 @@ from dataclasses import fields
 
 import pytest
 
+from common.cli import UsageError
 from trainer.config import COURSE_RECIPE, RECIPES, TrainConfig, build_parser, parse_config
-from trainer.errors import UsageError
 
 
 def test_defaults_are_the_tuned_recipe():
