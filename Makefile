@@ -44,7 +44,7 @@ NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json 
 NPROCS ?= 1,2,4
 BENCH_OUT ?= bench/results.json
 
-.PHONY: help install web-install serve train test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
 	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
@@ -119,8 +119,14 @@ train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MA
 		--master-addr '$(MASTER_ADDR)' --master-port '$(MASTER_PORT)' --max-restarts '$(MAX_RESTARTS)' \
 		--rdzv-timeout '$(RDZV_TIMEOUT)' --make-pid $$PPID -- $(TRAIN_FLAGS)
 
-test: $(STAMP) $(NODE_STAMP) ## run the test suite (real model, real gloo, real torchrun)
-	$(PY) -m pytest -q tests
+lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, pycodestyle, import order
+	$(PY) -m ruff check .
+
+# The linter and the millisecond unit tests first: a broken function fails in seconds, not after
+# the tests that start processes.
+test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real model, gloo, torchrun, Chromium)
+	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests --ignore=tests/unit
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
 	$(PY) -m export "$(CKPT)"

@@ -7,20 +7,21 @@ trainer's own step. Results are printed as tables and written as JSON to --out.
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from bench.launch import BenchFailure
 from bench.timing import add_step_flags, check_step_flags
-from trainer.config import TrainConfig
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from common import defaults
+from common.cli import OneLineParser, UsageError, command
+from common.files import check_writable
+from trainer.config import TrainConfig, check_split
 
-DEFAULT_CKPT = Path("checkpoints/model.pt")
+DEFAULT_CKPT = Path("checkpoints") / defaults.SNAPSHOT
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--nprocs", default="1,2,4", help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
+    p.add_argument("--nprocs", default="1,2,4",
+                   help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
     p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
     add_step_flags(p, warmup=3, steps=20, what="run")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
@@ -33,13 +34,13 @@ def parse_nprocs(text: str, global_batch: int) -> list[int]:
     try:
         nprocs = [int(part) for part in text.split(",")]
     except ValueError:
-        raise UsageError(f"--nprocs {text!r} is not a comma-separated list of process counts: write e.g. --nprocs 1,2,4") from None
+        raise UsageError(f"--nprocs {text!r} is not a comma-separated list of process counts: "
+                         "write e.g. --nprocs 1,2,4") from None
     for n in nprocs:
         if n < 1:
             raise UsageError(f"--nprocs {n}: a run needs at least 1 process: write e.g. --nprocs 1,2,4")
-        if global_batch % n:
-            raise UsageError(f"--nprocs {n}: the global batch of {global_batch} windows does not split evenly "
-                             f"over {n} processes: use counts that divide {global_batch}, e.g. --nprocs 1,2,4 (NPROCS= for make)")
+        check_split(global_batch, n,
+                    f"use --nprocs counts that divide {global_batch}, e.g. --nprocs 1,2,4 (NPROCS= for make)")
     return nprocs
 
 
@@ -56,41 +57,36 @@ def checkpoint_for_generation(ckpt: Path | None) -> Path | None:
     return ckpt
 
 
-def check_writable(out: Path) -> None:
+def check_out_file(out: Path) -> None:
     """Fail now, not after minutes of measuring, when the results cannot be written."""
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} (BENCH_OUT= for make)")
+        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} "
+                         "(BENCH_OUT= for make)")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out.parent).close()
+        check_writable(out.parent)
     except OSError as exc:
-        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out (BENCH_OUT= for make)") from None
+        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out "
+                         "(BENCH_OUT= for make)") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    def body() -> int:
-        args = build_parser().parse_args(argv)
-        nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
-        check_step_flags(args)
-        check_writable(Path(args.out))
-        ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
-        # Imported after the checks, so bad input is answered without loading torch.
-        from bench.report import print_results
-        from bench.run import run_bench
-        from trainer.atomic import atomic_write
+@command
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
+    check_step_flags(args)
+    check_out_file(Path(args.out))
+    ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
+    # Imported after the checks, so bad input is answered without loading torch.
+    from bench.report import print_results
+    from bench.run import run_bench
+    from common.files import atomic_write
 
-        results = run_bench(nprocs, args.data, args.warmup, args.steps, ckpt, args.skip_generation)
-        print_results(results)
-        text = json.dumps(results, indent=2) + "\n"
-        atomic_write(Path(args.out), lambda f: f.write(text.encode()))
-        print(f"wrote {args.out}")
-        return 0
-
-    try:
-        return report_usage_errors(body)
-    except BenchFailure as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    results = run_bench(nprocs, args.data, args.warmup, args.steps, ckpt, args.skip_generation)
+    print_results(results)
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

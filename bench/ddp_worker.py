@@ -19,11 +19,11 @@ import torch
 import torch.distributed as dist
 
 from bench.timing import time_steps
+from common.cli import OneLineParser, command
+from common.files import atomic_write
 from trainer import distributed
-from trainer.atomic import atomic_write
 from trainer.config import TrainConfig
 from trainer.distributed import DistEnv
-from trainer.errors import OneLineParser, report_usage_errors
 from trainer.precision import DTYPES
 from trainer.train import Trainer, prepare
 
@@ -44,7 +44,8 @@ def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype:
         distributed.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m bench.ddp_worker", description=__doc__.splitlines()[0])
     p.add_argument("--data", help="the corpus (default data/tinyshakespeare.txt)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -52,16 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
     p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
     p.add_argument("--dtype", choices=DTYPES, default=TrainConfig.dtype, help="the trainer's --dtype")
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        result = measure(args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
-        if os.environ.get("RANK", "0") == "0":
-            atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
-        return 0
-
-    # One error line from the whole job, not one per rank (as python -m trainer).
-    return report_usage_errors(body, show=os.environ.get("RANK", "0") == "0")
+    args = p.parse_args(argv)
+    result = measure(args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
+    if os.environ.get("RANK", "0") == "0":
+        atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from bench.launch import run_module
+from common import defaults
 
-PROMPT, TOKENS = "ROMEO:", 200
-FORMATS = ["model.pt", "model.ts", "model.pt2", "model.onnx"]
-EXPORTS = ["model.ts", "model.pt2", "model.onnx", "model.json"]
+PROMPT, TOKENS = defaults.PROMPT, defaults.TOKENS
+FORMATS = [defaults.SNAPSHOT, *defaults.EXPORTS]  # the eager checkpoint, then each export
 
 
 def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS) -> dict:
@@ -36,7 +36,7 @@ def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS
 def _time_generation(model, tokens: int) -> dict:
     from export.generate import generate_text
 
-    generate_text(model, PROMPT, 8)  # warm-up: first-call compilation and allocation
+    generate_text(model, PROMPT, 8, temperature=0.0)  # warm-up: first-call compilation and allocation
     start = time.perf_counter()
     generate_text(model, PROMPT, tokens, temperature=0.0)
     seconds = time.perf_counter() - start
@@ -69,10 +69,10 @@ def _model_files(ckpt: Path | None, data: str | None, tmp: Path) -> tuple[list[P
         run_module("trainer", "--steps", 1, "--eval-iters", 1, "--sample-tokens", 0, "--progress", "lines",
                    "--out", tmp, *(["--data", data] if data else []), what="training the one-step checkpoint")
         return [tmp / name for name in FORMATS], "a one-step checkpoint (weights do not change the speed)"
-    if all((ckpt.parent / name).is_file() for name in EXPORTS):
+    if all((ckpt.parent / name).is_file() for name in [*defaults.EXPORTS, defaults.MANIFEST]):
         return [ckpt, *(ckpt.parent / name for name in FORMATS[1:])], str(ckpt)
     from export.artifacts import export_checkpoint
 
-    shutil.copy(ckpt, tmp / "model.pt")
-    export_checkpoint(tmp / "model.pt")
+    shutil.copy(ckpt, tmp / defaults.SNAPSHOT)
+    export_checkpoint(tmp / defaults.SNAPSHOT)
     return [tmp / name for name in FORMATS], f"{ckpt} (exported to a temporary directory)"

@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common.cli import CommandFailed
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class BenchFailure(Exception):
+class BenchFailure(CommandFailed):
     """A measurement that could not run (not the user's input): exit status 1 with the reason."""
 
 

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from bench.report import format_table
-from model import gpt
 from bench.run import run_ddp, warn_if_busy
-from bench.timing import add_step_flags, check_step_flags, time_steps
+from bench.timing import parse_step_flags, time_steps
+from common.cli import command
+from model import gpt
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from trainer.errors import OneLineParser, report_usage_errors
 from trainer.train import Trainer, make_optimizer
 
 
@@ -128,20 +128,14 @@ def table(rows: list[dict]) -> str:
     return format_table(["lever", "threads", "steps/s", "vs default", "first step"], lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m bench.levers", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    add_step_flags(p, warmup=3, steps=20, what="row")
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        check_step_flags(args)
-        data = str(resolve_corpus(args.data, download=True))
-        warn_if_busy(machine_cores())
-        rows = measure_single(data, args.warmup, args.steps) + measure_ddp(data, args.warmup, args.steps)
-        print(table(rows))
-        return 0
-
-    return report_usage_errors(body)
+@command
+def main(argv: list[str]) -> int:
+    args = parse_step_flags(__doc__, argv, warmup=3, steps=20, what="row")
+    data = str(resolve_corpus(args.data, download=True))
+    warn_if_busy(machine_cores())
+    rows = measure_single(data, args.warmup, args.steps) + measure_ddp(data, args.warmup, args.steps)
+    print(table(rows))
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import time
 import torch
 
 from model import GPT, count_parameters
-from trainer.distributed import machine_cores
 
 
 @contextlib.contextmanager

@@ -17,11 +17,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.report import format_table
 from bench.run import warn_if_busy
-from bench.timing import add_step_flags, check_step_flags
+from bench.timing import parse_step_flags
+from common.cli import command
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import DistEnv, machine_cores
-from trainer.errors import OneLineParser, report_usage_errors
 from trainer.precision import resolve_dtype
 from trainer.train import Trainer
 
@@ -91,30 +91,24 @@ def table(result: dict) -> str:
     return format_table(["part", "ms/step", "share"], lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m bench.profile", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    add_step_flags(p, warmup=5, steps=10, what="dtype")
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        check_step_flags(args)
-        data = str(resolve_corpus(args.data, download=True))
-        corpus = load_corpus(data, TrainConfig.block_size)
-        cores = machine_cores()
-        warn_if_busy(cores)
-        torch.set_num_threads(cores)
-        # The default (auto) first, then fp32 when the default resolved to bf16 on this CPU.
-        dtypes = [TrainConfig.dtype] + (["fp32"] if resolve_dtype(TrainConfig.dtype)[0] != "fp32" else [])
-        for dtype in dtypes:
-            with tempfile.TemporaryDirectory(prefix="bench-profile-") as out:
-                cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
-                result = profile_steps(cfg, corpus, args.warmup, args.steps)
-            print(f"\none process, {result['dtype']} ({result['why']}), {cores} threads, "
-                  f"batch {cfg.batch_size} x {cfg.block_size}, mean of {args.steps} profiled steps:\n")
-            print(table(result))
-        return 0
-
-    return report_usage_errors(body)
+@command
+def main(argv: list[str]) -> int:
+    args = parse_step_flags(__doc__, argv, warmup=5, steps=10, what="dtype")
+    data = str(resolve_corpus(args.data, download=True))
+    corpus = load_corpus(data, TrainConfig.block_size)
+    cores = machine_cores()
+    warn_if_busy(cores)
+    torch.set_num_threads(cores)
+    # The default (auto) first, then fp32 when the default resolved to bf16 on this CPU.
+    dtypes = [TrainConfig.dtype] + (["fp32"] if resolve_dtype(TrainConfig.dtype)[0] != "fp32" else [])
+    for dtype in dtypes:
+        with tempfile.TemporaryDirectory(prefix="bench-profile-") as out:
+            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
+            result = profile_steps(cfg, corpus, args.warmup, args.steps)
+        print(f"\none process, {result['dtype']} ({result['why']}), {cores} threads, "
+              f"batch {cfg.batch_size} x {cfg.block_size}, mean of {args.steps} profiled steps:\n")
+        print(table(result))
+    return 0
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def training_table(rows: list[dict], eta_steps: int) -> str:
 
 def generation_table(rows: list[dict]) -> str:
     header = ["format", "runtime", "tokens/s", "ms/token"]
-    lines = [[r["format"], r["runtime"], f"{r['tokens_per_s']:.0f}", f"{r['ms_per_token']:.2f}"] if "not_measured" not in r
-             else [r["format"], r["runtime"], f"not measured: {r['not_measured']}", ""] for r in rows]
+    lines = [[r["format"], r["runtime"], f"{r['tokens_per_s']:.0f}", f"{r['ms_per_token']:.2f}"]
+             if "not_measured" not in r else [r["format"], r["runtime"], f"not measured: {r['not_measured']}", ""]
+             for r in rows]
     return format_table(header, lines)
 
 

@@ -4,7 +4,7 @@ The model is the one from the course chapter, written the way the chapter writes
 `Head` module per attention head, each with its own key, query and value projections and its
 own causal mask, concatenated and projected; the plain Adam optimiser at 3e-4; torch's default
 thread count. Same shape and parameter count as model.GPT (824,897), same 32 x 128 batches from
-the same get_batch, so the two differ only in how the work is done.
+the same Batches, so the two differ only in how the work is done.
 
     python -m bench.textbook --steps 3000    # the whole chapter's run: wall time and final losses
 """
@@ -17,9 +17,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from bench.timing import time_steps
+from common import defaults
+from common.cli import OneLineParser, UsageError, command
 from trainer.config import TrainConfig
-from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from trainer.data import Batches, Corpus, load_corpus, resolve_corpus
 
 # The chapter's hyperparameters (the same shape as the trainer's default config).
 n_embd, n_head, n_layer, block_size, batch_size = 128, 4, 4, 128, 32
@@ -127,7 +128,7 @@ class GPTLanguageModel(nn.Module):
         if targets is None:
             return logits, None
         B, T, C = logits.shape
-        # reshape, not the chapter's view: get_batch's targets are a strided slice of its windows
+        # reshape, not the chapter's view: Batches' targets are a strided slice of its windows
         loss = F.cross_entropy(logits.view(B * T, C), targets.reshape(B * T))
         return logits, loss
 
@@ -137,9 +138,10 @@ def make_step(corpus: Corpus, seed: int = TrainConfig.seed):
     torch.manual_seed(seed)
     model = GPTLanguageModel(len(corpus.vocab))
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    batches = Batches(corpus.train, seed, batch_size, block_size)
 
     def step(i: int) -> torch.Tensor:
-        xb, yb = get_batch(corpus.train, seed, "train", i, batch_size, block_size, rank=0, world_size=1)
+        xb, yb = batches.draw("train", i)
         logits, loss = model(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,41 +164,40 @@ def estimate_loss(model: GPTLanguageModel, corpus: Corpus, step: int, eval_iters
     losses = {}
     for split, data in (("train", corpus.train), ("val", corpus.val)):
         total = 0.0
+        batches = Batches(data, TrainConfig.seed, batch_size, block_size)
         for i in range(eval_iters):
-            x, y = get_batch(data, TrainConfig.seed, f"eval-{split}", step, batch_size, block_size, 0, 1, index=i)
+            x, y = batches.draw(f"eval-{split}", step, index=i)
             total += model(x, y)[1].item()
         losses[split] = total / eval_iters
     model.train()
     return losses
 
 
-def main(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m bench.textbook", description="Train the textbook loop and time it.")
-    p.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
+    p.add_argument("--data", help=defaults.CORPUS_HELP)
     p.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps (default 3000)")
-    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every, help="steps between evaluations (default 300)")
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
+                   help="steps between evaluations (default 300)")
     p.add_argument("--eval-iters", type=int, default=TrainConfig.eval_iters, help="batches per split (default 20)")
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        if args.steps < 1 or args.eval_every < 1 or args.eval_iters < 1:
-            raise UsageError("--steps, --eval-every and --eval-iters must be at least 1")
-        corpus = load_corpus(resolve_corpus(args.data, download=True), block_size)
-        model, step = make_step(corpus)
-        print(f"textbook loop: {args.steps} steps, {torch.get_num_threads()} threads, Adam {learning_rate:g}", flush=True)
-        start, train_time = time.perf_counter(), 0.0
-        for i in range(1, args.steps + 1):
-            t0 = time.perf_counter()
-            step(i)
-            train_time += time.perf_counter() - t0
-            if i == 1 or i % args.eval_every == 0 or i == args.steps:
-                losses = estimate_loss(model, corpus, i, args.eval_iters)
-                print(f"step {i} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
-                      f"{i / train_time:.2f} steps/s", flush=True)
-        print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s ({train_time:.0f} s training)")
-        return 0
-
-    return report_usage_errors(body)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.eval_every < 1 or args.eval_iters < 1:
+        raise UsageError("--steps, --eval-every and --eval-iters must be at least 1")
+    corpus = load_corpus(resolve_corpus(args.data, download=True), block_size)
+    model, step = make_step(corpus)
+    print(f"textbook loop: {args.steps} steps, {torch.get_num_threads()} threads, Adam {learning_rate:g}", flush=True)
+    start, train_time = time.perf_counter(), 0.0
+    for i in range(1, args.steps + 1):
+        t0 = time.perf_counter()
+        step(i)
+        train_time += time.perf_counter() - t0
+        if i == 1 or i % args.eval_every == 0 or i == args.steps:
+            losses = estimate_loss(model, corpus, i, args.eval_iters)
+            print(f"step {i} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
+                  f"{i / train_time:.2f} steps/s", flush=True)
+    print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s ({train_time:.0f} s training)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import argparse
 import time
 from typing import Callable
 
-from trainer.errors import UsageError
+from common import defaults
+from common.cli import OneLineParser, UsageError
 
 
 def time_steps(step: Callable[[int], object], warmup: int, steps: int,
@@ -27,7 +28,7 @@ def time_steps(step: Callable[[int], object], warmup: int, steps: int,
 
 def add_step_flags(parser: argparse.ArgumentParser, warmup: int, steps: int, what: str) -> None:
     """--data, --warmup and --steps, as every bench command takes them; `what` names the timed unit."""
-    parser.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
+    parser.add_argument("--data", help=defaults.CORPUS_HELP)
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
     parser.add_argument("--steps", type=int, default=steps, help=f"timed steps per {what} (default {steps})")
 
@@ -35,3 +36,14 @@ def add_step_flags(parser: argparse.ArgumentParser, warmup: int, steps: int, wha
 def check_step_flags(args: argparse.Namespace) -> None:
     if args.warmup < 0 or args.steps < 1:
         raise UsageError("--warmup must not be negative and --steps must be at least 1")
+
+
+def parse_step_flags(doc: str, argv: list[str], warmup: int, steps: int, what: str) -> argparse.Namespace:
+    """The command line of a bench command that takes the step flags only. `doc` is its module
+    docstring, whose first line reads "python -m bench.x: what it measures"."""
+    prog, description = doc.splitlines()[0].split(": ", 1)
+    parser = OneLineParser(prog=prog, description=description)
+    add_step_flags(parser, warmup, steps, what)
+    args = parser.parse_args(argv)
+    check_step_flags(args)
+    return args

@@ -2,22 +2,21 @@
 
 import sys
 
-from trainer.errors import OneLineParser, report_usage_errors
+from common import defaults
+from common.cli import OneLineParser, command
 
 
-def main(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
-    p.add_argument("checkpoint", nargs="?", default="checkpoints/model.pt", help="a model.pt written by the trainer")
+    p.add_argument("checkpoint", nargs="?", default=f"checkpoints/{defaults.SNAPSHOT}",
+                   help="a model.pt written by the trainer")
+    args = p.parse_args(argv)
+    from export.artifacts import export_checkpoint  # after parsing: --help needs no torch
 
-    def body() -> int:
-        args = p.parse_args(argv)
-        from export.artifacts import export_checkpoint  # after parsing: --help needs no torch
-
-        written = export_checkpoint(args.checkpoint)
-        print("wrote " + ", ".join(str(path) for path in written))
-        return 0
-
-    return report_usage_errors(body)
+    written = export_checkpoint(args.checkpoint)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
 
 
 if __name__ == "__main__":

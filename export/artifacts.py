@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from export.manifest import MANIFEST_NAME, embedded_facts, manifest_text
+from common import defaults
+from common.cli import UsageError
+from common.files import atomic_write
+from export.manifest import embedded_facts, manifest_text
 from model import GPT, GPTConfig
 from trainer import checkpoint
-from trainer.atomic import atomic_write
-from trainer.errors import UsageError
 
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "idx", "logits"
@@ -52,7 +53,7 @@ def export_checkpoint(path: Path) -> list[Path]:
         input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
         onnx_opset=ONNX_OPSET, torch_version=torch.__version__)
-    files[MANIFEST_NAME] = text.encode("utf-8")  # last: the set is complete once it is in place
+    files[defaults.MANIFEST] = text.encode("utf-8")  # last: the set is complete once it is in place
     return write_set(path.parent, files)
 
 
@@ -70,7 +71,7 @@ def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
                        _extra_files=_torchscript_extras(vocab, config.block_size))
         torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), pt2, extra_files=facts)
         onnx_bytes = _onnx_model(model, example, dynamic, facts).SerializeToString()
-    return {"model.ts": ts.getvalue(), "model.pt2": pt2.getvalue(), "model.onnx": onnx_bytes}
+    return dict(zip(defaults.EXPORTS, (ts.getvalue(), pt2.getvalue(), onnx_bytes), strict=True))
 
 
 def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
@@ -92,7 +93,8 @@ def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
                 atomic_write(staging / name, lambda f: f.write(data))
             except OSError as exc:
                 raise UsageError(f"cannot write {out / name} ({exc.strerror}): free some space or make the "
-                                 "directory writable, then run make export; the previous export set is unchanged") from None
+                                 "directory writable, then run make export; the previous export set is "
+                                 "unchanged") from None
         for name in files:
             os.replace(staging / name, out / name)
     finally:

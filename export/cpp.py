@@ -1,4 +1,5 @@
-"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..] [--temperature ..] [--top-k ..] [--seed ..]: build the libtorch generator, then run it.
+"""python -m export.cpp MODEL.ts [--prompt ..] [--tokens ..] [--temperature ..] [--top-k ..] [--seed ..]:
+build the libtorch generator, then run it.
 
 The C++ program (export/cpp/generate.cpp) is compiled with g++ against the headers and shared
 libraries inside the installed torch wheel, so no separate libtorch download is needed. The
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from export.generate import add_sampling_arguments, check_sampling
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from common.cli import UsageError, command
+from export.generate import parse_generator_flags
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
 HEADERS = [SOURCE.with_name("sha256.h")]
@@ -47,33 +48,28 @@ def build() -> Path:
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         first_error = next((line for line in result.stderr.splitlines() if "error" in line), "see g++ output")
-        raise UsageError(f"building {SOURCE.name} failed ({first_error.strip()[:120]}): check g++ and the torch install")
+        raise UsageError(f"building {SOURCE.name} failed ({first_error.strip()[:120]}): "
+                         "check g++ and the torch install")
     partial.replace(binary)
     return binary
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m export.cpp", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="model.ts written by make export")
-    add_sampling_arguments(p)
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
-        if Path(args.model).suffix != ".ts":
-            raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
-                             "(make cpp-generate MODEL=checkpoints/model.ts)")
-        if not Path(args.model).is_file():
-            raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
-        flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
-                 "--top-k": args.top_k, "--seed": args.seed}
-        command = [str(build()), args.model]
-        for flag, value in flags.items():
-            if value is not None:
-                command += [flag, str(value)]
-        return subprocess.run(command).returncode
-
-    return report_usage_errors(body)
+@command
+def main(argv: list[str]) -> int:
+    args = parse_generator_flags("python -m export.cpp", " ".join(__doc__.split("\n\n")[0].split()),
+                                 "model.ts written by make export", argv)
+    if Path(args.model).suffix != ".ts":
+        raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
+                         "(make cpp-generate MODEL=checkpoints/model.ts)")
+    if not Path(args.model).is_file():
+        raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
+    flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
+             "--top-k": args.top_k, "--seed": args.seed}
+    program = [str(build()), args.model]
+    for flag, value in flags.items():
+        if value is not None:
+            program += [flag, str(value)]
+    return subprocess.run(program).returncode
 
 if __name__ == "__main__":
     sys.exit(main())

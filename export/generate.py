@@ -6,6 +6,7 @@ written beside the other formats, which must record the exported file's SHA-256 
 the vocabulary and block size inside it. Only the text (prompt included) goes to stdout.
 """
 
+import argparse
 import math
 import sys
 import warnings
@@ -15,11 +16,12 @@ from typing import Callable
 
 import torch
 
+from common import defaults
+from common.cli import OneLineParser, UsageError, command
+from common.vocab import decode, encode
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
-from export.manifest import MANIFEST_NAME, REDO, checked_facts, read_embedded_facts, read_manifest
+from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
 from model import generate
-from trainer.data import decode, encode
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
 
 MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
 FORMATS = {".pt": "eager", ".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnxruntime"}
@@ -44,7 +46,7 @@ def load_model(path: str | Path) -> LoadedModel:
     if path.suffix == ".pt":
         model, snapshot = load_trained_model(path)
         return LoadedModel(model, snapshot["vocab"], model.config.block_size, runtime)
-    manifest = read_manifest(path.with_name(MANIFEST_NAME))
+    manifest = read_manifest(path.with_name(defaults.MANIFEST))
     manifest.verify(path)
     try:
         logits, facts = _load_exported(path)
@@ -83,7 +85,8 @@ def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path,
     carry them) and, for every file, logits over len(vocab) characters for a full context."""
     mismatch = f"{manifest} does not match {path}"
     if facts is not None and facts != (model.vocab, model.block_size):
-        what = "vocabulary" if facts[0] != model.vocab else f"block size ({model.block_size}, the model's is {facts[1]})"
+        what = ("vocabulary" if facts[0] != model.vocab
+                else f"block size ({model.block_size}, the model's is {facts[1]})")
         raise UsageError(f"{mismatch}: its {what} differs from the one inside the model file; {REDO}")
     try:
         with torch.inference_mode():
@@ -95,7 +98,7 @@ def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path,
                          f"{model.block_size} do not fit the model; {REDO}")
 
 
-def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: float = 0.0,
+def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: float = defaults.TEMPERATURE,
                   top_k: int | None = None, seed: int | None = None) -> str:
     """The prompt and `tokens` more characters. temperature 0 is greedy decoding."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -106,11 +109,21 @@ def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: flo
 
 def add_sampling_arguments(p: OneLineParser) -> None:
     """The flags of every generator run by make (generate, cpp-generate), with one set of defaults."""
-    p.add_argument("--prompt", default="ROMEO:", help="text to continue (characters of the vocabulary)")
-    p.add_argument("--tokens", type=int, default=200, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--prompt", default=defaults.PROMPT, help="text to continue (characters of the vocabulary)")
+    p.add_argument("--tokens", type=int, default=defaults.TOKENS, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=defaults.TEMPERATURE, help="0 = greedy")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest characters only")
     p.add_argument("--seed", type=int, help="seed for sampling (same seed, same text)")
+
+
+def parse_generator_flags(prog: str, description: str, model_help: str, argv: list[str]) -> argparse.Namespace:
+    """The command line of a generator run by make: MODEL and the sampling flags, checked."""
+    p = OneLineParser(prog=prog, description=description)
+    p.add_argument("model", help=model_help)
+    add_sampling_arguments(p)
+    args = p.parse_args(argv)
+    check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
+    return args
 
 
 def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | None, seed: int | None) -> None:
@@ -127,19 +140,13 @@ def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | No
         raise UsageError(f"--seed must be a whole number from 0 to 2**64-1, got {seed}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m export.generate", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="a .pt checkpoint or an exported .ts, .pt2 or .onnx file")
-    add_sampling_arguments(p)
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        check_sampling(args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
-        model = load_model(args.model)
-        print(generate_text(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
-        return 0
-
-    return report_usage_errors(body)
+@command
+def main(argv: list[str]) -> int:
+    args = parse_generator_flags("python -m export.generate", __doc__.splitlines()[0],
+                                 "a .pt checkpoint or an exported .ts, .pt2 or .onnx file", argv)
+    model = load_model(args.model)
+    print(generate_text(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.errors import UsageError
+from common.cli import UsageError
 
-MANIFEST_NAME = "model.json"
 FORMAT_VERSION = 2
 REDO = "export again with make export"
 

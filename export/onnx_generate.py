@@ -3,8 +3,9 @@
     python export/onnx_generate.py checkpoints/model.onnx --prompt "ROMEO:" --tokens 200
 
 A self-contained example for the generation chapters: copy this file next to model.onnx and
-model.json and it runs anywhere `pip install onnxruntime numpy` does. Greedy by default; with
---temperature > 0 it samples. It runs model.onnx only if its SHA-256 is the one model.json records.
+model.json and it runs anywhere `pip install onnxruntime numpy` does. It samples at temperature
+0.8 as every generator of the project does; --temperature 0 is greedy. It runs model.onnx only
+if its SHA-256 is the one model.json records.
 """
 
 import argparse
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+# The project's defaults (common/defaults.py, which this file may not import: it runs on its own).
+PROMPT, TOKENS, TEMPERATURE = "ROMEO:", 200, 0.8
 
 
 def fail(message: str):
@@ -32,14 +36,14 @@ class Parser(argparse.ArgumentParser):
 def main() -> None:
     p = Parser(description="Greedy or sampled text from model.onnx")
     p.add_argument("model", type=Path)
-    p.add_argument("--prompt", default="ROMEO:")
-    p.add_argument("--tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", default=PROMPT)
+    p.add_argument("--tokens", type=int, default=TOKENS)
+    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="0 = greedy")
+    p.add_argument("--seed", type=int, help="seed of the sampling (default: a random one)")
     args = p.parse_args()
     if not args.prompt:
         fail("--prompt is empty: give at least one character to start from")
-    if args.tokens < 0 or args.seed < 0:
+    if args.tokens < 0 or (args.seed is not None and args.seed < 0):
         fail("--tokens and --seed must not be negative")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")

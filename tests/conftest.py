@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,21 +25,17 @@ def corpus() -> Path:
     return corpus_file()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def child_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    launched_by = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launched_by}
     env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
 def run(cmd: list, timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([str(arg) for arg in cmd], cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(arg) for arg in cmd], cwd=cwd, env=child_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 # Small and quick, but the real model: 4 eval batches, no samples, no exports unless asked.

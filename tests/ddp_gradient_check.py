@@ -14,7 +14,7 @@ import torch
 from model import GPT, next_token_loss
 from trainer import distributed
 from trainer.config import TrainConfig
-from trainer.data import get_batch, load_corpus
+from trainer.data import Batches, load_corpus
 from trainer.distributed import DistEnv
 from trainer.train import Trainer
 
@@ -29,7 +29,7 @@ def main(corpus_path: str) -> None:
     reference.load_state_dict(trainer.raw_model.state_dict())  # the weights before the step
     trainer.train_step(step=1)  # this rank's slice, DDP all-reduce, Adam step; .grad keeps the average
 
-    x, y = get_batch(corpus.train, cfg.seed, "train", 1, cfg.batch_size, cfg.block_size, rank=0, world_size=1)
+    x, y = Batches(corpus.train, cfg.seed, cfg.batch_size, cfg.block_size).draw("train", 1)
     next_token_loss(reference(x), y).backward()  # the whole global batch in one process
     diff = max((p.grad - q.grad).abs().max().item()
                for p, q in zip(trainer.raw_model.parameters(), reference.parameters()))

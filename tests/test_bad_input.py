@@ -112,14 +112,16 @@ def test_out_of_range_flags_are_refused_before_anything_runs(tmp_path, corpus, a
 def test_a_low_lr_alone_lowers_the_decay_floor_with_it(tmp_path, corpus):
     # The tuned recipe's --min-lr 1e-4 would sit above --lr 5e-5; only an explicit one is refused.
     assert train(tmp_path, "--data", corpus, "--dry-run", "--lr", "5e-5").returncode == 0
-    assert train(tmp_path, "--data", corpus, "--dry-run", "--beta2", "0", "--grad-clip", "0", "--lr", "1").returncode == 0
+    edges = ["--beta2", "0", "--grad-clip", "0", "--lr", "1"]
+    assert train(tmp_path, "--data", corpus, "--dry-run", *edges).returncode == 0
 
 
 def test_sample_prompt_outside_the_corpus_is_refused_by_the_dry_run(tmp_path, corpus):
     result = train(tmp_path, "--data", corpus, "--dry-run", "--sample-prompt", "ROMEO€")
     assert_one_line_error(result, "--sample-prompt 'ROMEO€'", "'€'", "--sample-tokens 0")
     # Without samples the prompt is never used, so it is no reason to refuse the run.
-    assert train(tmp_path, "--data", corpus, "--dry-run", "--sample-prompt", "ROMEO€", "--sample-tokens", 0).returncode == 0
+    no_samples = ["--sample-prompt", "ROMEO€", "--sample-tokens", 0]
+    assert train(tmp_path, "--data", corpus, "--dry-run", *no_samples).returncode == 0
 
 
 def test_sample_prompt_outside_the_corpus_at_nproc_2_is_one_line(tmp_path, corpus):

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import (QUICK, ROOT, assert_one_line_error, child_env, eval_records, free_port, run,
-                            step_losses, trainer_cmd)
+from common.files import atomic_write
+from common.ports import free_port
+from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, eval_records, run, step_losses, trainer_cmd
 from trainer import checkpoint
 
 STEPS = 12
@@ -162,7 +163,7 @@ def test_a_failed_write_leaves_the_previous_snapshot_loadable(tmp_path, trained_
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(path, disk_full)
+        atomic_write(path, disk_full)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
     assert checkpoint.load(path)["step"] == 60

@@ -145,7 +145,8 @@ def test_the_cpp_wrapper_refuses_before_building(trained_run, tmp_path):
 def test_the_cpp_program_says_it_builds_then_samples_like_make_generate(trained_run, tmp_path):
     flags = {"PROMPT": "JULIET:", "TOKENS": 60, "TEMPERATURE": 0.9, "TOP_K": 12, "SEED": 7}
     model = trained_run / "model.ts"
-    cpp = [sys.executable, "-m", "export.cpp", model, *(f"--{k.lower().replace('_', '-')}={v}" for k, v in flags.items())]
+    cpp = [sys.executable, "-m", "export.cpp", model,
+           *(f"--{k.lower().replace('_', '-')}={v}" for k, v in flags.items())]
     # From a fresh folder, so that this run builds the program (in ./build).
     first = run(cpp, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]

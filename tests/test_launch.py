@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICK, ROOT, child_env, free_port, step_losses
+from common.ports import free_port
+from tests.conftest import QUICK, ROOT, child_env, step_losses
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 
@@ -43,7 +44,8 @@ def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus
     # make adds its own "make: *** [Makefile:N: train] Error 2" line and exits 2.
     assert result.returncode == 2, result.stderr
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and f"{variable} must be a whole number" in errors[0] and repr(value) in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert f"{variable} must be a whole number" in errors[0] and repr(value) in errors[0], result.stderr
     assert without_make(result.stderr) == errors
     assert "Traceback" not in result.stderr + result.stdout
     assert not out.exists()
@@ -106,5 +108,6 @@ def test_a_master_port_held_by_another_program_is_one_line_at_once(tmp_path, cor
                                 cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=50)
     assert result.returncode == 2
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and f"MASTER_PORT {port} is taken" in errors[0] and f"pid {os.getpid()}" in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert f"MASTER_PORT {port} is taken" in errors[0] and f"pid {os.getpid()}" in errors[0], result.stderr
     assert "Traceback" not in result.stderr

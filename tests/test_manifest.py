@@ -3,7 +3,6 @@ every language, even for a character outside the Basic Multilingual Plane (an em
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +78,7 @@ def test_an_emoji_prompt_gives_the_same_text_from_every_reader(emoji_run):
     for name in ("model.ts", "model.pt2", "model.onnx"):
         assert generated(emoji_run / name) == text, name
     example = run([sys.executable, ROOT / "export" / "onnx_generate.py", emoji_run / "model.onnx",
-                   "--prompt", PROMPT, "--tokens", 30])
+                   "--prompt", PROMPT, "--tokens", 30, "--temperature", 0])
     assert example.returncode == 0, example.stderr
     assert example.stdout == text
     cpp = run(["make", "--no-print-directory", "cpp-generate", f"MODEL={emoji_run / 'model.ts'}", f"PROMPT={PROMPT}",
@@ -106,7 +105,8 @@ def format_1_set(emoji_run: Path, folder: Path, **changes) -> Path:
 def test_a_format_1_export_still_generates(emoji_run, tmp_path):
     old = format_1_set(emoji_run, tmp_path)
     assert generated(old) == generated(emoji_run / "model.onnx")
-    example = run([sys.executable, ROOT / "export" / "onnx_generate.py", old, "--prompt", PROMPT, "--tokens", 30])
+    example = run([sys.executable, ROOT / "export" / "onnx_generate.py", old, "--prompt", PROMPT, "--tokens", 30,
+                   "--temperature", 0])
     assert example.returncode == 0, example.stderr
     assert example.stdout == generated(emoji_run / "model.onnx")
 

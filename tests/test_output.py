@@ -6,7 +6,7 @@ import shutil
 import struct
 import subprocess
 
-from tests.conftest import ROOT, child_env, eval_records, read_jsonl, run, step_losses
+from tests.conftest import ROOT, child_env, eval_records, read_jsonl, step_losses
 
 
 def test_log_off_a_terminal_has_no_control_characters(trained_run):
@@ -148,10 +148,9 @@ def test_tensorboard_has_one_tag_per_curve_and_forgets_the_steps_a_resume_repeat
     def log(resume_step, steps, offset):
         metrics = MetricsLog(tmp_path, resume_step, tensorboard=True)
         for step in steps:
-            metrics.step(step, offset + step, 1e-3)
+            metrics.step(step, offset + step, 1e-3, seconds=0.1)
             if step % 4 == 0:
-                metrics.evaluation({"step": step, "train_loss": offset + step, "val_loss": offset + step + 0.5,
-                                    "steps_per_s": 1.0, "elapsed_s": 1.0, "world_size": 1})
+                metrics.evaluation(step, {"train": offset + step, "val": offset + step + 0.5}, world_size=1)
         metrics.close()
 
     log(None, range(1, 9), 100)  # a run to step 8 whose snapshot was at step 4 ...

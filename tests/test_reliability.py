@@ -122,12 +122,13 @@ def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_snapshot(tmp_path
 
 def test_metrics_lines_are_strict_json_whatever_the_numbers(tmp_path):
     log = MetricsLog(tmp_path, None, tensorboard=False)
-    log.step(1, math.nan, 1e-3)
-    log.evaluation({"step": 1, "train_loss": math.inf, "val_loss": -math.inf, "steps_per_s": 1.0})
+    log.step(1, math.nan, 1e-3, seconds=0.5)
+    log.evaluation(1, {"train": math.inf, "val": -math.inf}, world_size=1)
     log.close()
     records = strict_records(tmp_path / "metrics.jsonl")
-    assert records == [{"step": 1, "loss": None, "lr": 1e-3},
-                       {"step": 1, "train_loss": None, "val_loss": None, "steps_per_s": 1.0}]
+    assert records[0] == {"step": 1, "loss": None, "lr": 1e-3}
+    assert {key: records[1][key] for key in ("step", "train_loss", "val_loss", "steps_per_s", "world_size")} == {
+        "step": 1, "train_loss": None, "val_loss": None, "steps_per_s": 2.0, "world_size": 1}
 
 
 # -- 3. full disk --------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_w
         shutil.copy(trained_run / "model.pt", disk)
         good = (disk / "model.pt").read_bytes()
         log = MetricsLog(disk, None, tensorboard=False)
-        log.step(1, 4.0, 1e-3)
+        log.step(1, 4.0, 1e-3, seconds=0.1)
         filler = fill(disk)
         snapshot = checkpoint.load(disk / "model.pt")
         with pytest.raises(OSError) as failure:
@@ -147,9 +148,9 @@ def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_w
         # The file's last page still has room; the record that crosses into a new page is cut
         # short by the kernel. No exception: a warning, and that record and the later ones skipped.
         for step in range(2, 400):
-            log.step(step, 3.0, 1e-3)
+            log.step(step, 3.0, 1e-3, seconds=0.1)
         filler.unlink()
-        log.step(400, 2.0, 1e-3)  # writing works again
+        log.step(400, 2.0, 1e-3, seconds=0.1)  # writing works again
         checkpoint.save(disk / "model.pt", {**snapshot, "step": 61})  # the next snapshot is tried again
         log.close()
         steps = [r["step"] for r in strict_records(disk / "metrics.jsonl")]

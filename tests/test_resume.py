@@ -4,8 +4,7 @@ import os
 import shutil
 import signal
 
-from tests.conftest import (QUICK, assert_one_line_error, eval_records, run, step_losses,
-                            trainer_cmd)
+from tests.conftest import QUICK, assert_one_line_error, eval_records, run, step_losses, trainer_cmd
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 

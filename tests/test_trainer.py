@@ -10,7 +10,7 @@ from model import GPT, GPTConfig, count_parameters, next_token_loss
 from tests.conftest import QUICK, ROOT, eval_records, run, step_losses, trainer_cmd
 from trainer import checkpoint
 from trainer.config import TrainConfig
-from trainer.data import get_batch, load_corpus
+from trainer.data import Batches, load_corpus
 from trainer.distributed import DistEnv
 from trainer.train import Trainer
 
@@ -24,18 +24,19 @@ def test_first_loss_is_near_ln_65(corpus):
     assert len(data.vocab) == 65
     torch.manual_seed(0)
     model = GPT(GPTConfig())
-    x, y = get_batch(data.train, 0, "train", 1, 32, 128, rank=0, world_size=1)
+    x, y = Batches(data.train, seed=0, batch_size=32, block_size=128).draw("train", 1)
     assert abs(next_token_loss(model(x), y).item() - math.log(65)) < 0.15
 
 
 def test_batches_are_one_global_sample_sliced_by_rank(corpus):
     data = load_corpus(corpus, 128).train
-    whole_x, whole_y = get_batch(data, 5, "train", 7, 32, 128, rank=0, world_size=1)
-    parts = [get_batch(data, 5, "train", 7, 32, 128, rank=r, world_size=4) for r in range(4)]
+    whole_x, whole_y = Batches(data, seed=5, batch_size=32, block_size=128).draw("train", 7)
+    parts = [Batches(data, seed=5, batch_size=32, block_size=128, rank=r, world_size=4).draw("train", 7)
+             for r in range(4)]
     assert torch.equal(torch.cat([p[0] for p in parts]), whole_x)
     assert torch.equal(torch.cat([p[1] for p in parts]), whole_y)
     assert torch.equal(whole_x[:, 1:], whole_y[:, :-1])  # targets are the inputs shifted by one
-    other_x, _ = get_batch(data, 5, "train", 8, 32, 128, rank=0, world_size=1)
+    other_x, _ = Batches(data, seed=5, batch_size=32, block_size=128).draw("train", 8)
     assert not torch.equal(other_x, whole_x)
 
 

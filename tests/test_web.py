@@ -1,4 +1,5 @@
-"""The page in headless Chromium and the Node example: Python's greedy text, seeded runs that repeat, Stop, clear failures."""
+"""The page in headless Chromium and the Node example: Python's greedy text, seeded runs that repeat,
+Stop, clear failures."""
 
 import json
 import os
@@ -179,7 +180,8 @@ def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, ca
 def test_node_example_errors_are_one_line(web_model, tmp_path):
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "cannot read model", "make export")
     assert_one_line_error(node_example(web_model / "model.onnx", "--tokens", "many"), "--tokens", "whole number")
-    assert_one_line_error(node_example(web_model / "model.onnx", "--prompt", "ROMEO ☃"), "outside the model's vocabulary")
+    assert_one_line_error(node_example(web_model / "model.onnx", "--prompt", "ROMEO ☃"),
+                          "outside the model's vocabulary")
     mismatched_pair(tmp_path, web_model, keep_metadata=False)
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "model.json does not match model.onnx", "make export")
 
@@ -210,7 +212,8 @@ def test_make_serve_prints_the_url_and_sends_what_onnxruntime_web_needs(web_mode
             assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
             assert b'id="output"' in page.read()
-        wasm = urllib.request.Request(url + "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm", method="HEAD")
+        wasm_url = url + "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"
+        wasm = urllib.request.Request(wasm_url, method="HEAD")
         with urllib.request.urlopen(wasm) as response:
             assert response.headers["Content-Type"] == "application/wasm"
         with urllib.request.urlopen(url + "model.onnx") as response:

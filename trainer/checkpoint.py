@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from common.cli import UsageError
+from common.files import atomic_write
 from model import GPTConfig
-from trainer.atomic import atomic_write
-from trainer.errors import UsageError
 
 FORMAT = "shakespeare-gpt/1"
 # What resuming and exporting read; a snapshot without one of them cannot be used.
@@ -41,7 +41,8 @@ def load(path: Path) -> dict:
             f"checkpoint {path} is corrupt or truncated ({detail}): delete it or point to another snapshot"
         ) from None
     if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a checkpoint of this trainer: point to a model.pt written by python -m trainer")
+        raise UsageError(f"{path} is not a checkpoint of this trainer: "
+                         "point to a model.pt written by python -m trainer")
     missing = [key for key in REQUIRED_KEYS if key not in snapshot]
     if missing:
         raise UsageError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}: it was not written "
@@ -78,7 +79,9 @@ def check_compatible(snapshot: dict, path: Path, config: GPTConfig, vocab: str) 
             flag = "--" + key.replace("_", "-")
             hint = "use the corpus it was trained on" if key == "vocab_size" else f"pass {flag} {saved[key]}"
             raise UsageError(
-                f"checkpoint {path} has {key}={saved[key]} but this run has {key}={value}: {hint}, or start without --resume"
+                f"checkpoint {path} has {key}={saved[key]} but this run has {key}={value}: {hint}, "
+                "or start without --resume"
             )
     if snapshot["vocab"] != vocab:
-        raise UsageError(f"checkpoint {path} was trained on another corpus's vocabulary: use that corpus, or start without --resume")
+        raise UsageError(f"checkpoint {path} was trained on another corpus's vocabulary: use that corpus, "
+                         "or start without --resume")

@@ -1,5 +1,8 @@
 """Every value a run depends on, as plain fields, each overridable from the command line.
 
+Each field is declared once, with `option`: its default, its --help text and group, and its
+limits. The parser and the checks are built from those declarations.
+
 Two recipes set the optimiser defaults: `tuned` (the default, which reaches the course's
 promised losses at step 3000) and `course` (the chapter's Adam at a constant 3e-4).
 Any flag given explicitly wins over the recipe.
@@ -8,50 +11,86 @@ Any flag given explicitly wins over the recipe.
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 
-from trainer.errors import OneLineParser, UsageError
+from common import defaults
+from common.cli import OneLineParser, UsageError
 from trainer.precision import DTYPES
+
+# The --help groups; --help shows them in the order of their first field below.
+FILES, RUN, SHAPE, OUTPUT = "data and files", "run", "model shape", "output"
+OPTIMISER = "optimiser (defaults from --recipe)"
+
+
+def option(default, help: str | None = None, *, group: str, at_least: int | None = None, within: str | None = None,
+           course=None, choices=None, flag: str | None = None, **argparse_kwargs):
+    """A field of TrainConfig with its flag: `--name-with-dashes` unless `flag` says otherwise.
+
+    at_least: the lowest allowed int (0 reads "must not be negative"). within: the allowed
+    interval of a float, written as the errors show it, e.g. "(0, 1]"; values must also be finite.
+    course: the `course` recipe's value; the default is the `tuned` one, and the flag's own
+    default is None so the recipe fills it in. The flag's type is the field's (int, float,
+    str; a bool is a switch). argparse_kwargs go to add_argument as they are (nargs, metavar).
+    """
+    return field(default=default, metadata=dict(group=group, help=help, at_least=at_least, within=within,
+                                                 course=course, choices=choices, flag=flag, argparse=argparse_kwargs))
+
 
 @dataclass
 class TrainConfig:
     # data and files
-    data: str | None = None
-    out: str = "checkpoints"
-    resume: str | None = None
-    extend: bool = False  # with --resume: allow a --steps other than the snapshot's
+    data: str | None = option(None, defaults.CORPUS_HELP, group=FILES)
+    out: str = option("checkpoints", "directory for model.pt, metrics.jsonl, loss.png and exports", group=FILES)
+    resume: str | None = option(None, "continue from a snapshot (default <out>/model.pt) with its settings, to its "
+                                "final step", group=FILES, nargs="?", const="", metavar="CKPT")
+    extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
+                          group=FILES)
     # run length and batch
-    steps: int = 3000
-    batch_size: int = 32  # global: split evenly across the ranks
-    eval_every: int = 300
-    eval_iters: int = 20
-    save_every: int = 0  # 0: at every evaluation
-    seed: int = 1337
-    timeout: int = 300  # seconds a rank waits in a collective for the others
+    steps: int = option(3000, "optimiser steps in total (on --resume: the snapshot's)", group=RUN, at_least=1)
+    batch_size: int = option(32, "global batch in windows, split across ranks", group=RUN, at_least=1)
+    eval_every: int = option(300, "evaluate every N steps (and at step 1 and the last)", group=RUN, at_least=1)
+    eval_iters: int = option(20, "batches per split in each evaluation", group=RUN, at_least=1)
+    save_every: int = option(0, "snapshot every N steps; 0 = at every evaluation", group=RUN, at_least=0)
+    seed: int = option(1337, "seeds weights, batches and dropout", group=RUN)
+    timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
+                          "and names the one that stopped answering", group=RUN, at_least=1)
     # model shape
-    block_size: int = 128
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    block_size: int = option(128, "context length in characters", group=SHAPE, at_least=1)
+    n_layer: int = option(4, group=SHAPE, at_least=1)
+    n_head: int = option(4, group=SHAPE, at_least=1)
+    n_embd: int = option(128, group=SHAPE, at_least=1)
+    dropout: float = option(0.0, "dropout on residual branches and embeddings", group=SHAPE, course=0.0,
+                            within="[0, 1)")
     # optimiser and schedule (defaults come from the recipe)
-    recipe: str = "tuned"
-    lr: float = 2e-3
-    min_lr: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.99
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    dtype: str = "auto"  # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
+    recipe: str = option("tuned", "tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4",
+                         group=OPTIMISER, choices=("course", "tuned"))  # the names of RECIPES below
+    # Adam moves each weight by about lr a step: above 1, nothing is learnt.
+    lr: float = option(2e-3, "peak learning rate", group=OPTIMISER, course=3e-4, within="(0, 1]")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay, at most --lr", group=OPTIMISER,
+                           course=3e-4, within="[0, 1]")
+    schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER, course="constant",
+                           choices=("cosine", "constant"))
+    warmup_steps: int = option(100, "linear warm-up steps", group=OPTIMISER, course=0, at_least=0)
+    beta1: float = option(0.9, group=OPTIMISER, within="[0, 1)")  # Adam's moving averages need a factor below 1
+    beta2: float = option(0.99, "Adam beta2", group=OPTIMISER, course=0.999, within="[0, 1)")
+    # AdamW scales weights by 1 - lr * weight_decay each step.
+    weight_decay: float = option(0.1, "decoupled weight decay on matrices only", group=OPTIMISER, course=0.0,
+                                 within="[0, 1]")
+    grad_clip: float = option(1.0, "clip the gradient norm; 0 = off", group=OPTIMISER, course=0.0, within="[0, inf)")
+    # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
+    dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
+                        "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
     # what a run shows and leaves behind
-    sample_tokens: int = 120
-    sample_prompt: str = "ROMEO:"
-    export: bool = True
-    tensorboard: bool = False
-    progress: str = "auto"
-    dry_run: bool = False
+    sample_tokens: int = option(120, "characters sampled at each evaluation; 0 = no sample", group=OUTPUT, at_least=0)
+    sample_prompt: str = option(defaults.PROMPT, "start of each sample; its characters must occur in the corpus",
+                                group=OUTPUT)
+    export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx and model.json at the end",
+                          group=OUTPUT, flag="--no-export")
+    tensorboard: bool = option(False, "also log scalars to <out>/tensorboard", group=OUTPUT)
+    progress: str = option("auto", "auto: a progress bar on a terminal, plain lines otherwise", group=OUTPUT,
+                           choices=("auto", "bar", "lines"))
+    dry_run: bool = option(False, "check flags, corpus, world size and --out, then exit (make train runs this first)",
+                           group=OUTPUT)
     # The fields set on the command line (not defaults): on --resume, the others come from the snapshot.
     given: frozenset = field(default=frozenset(), repr=False, compare=False)
 
@@ -60,16 +99,20 @@ class TrainConfig:
         values.pop("given")
         return values
 
-    @property
-    def snapshot_every(self) -> int:
-        return self.save_every or self.eval_every
+
+def _options() -> list[Field]:
+    """The fields that are flags: all but `given`."""
+    return [f for f in fields(TrainConfig) if "group" in f.metadata]
+
+
+def _flag(f: Field) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
 # The values a recipe sets: `tuned` is the defaults above, `course` the chapter's plain Adam.
-COURSE_RECIPE = dict(lr=3e-4, min_lr=3e-4, schedule="constant", warmup_steps=0,
-                     beta2=0.999, weight_decay=0.0, grad_clip=0.0, dropout=0.0)
+COURSE_RECIPE = {f.name: f.metadata["course"] for f in _options() if f.metadata["course"] is not None}
 RECIPES = {
-    "tuned": {key: getattr(TrainConfig, key) for key in COURSE_RECIPE},
+    "tuned": {name: getattr(TrainConfig, name) for name in COURSE_RECIPE},
     "course": COURSE_RECIPE,
 }
 
@@ -84,66 +127,26 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-
-    def by_recipe(text: str, key: str) -> str:
-        return f"{text} (tuned: {RECIPES['tuned'][key]}, course: {RECIPES['course'][key]})"
-
     p = OneLineParser(
         prog="python -m trainer",
         description="Train the character-level Shakespeare GPT, on one process or under "
         "torchrun (torchrun --standalone --nproc-per-node=N -m trainer ...).",
         formatter_class=_HelpFormatter,
     )
-    g = p.add_argument_group("data and files")
-    g.add_argument("--data", help="UTF-8 corpus; default data/tinyshakespeare.txt, downloaded if missing")
-    g.add_argument("--out", default=d.out, help="directory for model.pt, metrics.jsonl, loss.png and exports")
-    g.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="continue from a snapshot (default <out>/model.pt) with its settings, to its final step")
-    g.add_argument("--extend", action="store_true",
-                   help="with --resume: train to a new --steps total (the schedule is recomputed for it)")
-    g = p.add_argument_group("run")
-    g.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total (on --resume: the snapshot's)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch in windows, split across ranks")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps (and at step 1 and the last)")
-    g.add_argument("--eval-iters", type=int, default=d.eval_iters, help="batches per split in each evaluation")
-    g.add_argument("--save-every", type=int, default=d.save_every, help="snapshot every N steps; 0 = at every evaluation")
-    g.add_argument("--seed", type=int, default=d.seed, help="seeds weights, batches and dropout")
-    g.add_argument("--timeout", type=int, default=d.timeout,
-                   help="seconds a process waits for the others at a synchronisation point before it stops "
-                   "and names the one that stopped answering")
-    g = p.add_argument_group("model shape")
-    g.add_argument("--block-size", type=int, default=d.block_size, help="context length in characters")
-    g.add_argument("--n-layer", type=int, default=d.n_layer)
-    g.add_argument("--n-head", type=int, default=d.n_head)
-    g.add_argument("--n-embd", type=int, default=d.n_embd)
-    g.add_argument("--dropout", type=float, help=by_recipe("dropout on residual branches and embeddings", "dropout"))
-    g = p.add_argument_group("optimiser (defaults from --recipe)")
-    g.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
-                   help="tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4")
-    g.add_argument("--lr", type=float, help=by_recipe("peak learning rate", "lr"))
-    g.add_argument("--min-lr", type=float, help=by_recipe("learning rate at the end of the cosine decay, at most --lr", "min_lr"))
-    g.add_argument("--schedule", choices=["cosine", "constant"], help=by_recipe("learning-rate schedule", "schedule"))
-    g.add_argument("--warmup-steps", type=int, help=by_recipe("linear warm-up steps", "warmup_steps"))
-    g.add_argument("--beta1", type=float, default=d.beta1)
-    g.add_argument("--beta2", type=float, help=by_recipe("Adam beta2", "beta2"))
-    g.add_argument("--weight-decay", type=float, help=by_recipe("decoupled weight decay on matrices only", "weight_decay"))
-    g.add_argument("--grad-clip", type=float, help=by_recipe("clip the gradient norm; 0 = off", "grad_clip"))
-    g.add_argument("--dtype", choices=DTYPES, default=d.dtype,
-                   help="matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
-                   "else fp32; weights, Adam, evaluation and exports stay fp32")
-    g = p.add_argument_group("output")
-    g.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
-                   help="characters sampled at each evaluation; 0 = no sample")
-    g.add_argument("--sample-prompt", default=d.sample_prompt,
-                   help="start of each sample; its characters must occur in the corpus")
-    g.add_argument("--no-export", dest="export", action="store_false",
-                   help="skip writing model.ts, model.pt2, model.onnx and model.json at the end")
-    g.add_argument("--tensorboard", action="store_true", help="also log scalars to <out>/tensorboard")
-    g.add_argument("--progress", choices=["auto", "bar", "lines"], default=d.progress,
-                   help="auto: a progress bar on a terminal, plain lines otherwise")
-    g.add_argument("--dry-run", action="store_true",
-                   help="check flags, corpus, world size and --out, then exit (make train runs this first)")
+    groups = {}
+    for f in _options():
+        meta = f.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(meta["group"])
+        kwargs = dict(meta["argparse"], dest=f.name, default=f.default, help=meta["help"])
+        if f.type is bool:
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs.update(type=f.type if f.type in (int, float) else None, choices=meta["choices"])
+        if meta["course"] is not None:
+            # None: parse_config fills in the recipe's value, and --help names both recipes' values.
+            kwargs.update(default=None, help=f"{meta['help']} (tuned: {f.default}, course: {meta['course']})")
+        groups[meta["group"]].add_argument(_flag(f), **kwargs)
     return p
 
 
@@ -152,18 +155,15 @@ class _Unset:
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    parser = build_parser()
     unset = _Unset()
-    names = [f.name for f in fields(TrainConfig) if f.name != "given"]
-    args = vars(parser.parse_args(sys.argv[1:] if argv is None else argv,
-                                  argparse.Namespace(**{name: unset for name in names})))
+    names = [f.name for f in _options()]
+    args = vars(build_parser().parse_args(sys.argv[1:] if argv is None else argv,
+                                          argparse.Namespace(**{name: unset for name in names})))
     given = frozenset(name for name in names if args[name] is not unset)
-    recipe = RECIPES[parser.get_default("recipe") if args["recipe"] is unset else args["recipe"]]
+    recipe = RECIPES[args["recipe"] if "recipe" in given else TrainConfig.recipe]
     for name in names:
-        if args[name] is unset:
-            args[name] = parser.get_default(name)
-        if args[name] is None and name in recipe:
-            args[name] = recipe[name]
+        if name not in given:
+            args[name] = recipe.get(name, getattr(TrainConfig, name))
     if "min_lr" not in given:
         args["min_lr"] = min(args["min_lr"], args["lr"])  # a low --lr alone: the decay ends at it
     cfg = TrainConfig(**{name: args[name] for name in names}, given=given)
@@ -171,47 +171,30 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 
-# Every float flag: (lowest, highest, is the lowest itself allowed, is the highest), and why.
-FLOAT_RANGES = {
-    "lr": (0.0, 1.0, False, True),  # Adam moves each weight by about lr a step: above 1, nothing is learnt
-    "min_lr": (0.0, 1.0, True, True),
-    "beta1": (0.0, 1.0, True, False),  # Adam's moving averages need a factor below 1
-    "beta2": (0.0, 1.0, True, False),
-    "weight_decay": (0.0, 1.0, True, True),  # AdamW scales weights by 1 - lr * weight_decay each step
-    "grad_clip": (0.0, math.inf, True, False),  # 0 = off
-    "dropout": (0.0, 1.0, True, False),
-}
-
-
-def _check_float(name: str, value: float) -> None:
-    low, high, low_ok, high_ok = FLOAT_RANGES[name]
-    inside = math.isfinite(value) and (low < value or (low_ok and value == low)) and (
-        value < high or (high_ok and value == high))
-    if not inside:
-        interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
-        flag = "--" + name.replace("_", "-")
-        default = RECIPES["tuned"].get(name, getattr(TrainConfig, name))
-        raise UsageError(f"{flag} must be a finite number in {interval}, got {value}: e.g. {flag} {default:g}")
+def _inside(value: float, interval: str) -> bool:
+    """Whether value is a finite number in an interval written like "[0, 1)" ("[" and "]" include the end)."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    return math.isfinite(value) and (low < value or (interval[0] == "[" and value == low)) and (
+        value < high or (interval[-1] == "]" and value == high))
 
 
 def _check(cfg: TrainConfig) -> None:
-    positive = ["steps", "batch_size", "eval_every", "eval_iters", "block_size", "n_layer", "n_head", "n_embd", "timeout"]
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for f in _options():  # each field's own limits, declared with it
+        flag, value, at_least, within = _flag(f), getattr(cfg, f.name), f.metadata["at_least"], f.metadata["within"]
+        if at_least is not None and value < at_least:
+            raise UsageError(f"{flag} must not be negative" if at_least == 0 else
+                             f"{flag} must be at least {at_least}, got {value}")
+        if within is not None and not _inside(value, within):
+            raise UsageError(f"{flag} must be a finite number in {within}, got {value}: e.g. {flag} {f.default:g}")
     if cfg.block_size < 2:
         # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
-        raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): e.g. --block-size 128")
+        raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): "
+                         "e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
-    for name in FLOAT_RANGES:
-        _check_float(name, getattr(cfg, name))
     if cfg.schedule == "cosine" and cfg.min_lr > cfg.lr:
         raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the cosine decays from --lr to "
                          "--min-lr, so pass a --min-lr no larger than --lr")
-    for name in ("warmup_steps", "save_every", "sample_tokens"):
-        if getattr(cfg, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     if cfg.sample_prompt == "":
         raise UsageError("--sample-prompt is empty: give at least one character, or --sample-tokens 0 for no samples")
     if cfg.extend and (cfg.resume is None or "steps" not in cfg.given):
@@ -248,6 +231,14 @@ def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
     if step >= cfg.steps:
         raise UsageError(f"{path} has finished its {cfg.steps} steps, nothing to resume: train further with "
                          "--steps N --extend, or write the exports with make export")
+
+
+def check_split(batch_size: int, processes: int, fix: str) -> None:
+    """The global batch is split evenly across the processes (ranks), or the run is refused;
+    `fix` says how to choose a count that divides it, in the words of the command that asked."""
+    if batch_size % processes:
+        raise UsageError(f"the global batch of {batch_size} windows does not split evenly over {processes} "
+                         f"processes: {fix}")
 
 
 def choose_sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> str | None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from trainer.atomic import atomic_write
-from trainer.errors import UsageError
+from common import defaults, vocab
+from common.cli import UsageError
+from common.files import atomic_write
 
-DEFAULT_PATH = Path("data/tinyshakespeare.txt")
+DEFAULT_PATH = defaults.CORPUS
 URL = os.environ.get(
     "TINYSHAKESPEARE_URL",
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
@@ -29,7 +30,8 @@ def resolve_corpus(path: str | None, download: bool = True) -> Path:
     """--data PATH, else data/tinyshakespeare.txt, else download it there."""
     if path:
         if not Path(path).is_file():
-            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data (DATA= for make)")
+            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data "
+                             "(DATA= for make)")
         return Path(path)
     if DEFAULT_PATH.is_file() or not download:
         return DEFAULT_PATH
@@ -61,26 +63,12 @@ class Corpus:
     vocab: str  # the sorted unique characters; index = token id
     train: torch.Tensor  # int64 token ids, first 90%
     val: torch.Tensor  # int64 token ids, last 10%
-    n_chars: int
 
     def encode(self, text: str) -> list[int]:
-        return encode(self.vocab, text)
+        return vocab.encode(self.vocab, text)
 
     def decode(self, ids: list[int]) -> str:
-        return decode(self.vocab, ids)
-
-
-def encode(vocab: str, text: str) -> list[int]:
-    """Token ids of text; a character outside the vocabulary is a UsageError naming it."""
-    index = {c: i for i, c in enumerate(vocab)}
-    missing = sorted(set(text) - set(index))
-    if missing:
-        raise UsageError(f"text has characters outside the vocabulary: {''.join(missing)!r}: use only characters of the corpus")
-    return [index[c] for c in text]
-
-
-def decode(vocab: str, ids: list[int]) -> str:
-    return "".join(vocab[i] for i in ids)
+        return vocab.decode(self.vocab, ids)
 
 
 def load_corpus(path: str | Path, block_size: int) -> Corpus:
@@ -94,10 +82,10 @@ def load_corpus(path: str | Path, block_size: int) -> Corpus:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): convert it to UTF-8 or pass another --data") from None
-    vocab = "".join(sorted(set(text)))
-    index = {c: i for i, c in enumerate(vocab)}
-    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): "
+                         "convert it to UTF-8 or pass another --data") from None
+    chars = "".join(sorted(set(text)))
+    ids = torch.tensor(vocab.encode(chars, text), dtype=torch.long)
     split = int(TRAIN_FRACTION * len(ids))
     train, val = ids[:split], ids[split:]
     # A window needs block_size inputs plus one target; the validation split must hold one.
@@ -105,9 +93,10 @@ def load_corpus(path: str | Path, block_size: int) -> Corpus:
     if len(val) < needed:
         raise UsageError(
             f"corpus {path} is too short: {len(text)} characters leave {len(val)} for validation, "
-            f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters or a smaller --block-size"
+            f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters "
+            "or a smaller --block-size"
         )
-    return Corpus(vocab=vocab, train=train, val=val, n_chars=len(text))
+    return Corpus(vocab=chars, train=train, val=val)
 
 
 def stream_seed(seed: int, purpose: str, step: int, index: int = 0) -> int:
@@ -116,17 +105,24 @@ def stream_seed(seed: int, purpose: str, step: int, index: int = 0) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
-def get_batch(
-    data: torch.Tensor, seed: int, purpose: str, step: int, global_batch: int,
-    block_size: int, rank: int, world_size: int, index: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's slice (global_batch / world_size windows) of the global batch of (seed, step).
+@dataclass(frozen=True)
+class Batches:
+    """The windows one rank draws from one split: batch_size windows of block_size characters
+    make the global batch of (seed, purpose, step, index), and this rank takes its slice."""
 
-    Windows are gathered by one tensor index, not a Python loop.
-    """
-    generator = torch.Generator().manual_seed(stream_seed(seed, purpose, step, index))
-    starts = torch.randint(len(data) - block_size, (global_batch,), generator=generator)
-    per_rank = global_batch // world_size
-    starts = starts[rank * per_rank:(rank + 1) * per_rank]
-    windows = data[starts[:, None] + torch.arange(block_size + 1)]
-    return windows[:, :-1], windows[:, 1:]
+    data: torch.Tensor  # token ids of one split
+    seed: int
+    batch_size: int  # global: split evenly across the ranks
+    block_size: int
+    rank: int = 0
+    world_size: int = 1
+
+    def draw(self, purpose: str, step: int, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (batch_size / world_size, block_size): this rank's windows,
+        the targets one character on. Gathered by one tensor index, not a Python loop."""
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, purpose, step, index))
+        starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=generator)
+        per_rank = self.batch_size // self.world_size
+        starts = starts[self.rank * per_rank:(self.rank + 1) * per_rank]
+        windows = self.data[starts[:, None] + torch.arange(self.block_size + 1)]
+        return windows[:, :-1], windows[:, 1:]

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from common.cli import UsageError
 from trainer.config import TrainConfig
-from trainer.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized()
 
     @classmethod
     def from_environ(cls) -> "DistEnv":
@@ -56,14 +52,6 @@ def threads_per_rank(env: DistEnv) -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     return max(1, machine_cores() // env.local_world_size)
-
-
-def check_world_size(global_batch: int, world_size: int) -> None:
-    if global_batch % world_size:
-        raise UsageError(
-            f"the global batch of {global_batch} windows does not split evenly over {world_size} processes: "
-            f"use a process count that divides {global_batch} (NPROC=1, 2, 4 ...) or another --batch-size"
-        )
 
 
 def init(env: DistEnv, timeout_s: int = TrainConfig.timeout) -> None:

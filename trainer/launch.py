@@ -24,14 +24,13 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from common.cli import EXIT_FAILED, OneLineParser, UsageError, command
 
 # The command that resumes the run, set by the launcher for its workers' stop message.
 RESUME_ENV = "TRAINER_RESUME_COMMAND"
 DEFAULT_RDZV_TIMEOUT = 300
 # A run that stopped on its own (diverged, a rank stopped answering, no rendezvous); 128 + N
 # after signal N, 2 for bad input.
-EXIT_FAILED = 1
 
 
 def build_parser() -> OneLineParser:
@@ -291,19 +290,14 @@ def resume_command() -> str:
             + shlex.join(["-m", "trainer", *flags]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    launch = None
-
-    def body() -> int:
-        nonlocal launch
-        launch = Launch(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
-        return launch.run()
-
+@command
+def main(argv: list[str]) -> int:
+    launch = Launch(build_parser().parse_args(argv))
     try:
-        return report_usage_errors(body)
+        return launch.run()
     except KeyboardInterrupt:  # Ctrl-C before torchrun took over the signals: no worker ran yet
         print("interrupted before training started", file=sys.stderr, flush=True)
-        return launch.stopped_by(signal.SIGINT) if launch else 128 + signal.SIGINT
+        return launch.stopped_by(signal.SIGINT)
 
 
 if __name__ == "__main__":

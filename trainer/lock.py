@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from trainer.errors import UsageError
+from common.cli import UsageError
 
 LOCK_NAME = ".trainer.lock"
 

@@ -1,4 +1,5 @@
-"""metrics.jsonl: one JSON object per training step and one per evaluation, written by rank 0.
+"""metrics.jsonl: one JSON object per training step and one per evaluation, written by rank 0,
+and the speed the evaluation lines and the last line report.
 
 Strict JSON (a non-finite number is written as null), one whole line per record: a record that
 does not fit on the disk is dropped with a warning, never left half-written. Optionally the
@@ -9,22 +10,33 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
-from trainer.atomic import atomic_write
-from trainer.errors import UsageError
+from common import defaults
+from common.cli import UsageError
+from common.files import atomic_write
 
 
 class MetricsLog:
-    def __init__(self, out: Path, resume_step: int | None, tensorboard: bool):
-        self.path = Path(out) / "metrics.jsonl"
+    """Builds, writes and reports the records of one run. Every rank keeps one, for the timing;
+    only the one made with write=True (rank 0's) touches files."""
+
+    def __init__(self, out: Path, resume_step: int | None, tensorboard: bool, write: bool = True):
+        self.path = Path(out) / defaults.METRICS
+        self.start, self.first_step = time.perf_counter(), (resume_step or 0) + 1
+        self.train_time = 0.0  # seconds in training steps, evaluation, sampling and saving excluded
+        self.window: list[float] = []  # the durations of the steps since the last evaluation
+        self._fd = None
+        self._tb = None
+        if not write:
+            return
         if resume_step is None:
             self.path.write_text("")
         else:
             self._truncate_after(resume_step)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self._failing = False  # warn once per run of failed writes, not at every step
-        self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
 
@@ -44,21 +56,42 @@ class MetricsLog:
             raise UsageError(f"cannot rewrite {self.path} for the resumed run ({exc.strerror}): "
                              "free space in its folder and resume again") from None
 
-    def step(self, step: int, loss: float, lr: float) -> None:
+    def step(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        """A training step that took `seconds`, with its global loss and learning rate."""
+        self.train_time += seconds
+        self.window.append(seconds)
         self._write({"step": step, "loss": round(loss, 6), "lr": lr})
         if self._tb:
             self._tb.add_scalar("loss/batch", loss, step)
             self._tb.add_scalar("lr", lr, step)
 
-    def evaluation(self, record: dict) -> None:
+    def evaluation(self, step: int, losses: dict, world_size: int) -> str:
+        """Record an evaluation's {train, val} losses; returns the line the console shows for it.
+
+        Its speed counts the training steps since the previous evaluation, nothing else."""
+        seconds, steps = sum(self.window), len(self.window)
+        record = {"step": step, "train_loss": round(losses["train"], 6), "val_loss": round(losses["val"], 6),
+                  "steps_per_s": round(steps / seconds, 3) if seconds > 0 else None,
+                  "elapsed_s": round(time.perf_counter() - self.start, 2), "world_size": world_size}
+        self.window = []
         self._write(record)
         if self._tb:
             # One tag each (add_scalars would make a separate TensorBoard run per curve).
-            self._tb.add_scalar("loss/train", record["train_loss"], record["step"])
-            self._tb.add_scalar("loss/val", record["val_loss"], record["step"])
-            self._tb.add_scalar("steps_per_s", record["steps_per_s"], record["step"])
+            for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("steps_per_s", "steps_per_s")):
+                self._tb.add_scalar(tag, record[key], step)
+        return (f"step {step} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
+                f"{speed_label(step - steps + 1, step, seconds)}")
+
+    def done_line(self, last_step: int, snapshot_path: Path) -> str:
+        """The last line of training: the steps this process ran, and where its wall time went."""
+        steps, wall = last_step - self.first_step + 1, time.perf_counter() - self.start
+        speed = f" ({steps / self.train_time:.2f} steps/s)" if self.train_time > 0 else ""
+        return (f"done: {steps} steps in {wall:.0f} s: {self.train_time:.0f} s in training steps{speed}, "
+                f"{wall - self.train_time:.0f} s evaluating, sampling and saving; snapshot {snapshot_path}")
 
     def _write(self, record: dict) -> None:
+        if self._fd is None:
+            return
         line = json_line(record).encode()
         size = os.fstat(self._fd).st_size
         try:
@@ -74,9 +107,23 @@ class MetricsLog:
             self._failing = True
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._tb:
             self._tb.close()
+            self._tb = None
+
+
+def speed_label(first: int, last: int, seconds: float) -> str:
+    """The eval line's speed: training steps first..last only, evaluation and sampling excluded.
+
+    One step alone (the first of a process, or --eval-every 1) includes start-up work, so it is
+    shown as a time, not as the run's speed.
+    """
+    if first == last:
+        return f"step {last} took {seconds:.2f} s"
+    return f"{(last - first + 1) / seconds:.2f} steps/s over steps {first}-{last} (training only)"
 
 
 def json_line(record: dict) -> str:

@@ -12,9 +12,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common import defaults  # noqa: E402
+from common.cli import OneLineParser, UsageError, command  # noqa: E402
+from common.files import atomic_write  # noqa: E402
 from model import uniform_loss  # noqa: E402
-from trainer.atomic import atomic_write  # noqa: E402
-from trainer.errors import EXIT_USAGE, UsageError  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 
 COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
@@ -28,7 +29,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     try:
         steps, evals = read_metrics(metrics_path)
     except (json.JSONDecodeError, KeyError):
-        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: pass the run's --out directory") from None
+        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: "
+                         "pass the run's --out directory") from None
     if not evals:
         raise UsageError(f"{metrics_path} has no evaluation yet: plot after the first evaluation")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -36,7 +38,8 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="0.8", lw=0.6, label="batch loss")
     ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
     ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val loss")
-    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1, label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
+    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1,
+               label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
     ax.axhline(COURSE_TARGET, ls=":", color="tab:green", lw=1, label=f"course target {COURSE_TARGET}")
     last = evals[-1]
     ax.set_title(f"step {last['step']}: train {last['train_loss']:.4f}, val {last['val_loss']:.4f}")
@@ -49,21 +52,21 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
     try:
         atomic_write(Path(png_path), lambda f: fig.savefig(f, format="png"))
     except OSError as exc:
-        raise UsageError(f"cannot write {png_path} ({exc.strerror}): free some space or make the directory writable") from None
+        raise UsageError(f"cannot write {png_path} ({exc.strerror}): "
+                         "free some space or make the directory writable") from None
     finally:
         plt.close(fig)
     return Path(png_path)
 
 
+@command
 def main(argv: list[str]) -> int:
-    out = Path(argv[0] if argv else "checkpoints")
-    try:
-        print(plot_metrics(out / "metrics.jsonl", out / "loss.png"))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    p = OneLineParser(prog="python -m trainer.plot", description=__doc__.splitlines()[0])
+    p.add_argument("out", nargs="?", type=Path, default=Path("checkpoints"), help="the run's --out directory")
+    out = p.parse_args(argv).out
+    print(plot_metrics(out / defaults.METRICS, out / defaults.LOSS_PLOT))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -8,8 +8,6 @@ evaluation and the exports stay fp32 whatever is chosen.
 
 from pathlib import Path
 
-import torch
-
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 DTYPES = ("auto", "fp32", "bf16")
 
@@ -36,6 +34,8 @@ def resolve_dtype(requested: str, flags: set[str] | None = None) -> tuple[str, s
     """('fp32' or 'bf16', why): `auto` becomes bf16 only where the CPU has native bf16."""
     if requested != "auto":
         return requested, f"--dtype {requested}"
+    import torch  # here, not above: trainer.config reads DTYPES, and --help should not load torch
+
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in (cpu_flags() if flags is None else flags)]
     if native and torch.backends.mkldnn.is_available():
         return "bf16", f"--dtype auto: this CPU has {' and '.join(native)}"
@@ -44,4 +44,6 @@ def resolve_dtype(requested: str, flags: set[str] | None = None) -> tuple[str, s
 
 def autocast(dtype: str):
     """The context the forward pass runs in: bf16 autocast for the matmuls, or nothing for fp32."""
+    import torch
+
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")

@@ -33,5 +33,7 @@ class Progress:
             print(line, flush=True)
 
     def close(self) -> None:
+        """Close the bar; later lines print plainly below it. Closing twice does nothing."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

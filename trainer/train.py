@@ -13,16 +13,26 @@ from pathlib import Path
 
 import torch
 
+from common import defaults
+from common.cli import EXIT_FAILED, UsageError
+from common.files import check_writable
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, lock, precision
-from trainer.config import TrainConfig, check_run_length, choose_sample_prompt, continue_snapshot
-from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus, stream_seed
+from trainer.config import TrainConfig, check_run_length, check_split, choose_sample_prompt, continue_snapshot
+from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
-from trainer.errors import UsageError
-from trainer.launch import EXIT_FAILED, resume_command
+from trainer.launch import resume_command
 from trainer.metrics import MetricsLog
 from trainer.progress import Progress
 from trainer.schedule import lr_at
+
+
+class Diverged(Exception):
+    """A loss or a weight is no longer finite at `step`: training cannot go on from here."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
 
 
 class Trainer:
@@ -30,12 +40,15 @@ class Trainer:
                  ddp_options: dict | None = None):
         self.cfg, self.env, self.corpus = cfg, env, corpus
         self.out = Path(cfg.out)
-        self.snapshot_path = self.out / "model.pt"
+        self.snapshot_path = self.out / defaults.SNAPSHOT
         self.model_config = model_config(cfg, corpus)
         self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
         self.optimizer = make_optimizer(self.raw_model, cfg)
+        # This rank's windows of each split: the same global batches whatever the world size.
+        self.batches = {split: Batches(data, cfg.seed, cfg.batch_size, cfg.block_size, env.rank, env.world_size)
+                        for split, data in (("train", corpus.train), ("val", corpus.val))}
         self.step = 0
         self.last_losses: dict = {}
         if snapshot is not None:
@@ -44,15 +57,13 @@ class Trainer:
         self.model = distributed.wrap(self.raw_model, env, **(ddp_options or {}))
         self.stop_signal = 0
         self.saved_step: int | None = None  # the step of the last snapshot this run wrote
-        self.train_time = 0.0  # seconds spent in training steps, evaluation excluded
 
     # -- one optimiser step ---------------------------------------------------------------
 
     def train_step(self, step: int) -> tuple[float, bool]:
         """One step on this rank's slice of the global batch. Returns (global loss, stop requested)."""
         cfg, env = self.cfg, self.env
-        x, y = get_batch(self.corpus.train, cfg.seed, "train", step, cfg.batch_size,
-                         cfg.block_size, env.rank, env.world_size)
+        x, y = self.batches["train"].draw("train", step)
         # Dropout masks depend only on (seed, step, rank): a resumed run draws the same ones.
         torch.manual_seed(stream_seed(cfg.seed, "dropout", step, env.rank))
         lr = self._lr(step)
@@ -81,11 +92,10 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self.raw_model.eval()
         sums = []
-        for split, data in (("train", self.corpus.train), ("val", self.corpus.val)):
+        for split, batches in self.batches.items():
             total = 0.0
             for i in range(cfg.eval_iters):
-                x, y = get_batch(data, cfg.seed, f"eval-{split}", step, cfg.batch_size,
-                                 cfg.block_size, env.rank, env.world_size, index=i)
+                x, y = batches.draw(f"eval-{split}", step, index=i)
                 total += next_token_loss(self.raw_model(x), y).item()
             sums.append(total)
         self.raw_model.train()
@@ -99,7 +109,7 @@ class Trainer:
         cfg = self.cfg
         self.raw_model.eval()
         ids = generate(self.raw_model, self.corpus.encode(cfg.sample_prompt), cfg.sample_tokens,
-                       cfg.block_size, temperature=0.8, top_k=None,
+                       cfg.block_size, temperature=defaults.TEMPERATURE, top_k=None,
                        generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "sample", step)))
         self.raw_model.train()
         return self.corpus.decode(ids)
@@ -140,6 +150,13 @@ class Trainer:
         stop_watching = distributed.watch_launcher(self._launcher_gone)
         try:
             return self._train_loop()
+        except Diverged as exc:
+            # Every rank stops at the same step (all see the same global numbers); no snapshot.
+            if self.env.is_main:
+                print(f"error: training diverged at step {exc.step} ({exc.what}), so it stopped; "
+                      f"{self._snapshot_state()}; try a lower --lr (now {self.cfg.lr:g}) or a gradient clip "
+                      f"(--grad-clip 1.0, now {self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         except RuntimeError as exc:
             silent = distributed.silent_rank(exc, self.env)
             if silent is None:
@@ -157,73 +174,43 @@ class Trainer:
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        main = env.is_main
-        metrics = MetricsLog(self.out, self.step if self.step else None, cfg.tensorboard) if main else None
-        progress = Progress(main, cfg.progress, cfg.steps, self.step)
-        progress.print(self._banner())
-        window_steps, window_time = 0, 0.0
-        start, start_step = time.perf_counter(), self.step
-        while self.step < cfg.steps:
-            step = self.step + 1
-            t0 = time.perf_counter()
-            loss, stop = self.train_step(step)
-            if not math.isfinite(loss):
-                return self._diverged(step, f"the training loss is {loss}", progress, metrics)
-            elapsed = time.perf_counter() - t0
-            self.train_time += elapsed
-            window_steps, window_time = window_steps + 1, window_time + elapsed
-            self.step = step
-            if main:
-                metrics.step(step, loss, self._lr(step))
+        metrics = MetricsLog(self.out, self.step or None, cfg.tensorboard, write=env.is_main)
+        progress = Progress(env.is_main, cfg.progress, cfg.steps, self.step)
+        try:
+            progress.print(self._banner())
+            while self.step < cfg.steps:
+                step = self.step + 1
+                started = time.perf_counter()
+                loss, stop = self.train_step(step)
+                if not math.isfinite(loss):
+                    raise Diverged(step, f"the training loss is {loss}")
+                self.step = step
+                metrics.step(step, loss, self._lr(step), time.perf_counter() - started)
                 progress.update(loss)
-            is_eval = step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
-            if is_eval:
-                self.last_losses = self.evaluate(step)
-                if not all(map(math.isfinite, self.last_losses.values())):
-                    return self._diverged(step, "the evaluation loss is not finite", progress, metrics)
-                speed = window_steps / window_time
-                speed_text = speed_label(step - window_steps + 1, step, window_time)
-                window_steps, window_time = 0, 0.0
-                if main:
-                    metrics.evaluation({
-                        "step": step, "train_loss": round(self.last_losses["train"], 6),
-                        "val_loss": round(self.last_losses["val"], 6), "steps_per_s": round(speed, 3),
-                        "elapsed_s": round(time.perf_counter() - start, 2), "world_size": env.world_size,
-                    })
-                    progress.print(f"step {step} | train loss: {self.last_losses['train']:.4f} | "
-                                   f"val loss: {self.last_losses['val']:.4f} | {speed_text}")
+                if evaluation_due(cfg, step):
+                    self.last_losses = self.evaluate(step)
+                    if not all(map(math.isfinite, self.last_losses.values())):
+                        raise Diverged(step, "the evaluation loss is not finite")
+                    progress.print(metrics.evaluation(step, self.last_losses, env.world_size))
                     if cfg.sample_tokens:
                         progress.print("  sample: " + self.sample(step).replace("\n", " / "))
-            snapshot_due = step % cfg.save_every == 0 if cfg.save_every else is_eval
-            if snapshot_due or stop or step == cfg.steps:
-                # Every rank holds the same weights, so every rank reaches the same verdict.
-                if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
-                    return self._diverged(step, "the weights are no longer finite", progress, metrics)
-                if main:
-                    self._save_snapshot()
-            if stop:
-                progress.close()
-                if main:
-                    metrics.close()
-                    print(f"stopped at step {step}: {self._snapshot_state()}\n"
-                          f"resume with: {resume_command()}", flush=True)
-                return 128 + (self.stop_signal or signal.SIGTERM)
-        progress.close()
-        if main:
+                if snapshot_due(cfg, step) or stop:
+                    # Every rank holds the same weights, so every rank reaches the same verdict.
+                    if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+                        raise Diverged(step, "the weights are no longer finite")
+                    if env.is_main:
+                        self._save_snapshot()
+                if stop:
+                    progress.close()  # the bar first, so that the last lines come after it
+                    progress.print(f"stopped at step {step}: {self._snapshot_state()}\n"
+                                   f"resume with: {resume_command()}")
+                    return 128 + (self.stop_signal or signal.SIGTERM)
+            progress.close()
+            progress.print(metrics.done_line(self.step, self.snapshot_path))
+            return 0
+        finally:
+            progress.close()
             metrics.close()
-            print(done_line(cfg.steps - start_step, time.perf_counter() - start, self.train_time,
-                            self.snapshot_path), flush=True)
-        return 0
-
-    def _diverged(self, step: int, what: str, progress: Progress, metrics: MetricsLog | None) -> int:
-        """Stop every rank at `step` (all see the same global numbers), writing no snapshot."""
-        progress.close()
-        if self.env.is_main:
-            metrics.close()
-            print(f"error: training diverged at step {step} ({what}), so it stopped; {self._snapshot_state()}; "
-                  f"try a lower --lr (now {self.cfg.lr:g}) or a gradient clip (--grad-clip 1.0, now "
-                  f"{self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
-        return EXIT_FAILED
 
     def _snapshot_state(self) -> str:
         if self.saved_step == self.step:
@@ -260,22 +247,15 @@ class Trainer:
         return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
-def speed_label(first: int, last: int, seconds: float) -> str:
-    """The eval line's speed: training steps first..last only, evaluation and sampling excluded.
-
-    One step alone (the first of a process, or --eval-every 1) includes start-up work, so it is
-    shown as a time, not as the run's speed.
-    """
-    if first == last:
-        return f"step {last} took {seconds:.2f} s"
-    return f"{(last - first + 1) / seconds:.2f} steps/s over steps {first}-{last} (training only)"
+def evaluation_due(cfg: TrainConfig, step: int) -> bool:
+    """Evaluate at step 1 (the untrained loss), every --eval-every steps, and at the last step."""
+    return step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
 
 
-def done_line(steps: int, wall: float, train_time: float, snapshot_path: Path) -> str:
-    """The last line of training: the steps this process ran, and where its wall time went."""
-    speed = f" ({steps / train_time:.2f} steps/s)" if train_time > 0 else ""
-    return (f"done: {steps} steps in {wall:.0f} s: {train_time:.0f} s in training steps{speed}, "
-            f"{wall - train_time:.0f} s evaluating, sampling and saving; snapshot {snapshot_path}")
+def snapshot_due(cfg: TrainConfig, step: int) -> bool:
+    """Snapshot every --save-every steps, or at every evaluation without it, and at the last step."""
+    every = step % cfg.save_every == 0 if cfg.save_every else evaluation_due(cfg, step)
+    return every or step == cfg.steps
 
 
 def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
@@ -299,20 +279,18 @@ def make_optimizer(model: GPT, cfg: TrainConfig, **implementation) -> torch.opti
 def check_out_dir(out: Path) -> None:
     """Fail before training, not at the first snapshot, when --out cannot be written."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        check_writable(out)
     except OSError as exc:
-        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): choose a writable directory with --out (OUT= for make)") from None
+        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): "
+                         "choose a writable directory with --out (OUT= for make)") from None
 
 
 def resume_path(cfg: TrainConfig) -> Path | None:
     """--resume [CKPT], or, after torchrun restarted the workers, this run's own last snapshot."""
     if cfg.resume is not None:
-        return Path(cfg.resume or Path(cfg.out) / "model.pt")
+        return Path(cfg.resume or Path(cfg.out) / defaults.SNAPSHOT)
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    path = Path(cfg.out) / "model.pt"
+    path = Path(cfg.out) / defaults.SNAPSHOT
     if restarted and path.is_file():
         return path
     return None
@@ -325,7 +303,8 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
     corpus = None
     note = None
     try:
-        distributed.check_world_size(cfg.batch_size, env.world_size)
+        check_split(cfg.batch_size, env.world_size,
+                    f"use a process count that divides {cfg.batch_size} (NPROC=1, 2, 4 ...) or another --batch-size")
         # Only one process per machine may download the corpus; the others wait for it.
         if env.local_rank == 0:
             resolve_corpus(cfg.data, download=True)
@@ -393,7 +372,8 @@ def finish_run(trainer: Trainer) -> None:
     from trainer.plot import plot_metrics  # only at the end
 
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
-    what = "loss.png and the exports (model.ts, model.pt2, model.onnx, model.json)" if trainer.cfg.export else "loss.png"
+    exports = ", ".join([*defaults.EXPORTS, defaults.MANIFEST])
+    what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
     print(f"writing {what} to {trainer.out} ...", flush=True)
     written = []
     try:

@@ -27,13 +27,15 @@ def missing_requirement() -> str | None:
 
 
 def page_url(base: str, **query) -> str:
-    """The page at `base` with its fields set from `query` (prompt=, tokens=, temperature=, top_k=, seed=, autostart=)."""
+    """The page at `base` with its fields set from `query`
+    (prompt=, tokens=, temperature=, top_k=, seed=, autostart=)."""
     return f"{base}?{urlencode(query)}"
 
 
 def drive(url: str, *options: str, timeout: float = 120) -> dict:
     """Open `url`, act as web/drive.mjs's `options` say, wait for #output to be done or failed: what the page shows."""
-    cmd = ["node", str(WEB / "drive.mjs"), url, "--chromium", str(CHROMIUM), "--timeout", str(timeout), *map(str, options)]
+    cmd = ["node", str(WEB / "drive.mjs"), url, "--chromium", str(CHROMIUM), "--timeout", str(timeout),
+           *map(str, options)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
     if result.returncode != 0:
         raise RuntimeError(f"web/drive.mjs failed on {url}: {result.stderr.strip()[-3000:]}")

@@ -14,10 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from trainer.errors import OneLineParser, UsageError, report_usage_errors
+from common import defaults
+from common.cli import OneLineParser, UsageError, command
 
 WEB = Path(__file__).resolve().parent
-MODEL_FILES = ("model.onnx", "model.json")
+MODEL_FILES = ("model.onnx", defaults.MANIFEST)
 # Only these are served from web/: its Python files and caches are not for the browser.
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -68,7 +69,8 @@ def make_server(out: Path, port: int) -> ThreadingHTTPServer:
     try:
         return ThreadingHTTPServer(("127.0.0.1", port), handler_for(Path(out).resolve()))
     except OSError as exc:
-        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another port with PORT=...") from None
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
+                         "pick another port with PORT=...") from None
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
@@ -88,27 +90,24 @@ def serving(out: Path):
         server.server_close()
 
 
-def main(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m web.serve", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("checkpoints"), help="folder with model.onnx and model.json")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-
-    def body() -> int:
-        args = p.parse_args(argv)
-        if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
-            raise UsageError("onnxruntime-web is not installed: run make serve (it runs npm ci in web/)")
-        server = make_server(args.out, args.port)
-        missing = [name for name in MODEL_FILES if not (args.out / name).is_file()]
-        print(f"serving the page at {url_of(server)} (Ctrl-C stops)", flush=True)
-        if missing:
-            print(f"note: {args.out} has no {' or '.join(missing)}: train and export first (make train OUT={args.out}), "
-                  "or choose the model files in the page", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
-        server.server_close()
-        return 0
-
-    return report_usage_errors(body)
+    args = p.parse_args(argv)
+    if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+        raise UsageError("onnxruntime-web is not installed: run make serve (it runs npm ci in web/)")
+    server = make_server(args.out, args.port)
+    missing = [name for name in MODEL_FILES if not (args.out / name).is_file()]
+    print(f"serving the page at {url_of(server)} (Ctrl-C stops)", flush=True)
+    if missing:
+        print(f"note: {args.out} has no {' or '.join(missing)}: train and export first (make train OUT={args.out}), "
+              "or choose the model files in the page", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    server.server_close()
+    return 0
 
 
 if __name__ == "__main__":

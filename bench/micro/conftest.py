@@ -7,7 +7,7 @@ import torch
 
 from model import GPT, GPTConfig
 from trainer.config import TrainConfig
-from trainer.data import Corpus, get_batch, load_corpus, resolve_corpus
+from trainer.data import Batches, Corpus, load_corpus, resolve_corpus
 from trainer.train import model_config
 
 CFG = TrainConfig()  # the default shape: batch 32 x 128, 824,897 parameters
@@ -26,7 +26,7 @@ def model(corpus) -> GPT:
 
 @pytest.fixture
 def batch(corpus) -> tuple[torch.Tensor, torch.Tensor]:
-    return get_batch(corpus.train, CFG.seed, "train", 1, CFG.batch_size, CFG.block_size, rank=0, world_size=1)
+    return Batches(corpus.train, CFG.seed, CFG.batch_size, CFG.block_size).draw("train", 1)
 
 
 def parameter_count() -> int:

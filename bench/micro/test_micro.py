@@ -5,7 +5,6 @@ piece did its job, so a fast but wrong result cannot pass.
 """
 
 import math
-import socket
 from datetime import timedelta
 
 import pytest
@@ -14,8 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bench.micro.conftest import CFG, parameter_count
+from common.ports import free_port
 from model import next_token_loss, uniform_loss
-from trainer.data import get_batch
+from trainer.data import Batches
 from trainer.train import make_optimizer
 
 N_PARAMS = parameter_count()  # 824,897: one fp32 value per parameter is what DDP all-reduces
@@ -37,7 +37,7 @@ def test_forward_backward(benchmark, model, batch, corpus):
 
 
 def test_batch_sampling(benchmark, corpus):
-    x, y = benchmark(get_batch, corpus.train, CFG.seed, "train", 1, CFG.batch_size, CFG.block_size, 0, 1)
+    x, y = benchmark(Batches(corpus.train, CFG.seed, CFG.batch_size, CFG.block_size).draw, "train", 1)
     assert x.shape == y.shape == (CFG.batch_size, CFG.block_size)
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one character
 
@@ -71,9 +71,7 @@ def _all_reduce_peer(port: int, numel: int) -> None:
 
 @pytest.fixture
 def gloo_pair():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     peer = mp.get_context("spawn").Process(target=_all_reduce_peer, args=(port, N_PARAMS), daemon=True)
     peer.start()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,

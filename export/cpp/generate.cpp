@@ -2,7 +2,7 @@
 //
 //   generate MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //
-// Greedy by default (--temperature 0); with T > 0 it samples like `make generate`, and with the
+// It samples at temperature 0.8 like `make generate` (--temperature 0 is greedy), and with the
 // same --seed it draws the same characters. The vocabulary (one UTF-8 string, index = id) and the
 // block size travel inside model.ts as the extra files "vocab.txt" and "block_size.txt". The file
 // is used only if its SHA-256 is the one model.json beside it records, so a damaged model or one
@@ -75,10 +75,11 @@ int main(int argc, char** argv) {
     fail(std::string("usage: ") + argv[0] + " MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]");
   }
   const std::filesystem::path model_path = argv[1];
+  // The project's defaults (common/defaults.py; tests/unit/test_defaults.py holds them equal).
   std::string prompt = "ROMEO:";
   long tokens = 200, top_k = 0;  // without --top-k: all characters
   bool top_k_given = false;
-  double temperature = 0.0;
+  double temperature = 0.8;
   bool seeded = false;
   uint64_t seed = 0;
   for (int i = 2; i < argc; i += 2) {

@@ -1,6 +1,7 @@
-"""Files are written whole or not at all: a temporary file beside the target, fsync, rename.
+"""Files are written whole or not at all (a temporary file beside the target, fsync, rename), and a
+folder is checked for writing before the work that ends in a write begins.
 
-A crash, a kill or a full disk during the write leaves the previous file untouched.
+A crash, a kill or a full disk during a write leaves the previous file untouched.
 """
 
 import io
@@ -47,3 +48,11 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_writable(directory: Path) -> None:
+    """Create `directory` if needed and a file in it (removed at once), so that a folder that
+    cannot be written fails now, as an OSError, and not after minutes of training or measuring."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=directory).close()

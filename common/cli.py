@@ -1,0 +1,55 @@
+"""The one way to write a command's main: bad input ends in one line on stderr and exit status 2,
+a failure of the work itself in one line and exit status 1, never a traceback.
+
+    @command
+    def main(argv: list[str]) -> int:
+        args = build_parser().parse_args(argv)
+        ...
+        return 0
+
+    if __name__ == "__main__":
+        sys.exit(main())
+"""
+
+import argparse
+import functools
+import os
+import sys
+from typing import Callable
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem the user can fix. The message names the problem and the fix."""
+
+
+class CommandFailed(Exception):
+    """The command's own work failed (a benchmark run that crashed): one line, exit status 1."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one UsageError line instead of usage text plus a message."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def command(run: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
+    """main(argv=None) -> exit status, from run(argv) -> exit status.
+
+    argv defaults to the command line. Under torchrun every rank runs the command, and only
+    rank 0 prints the error: one line from the whole job, not one per rank.
+    """
+
+    @functools.wraps(run)
+    def main(argv: list[str] | None = None) -> int:
+        try:
+            return run(sys.argv[1:] if argv is None else list(argv))
+        except (UsageError, CommandFailed) as exc:
+            if os.environ.get("RANK", "0") == "0":
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+
+    return main

@@ -1,0 +1,24 @@
+"""The file names and defaults every command agrees on, each written once.
+
+The Makefile's PROMPT, TOKENS and TEMPERATURE and the self-contained export/onnx_generate.py
+repeat three of them (make and a file that imports nothing from this project cannot import
+these): tests/unit/test_defaults.py holds them equal.
+"""
+
+from pathlib import Path
+
+CORPUS = Path("data/tinyshakespeare.txt")
+CORPUS_HELP = f"UTF-8 corpus; default {CORPUS}, downloaded if missing"
+
+# What a run leaves in its --out folder.
+SNAPSHOT = "model.pt"
+METRICS = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+EXPORTS = ("model.ts", "model.pt2", "model.onnx")  # TorchScript, torch.export, ONNX
+MANIFEST = "model.json"  # the vocabulary, the block size and the exports' SHA-256
+
+# Generation: the prompt and length of a sample, and its temperature (0 = always the likeliest
+# character), for every generator: the trainer's samples, make generate, the C++ program, the examples.
+PROMPT = "ROMEO:"
+TOKENS = 200
+TEMPERATURE = 0.8

@@ -1,0 +1,62 @@
+"""bench.report: the bench's rows and the tables printed from them."""
+
+import pytest
+
+from bench.report import format_table, generation_table, training_row, training_table
+
+MEASURED = {"steps_per_s": 4.0, "threads_per_rank": 1, "ms_per_step": 250.0}
+
+
+def row(steps_per_s: float = 4.0, eta_steps: int = 3000) -> dict:
+    return training_row("ddp", "bf16", 2, {**MEASURED, "steps_per_s": steps_per_s}, tokens_per_step=4096,
+                        flops_per_step=10 ** 9, peak_gflops=100.0, baseline_steps_per_s=2.0, eta_steps=eta_steps)
+
+
+def test_format_table_aligns_columns_first_left_others_right():
+    table = format_table(["name", "n"], [["a", 1], ["long name", 1234]])
+    assert table.splitlines() == [
+        "name          n",
+        "---------  ----",
+        "a             1",
+        "long name  1234",
+    ]
+
+
+def test_format_table_lines_have_one_length_and_a_dashes_line_under_the_header():
+    header = ["run", "steps/s", "MFU"]
+    lines = format_table(header, [["textbook", "1.25", "3.0%"], ["ddp", "12.50", "30.1%"]]).splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert set(lines[1]) == {"-", " "} and lines[1].split() == ["-" * len("textbook"), "-" * len("steps/s"), "-----"]
+    assert lines[2].startswith("textbook  ") and lines[3].startswith("ddp       ")
+    assert lines[2].endswith(" 3.0%") and lines[3].endswith("30.1%")
+
+
+def test_training_row_derives_speedup_tokens_eta_and_mfu():
+    r = row()
+    assert (r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], r["ms_per_step"]) == ("ddp", "bf16", 2, 1, 250.0)
+    assert r["speedup_vs_textbook"] == pytest.approx(4.0 / 2.0)
+    assert r["tokens_per_s"] == pytest.approx(4.0 * 4096)
+    assert r["eta_s"] == pytest.approx(3000 / 4.0)
+    assert r["mfu"] == pytest.approx(10 ** 9 * 4.0 / (100.0 * 1e9))
+
+
+def test_training_table_prints_the_row():
+    lines = training_table([row()], eta_steps=3000).splitlines()
+    assert lines[0].split()[-2:] == ["3000-step", "ETA"]
+    assert lines[2].split() == ["ddp", "bf16", "2", "1", "4.00", "16,384", "250", "4.0%", "2.00x", "12", "min"]
+
+
+@pytest.mark.parametrize("eta_s, shown", [(3900, "1 h 05 min"), (3599, "1 h 00 min"), (7260, "2 h 01 min"),
+                                          (600, "10 min"), (100, "2 min")])
+def test_training_table_eta_in_hours_and_minutes(eta_s, shown):
+    steps_per_s = 3000 / eta_s
+    assert training_table([row(steps_per_s)], eta_steps=3000).splitlines()[2].endswith("  " + shown)
+
+
+def test_generation_table_shows_an_unmeasured_format_with_its_reason():
+    lines = generation_table([
+        {"format": "onnx", "runtime": "onnxruntime", "tokens_per_s": 812.4, "ms_per_token": 1.2309},
+        {"format": "ts", "runtime": "libtorch", "not_measured": "no compiler"},
+    ]).splitlines()
+    assert lines[2].split() == ["onnx", "onnxruntime", "812", "1.23"]
+    assert lines[3].split() == ["ts", "libtorch", "not", "measured:", "no", "compiler"]

@@ -1,0 +1,86 @@
+"""trainer.checkpoint: the shape check of --resume, and snapshots saved and loaded whole."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from common.cli import UsageError
+from model import GPTConfig
+from trainer.checkpoint import FORMAT, REQUIRED_KEYS, check_compatible, load, save
+
+CONFIG = GPTConfig(vocab_size=3, block_size=8, n_layer=2, n_head=2, n_embd=8)
+SNAPSHOT = {"model_config": CONFIG.to_dict(), "vocab": "abc"}
+
+
+def test_same_shape_and_vocab_is_compatible():
+    check_compatible(SNAPSHOT, "model.pt", CONFIG, "abc")
+
+
+def test_another_n_layer_names_the_field_and_the_flag():
+    with pytest.raises(UsageError) as caught:
+        check_compatible(SNAPSHOT, "model.pt", dataclasses.replace(CONFIG, n_layer=3), "abc")
+    message = str(caught.value)
+    assert "model.pt" in message
+    assert "n_layer=2" in message and "n_layer=3" in message
+    assert "pass --n-layer 2" in message
+
+
+def test_another_vocab_size_asks_for_the_training_corpus():
+    expected = "vocab_size=3 but this run has vocab_size=4: use the corpus it was trained on"
+    with pytest.raises(UsageError, match=expected):
+        check_compatible(SNAPSHOT, "model.pt", dataclasses.replace(CONFIG, vocab_size=4), "abcd")
+
+
+def test_another_vocabulary_of_the_same_size_is_refused():
+    with pytest.raises(UsageError, match="another corpus's vocabulary"):
+        check_compatible(SNAPSHOT, "model.pt", CONFIG, "abd")
+
+
+def test_dropout_is_not_part_of_the_shape():
+    check_compatible(SNAPSHOT, "model.pt", dataclasses.replace(CONFIG, dropout=0.2, attn_dropout=0.1), "abc")
+
+
+def snapshot(**extra) -> dict:
+    values = {"model": {"weight": torch.arange(6.0).reshape(2, 3)}, "model_config": CONFIG.to_dict(), "vocab": "abc",
+              "step": 7, "optimizer": {"state": {}, "param_groups": []}, "train_config": {"lr": 1e-3},
+              "rng": torch.get_rng_state(), **extra}
+    assert set(REQUIRED_KEYS) <= set(values)
+    return values
+
+
+def test_save_then_load_round_trips(tmp_path):
+    saved = snapshot(losses={"train": 1.5, "val": 1.75})
+    save(tmp_path / "model.pt", saved)
+    loaded = load(tmp_path / "model.pt")
+    assert loaded["format"] == FORMAT
+    assert set(loaded) == {"format", *saved}
+    assert torch.equal(loaded["model"]["weight"], saved["model"]["weight"])
+    assert torch.equal(loaded["rng"], saved["rng"])
+    assert {k: loaded[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")} == \
+        {k: saved[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
+def test_load_names_a_missing_required_key(tmp_path, key):
+    partial = snapshot()
+    del partial[key]
+    save(tmp_path / "model.pt", partial)
+    with pytest.raises(UsageError) as caught:
+        load(tmp_path / "model.pt")
+    assert f"checkpoint {tmp_path / 'model.pt'} lacks '{key}'" in str(caught.value)
+
+
+def test_load_refuses_a_dict_of_another_program(tmp_path):
+    torch.save(snapshot(), tmp_path / "other.pt")  # no "format" key
+    with pytest.raises(UsageError, match="is not a checkpoint of this trainer"):
+        load(tmp_path / "other.pt")
+
+
+def test_load_of_a_truncated_file_is_a_usage_error(tmp_path):
+    save(tmp_path / "model.pt", snapshot())
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match="is corrupt or truncated"):
+        load(tmp_path / "model.pt")

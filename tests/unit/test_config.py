@@ -1,0 +1,73 @@
+"""trainer.config in-process: recipes, the given set, the min_lr rule, limits and the parser's flags."""
+
+from dataclasses import fields
+
+import pytest
+
+from common.cli import UsageError
+from trainer.config import COURSE_RECIPE, RECIPES, TrainConfig, build_parser, parse_config
+
+
+def test_defaults_are_the_tuned_recipe():
+    cfg = parse_config([])
+    assert {name: getattr(cfg, name) for name in COURSE_RECIPE} == RECIPES["tuned"]
+    assert (cfg.lr, cfg.min_lr, cfg.schedule, cfg.warmup_steps) == (2e-3, 1e-4, "cosine", 100)
+    assert cfg.given == frozenset()
+
+
+def test_an_explicit_flag_beats_the_recipe():
+    cfg = parse_config(["--recipe", "course", "--dropout", "0.1"])
+    assert (cfg.lr, cfg.min_lr, cfg.schedule, cfg.warmup_steps) == (3e-4, 3e-4, "constant", 0)
+    assert (cfg.beta2, cfg.weight_decay, cfg.grad_clip, cfg.dropout) == (0.999, 0.0, 0.0, 0.1)
+    assert parse_config(["--lr", "0.01"]).lr == 0.01
+    assert parse_config(["--recipe", "course", "--lr", "0.01"]).lr == 0.01
+
+
+def test_given_holds_the_flags_on_the_command_line_only():
+    cfg = parse_config(["--recipe", "course", "--steps", "3000", "--no-export", "--resume", "--n-layer", "2"])
+    assert cfg.given == {"recipe", "steps", "export", "resume", "n_layer"}  # --steps at its default still counts
+    assert cfg.export is False and cfg.resume == "" and cfg.n_layer == 2
+
+
+def test_a_low_lr_alone_lowers_min_lr_to_it():
+    assert parse_config(["--lr", "5e-5"]).min_lr == 5e-5
+    assert parse_config(["--lr", "5e-3"]).min_lr == 1e-4
+    with pytest.raises(UsageError, match="^--min-lr 0.0001 is above --lr 5e-05"):
+        parse_config(["--lr", "5e-5", "--min-lr", "1e-4"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--timeout", "-2"], "--timeout must be at least 1, got -2"),
+    (["--save-every", "-1"], "--save-every must not be negative"),
+    (["--block-size", "1"], "--block-size must be at least 2 (a 1-character context cannot be exported): "
+                            "e.g. --block-size 128"),
+    (["--lr", "nan"], "--lr must be a finite number in (0, 1], got nan: e.g. --lr 0.002"),
+    (["--lr", "0"], "--lr must be a finite number in (0, 1], got 0.0: e.g. --lr 0.002"),
+    (["--beta2", "1"], "--beta2 must be a finite number in [0, 1), got 1.0: e.g. --beta2 0.99"),
+    (["--grad-clip", "inf"], "--grad-clip must be a finite number in [0, inf), got inf: e.g. --grad-clip 1"),
+    (["--recipe", "plain"], "argument --recipe: invalid choice: 'plain' (choose from 'course', 'tuned') "
+                            "(see python -m trainer --help)"),
+    (["--extend", "--resume"], "--extend changes the length of a resumed run: use it with --resume and --steps N"),
+])
+def test_limits_are_one_line_errors(argv, message):
+    with pytest.raises(UsageError) as caught:
+        parse_config(argv)
+    assert str(caught.value) == message
+
+
+def test_every_field_has_a_flag_with_the_fields_default():
+    actions = {action.dest: action for action in build_parser()._actions if action.dest != "help"}
+    names = [f.name for f in fields(TrainConfig) if f.name != "given"]
+    assert sorted(actions) == sorted(names)
+    for name in names:
+        default = None if name in COURSE_RECIPE else getattr(TrainConfig, name)  # None: the recipe decides
+        assert actions[name].default == default, name
+    assert actions["export"].option_strings == ["--no-export"] and actions["export"].const is False
+    assert sorted(RECIPES) == list(actions["recipe"].choices)
+
+
+def test_each_recipe_sets_its_values_and_passes_the_checks():
+    for recipe, values in RECIPES.items():
+        cfg = parse_config(["--recipe", recipe])
+        assert {name: getattr(cfg, name) for name in values} == values

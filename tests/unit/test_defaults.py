@@ -1,0 +1,50 @@
+"""The generation defaults written outside Python agree with common.defaults: the Makefile,
+export/onnx_generate.py (self-contained, so it repeats them) and the C++ generator."""
+
+import ast
+import re
+from pathlib import Path
+
+from common import defaults
+from common.cli import OneLineParser
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = (defaults.PROMPT, defaults.TOKENS, defaults.TEMPERATURE)
+
+
+def one_match(pattern: str, text: str) -> str:
+    matches = re.findall(pattern, text, flags=re.MULTILINE)
+    assert len(matches) == 1, f"{pattern!r} matches {len(matches)} times"
+    return matches[0]
+
+
+def test_makefile_defaults():
+    makefile = (ROOT / "Makefile").read_text()
+    values = [one_match(rf"^{name} \?= (.*)$", makefile) for name in ("PROMPT", "TOKENS", "TEMPERATURE")]
+    assert (values[0], int(values[1]), float(values[2])) == EXPECTED
+
+
+def test_onnx_generate_constants():
+    tree = ast.parse((ROOT / "export" / "onnx_generate.py").read_text())
+    found = [node.value for node in tree.body if isinstance(node, ast.Assign)
+             and [ast.unparse(t) for t in node.targets] == ["(PROMPT, TOKENS, TEMPERATURE)"]]
+    assert len(found) == 1
+    assert ast.literal_eval(found[0]) == EXPECTED
+
+
+def test_cpp_generator_defaults():
+    source = (ROOT / "export" / "cpp" / "generate.cpp").read_text()
+    prompt = one_match(r'std::string prompt = "([^"]*)";', source)
+    tokens = one_match(r"\blong tokens = (\d+)\b", source)
+    temperature = one_match(r"\bdouble temperature = ([0-9.]+);", source)
+    assert (prompt, int(tokens), float(temperature)) == EXPECTED
+
+
+def test_generate_parser_defaults():
+    from export.generate import add_sampling_arguments
+
+    p = OneLineParser(prog="test")
+    add_sampling_arguments(p)
+    args = p.parse_args([])
+    assert (args.prompt, args.tokens, args.temperature) == EXPECTED
+    assert args.top_k is None and args.seed is None
