@@ -4,7 +4,8 @@ Every row times the trainer's own step (Trainer.train_step) on the same 32 x 128
 `python -m bench`, with one thing changed from the default: one process at all cores, the
 default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
 baddbmm + softmax + bmm, dropout 0, fused AdamW. The DDP rows run bench.ddp_worker under
-torchrun at NPROC=4 (one thread per rank) with one DDP argument changed. It takes about five
+torchrun at NPROC=4 (one thread per rank) with one DDP argument, or the pinning of ranks to
+cores, changed. It takes about five
 minutes (torch.compile's first step alone takes a minute or more on 2 cores).
 """
 
@@ -24,7 +25,7 @@ from common.cli import command
 from model import gpt
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
-from trainer.distributed import DistEnv, machine_cores
+from trainer.distributed import PIN_ENV, DistEnv, machine_cores
 from trainer.train import Trainer, make_optimizer
 
 
@@ -72,11 +73,13 @@ SINGLE_PROCESS = [
     ("torch.compile (inductor)", {}, None, compiled, None),
     ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, compiled, None),
 ]
-DDP_AT_NPROC_4 = [
-    ("DDP NPROC=4: trainer's (bucket view, static graph)", {}),
-    ("DDP NPROC=4: plain DDP()", {"gradient_as_bucket_view": False, "static_graph": False}),
-    ("DDP NPROC=4: without static_graph", {"static_graph": False}),
-    ("DDP NPROC=4: 1 MB buckets (4 all-reduces per step)", {"bucket_cap_mb": 1}),
+NOT_PINNED = {PIN_ENV: "0"}
+DDP_ROWS = [  # (name, NPROC, DDP options, environment)
+    ("DDP NPROC=4: trainer's (bucket view, static graph, pinned)", 4, {}, {}),
+    ("DDP NPROC=4: plain DDP()", 4, {"gradient_as_bucket_view": False, "static_graph": False}, {}),
+    ("DDP NPROC=4: without static_graph", 4, {"static_graph": False}, {}),
+    ("DDP NPROC=4: 1 MB buckets (4 all-reduces per step)", 4, {"bucket_cap_mb": 1}, {}),
+    ("DDP NPROC=4: ranks not pinned to cores", 4, {}, NOT_PINNED),
 ]
 
 
@@ -105,8 +108,8 @@ def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
 
 def measure_ddp(data: str, warmup: int, steps: int) -> list[dict]:
     rows = []
-    for name, options in DDP_AT_NPROC_4:
-        result = run_ddp(4, data, warmup, steps, options)
+    for name, nproc, options, environment in DDP_ROWS:
+        result = run_ddp(nproc, data, warmup, steps, options, **environment)
         rows.append({"lever": name, "threads": result["threads_per_rank"], "first_step_s": None, **result})
         progress(rows[-1])
     return rows

@@ -73,15 +73,16 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
 
 
 def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None,
-            dtype: str = TrainConfig.dtype) -> dict:
-    """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them."""
+            dtype: str = TrainConfig.dtype, **environment) -> dict:
+    """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them, and
+    `environment` added to the workers' (bench.levers turns pinning off with it)."""
     threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_file = Path(tmp) / "result.json"
         run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
                    "--data", data, "--warmup", warmup, "--steps", steps, "--result", result_file,
                    "--ddp-options", json.dumps(ddp_options or {}), "--dtype", dtype,
-                   what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads)
+                   what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads, **environment)
         return json.loads(result_file.read_text())
 
 

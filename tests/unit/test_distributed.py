@@ -1,0 +1,26 @@
+"""trainer.distributed's pure parts: which core a local rank is pinned to, how many threads it gets."""
+
+import pytest
+
+from trainer.distributed import DistEnv, core_of_rank, threads_per_rank
+
+
+def local(rank: int, ranks: int) -> DistEnv:
+    return DistEnv(rank=rank, world_size=ranks, local_rank=rank, local_world_size=ranks)
+
+
+@pytest.mark.parametrize("ranks, cores, expected", [
+    (4, [0, 1], [0, 1, 0, 1]),  # two to a core, never three
+    (3, [0, 1], [0, 1, 0]),
+    (8, [4, 5, 6], [4, 5, 6, 4, 5, 6, 4, 5]),  # the cores the process may use, not 0..n-1
+])
+def test_ranks_share_the_cores_as_evenly_as_they_can(ranks, cores, expected):
+    assert [core_of_rank(local(r, ranks), cores) for r in range(ranks)] == expected
+
+
+def test_threads_share_the_cores_unless_omp_num_threads_says(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("trainer.distributed.machine_cores", lambda: 8)
+    assert [threads_per_rank(local(0, n)) for n in (1, 2, 4, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_rank(local(0, 4)) == 3
