@@ -1,5 +1,6 @@
 """The generation defaults written outside Python agree with common.defaults: the Makefile,
-export/onnx_generate.py (self-contained, so it repeats them) and the C++ generator."""
+export/onnx_generate.py (self-contained, so it repeats them), the C++ generator and the web page
+with its Node twin."""
 
 import ast
 import re
@@ -48,3 +49,17 @@ def test_generate_parser_defaults():
     args = p.parse_args([])
     assert (args.prompt, args.tokens, args.temperature) == EXPECTED
     assert args.top_k is None and args.seed is None
+
+
+def test_web_page_and_node_defaults():
+    page = (ROOT / "web" / "index.html").read_text(encoding="utf-8")
+    prompt = one_match(r'<textarea id="prompt"[^>]*>([^<]*)</textarea>', page)
+    tokens = one_match(r'<input id="tokens"[^>]* value="([^"]*)"', page)
+    temperature = one_match(r'<input id="temperature"[^>]* value="([^"]*)"', page)
+    assert (prompt, int(tokens), float(temperature)) == EXPECTED
+    sampling = (ROOT / "web" / "sampling.mjs").read_text(encoding="utf-8")
+    assert int(one_match(r'number\("tokens", tokens, (\d+)', sampling)) == defaults.TOKENS
+    assert float(one_match(r'number\("temperature", temperature, ([0-9.]+)\)', sampling)) == defaults.TEMPERATURE
+    assert float(one_match(r"temperature = ([0-9.]+), topK", sampling)) == defaults.TEMPERATURE
+    node = (ROOT / "web" / "generate.mjs").read_text(encoding="utf-8")
+    assert one_match(r'prompt: \{ type: "string", default: "([^"]*)" \}', node) == defaults.PROMPT
