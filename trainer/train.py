@@ -192,7 +192,7 @@ class Trainer:
                     if not all(map(math.isfinite, self.last_losses.values())):
                         raise Diverged(step, "the evaluation loss is not finite")
                     progress.print(metrics.evaluation(step, self.last_losses, env.world_size))
-                    if cfg.sample_tokens:
+                    if cfg.sample_tokens and env.is_main:  # only rank 0 shows it: only rank 0 draws it
                         progress.print("  sample: " + self.sample(step).replace("\n", " / "))
                 if snapshot_due(cfg, step) or stop:
                     # Every rank holds the same weights, so every rank reaches the same verdict.
