@@ -2,7 +2,8 @@
 
 Every training run times the same steps (--warmup untimed, then --steps timed) of the same
 32 x 128 batches: the textbook loop in this process, then each NPROC under torchrun running the
-trainer's own step. Results are printed as tables and written as JSON to --out.
+trainer's own step. --rounds times them all that many times, in turn, and keeps each row's
+fastest round. Results are printed as tables and written as JSON to --out.
 """
 
 import json
@@ -24,6 +25,8 @@ def build_parser() -> OneLineParser:
                    help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
     p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
     add_step_flags(p, warmup=3, steps=20, what="run")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="times every row this many times, in turn, and keeps each row's fastest (default 3)")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
                    "exists, else a one-step one trained for the purpose)")
     p.add_argument("--skip-generation", action="store_true", help="time training only")
@@ -74,6 +77,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
     check_step_flags(args)
+    if args.rounds < 1:
+        raise UsageError(f"--rounds {args.rounds}: the bench needs at least 1 round: write e.g. --rounds 3")
     check_out_file(Path(args.out))
     ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
     # Imported after the checks, so bad input is answered without loading torch.
@@ -81,7 +86,7 @@ def main(argv: list[str]) -> int:
     from bench.run import run_bench
     from common.files import atomic_write
 
-    results = run_bench(nprocs, args.data, args.warmup, args.steps, ckpt, args.skip_generation)
+    results = run_bench(nprocs, args.data, args.warmup, args.steps, args.rounds, ckpt, args.skip_generation)
     print_results(results)
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(Path(args.out), lambda f: f.write(text.encode()))

@@ -3,10 +3,10 @@
 Every row times the trainer's own step (Trainer.train_step) on the same 32 x 128 batches as
 `python -m bench`, with one thing changed from the default: one process at all cores, the
 default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
-baddbmm + softmax + bmm, dropout 0, fused AdamW. The DDP rows run bench.ddp_worker under
-torchrun at NPROC=4 (one thread per rank) with one DDP argument, or the pinning of ranks to
-cores, changed. It takes about five
-minutes (torch.compile's first step alone takes a minute or more on 2 cores).
+baddbmm + softmax + bmm, dropout 0, fused AdamW, freed memory kept (trainer/memory.py). The
+last rows run bench.ddp_worker under torchrun: NPROC=1 with glibc's own malloc thresholds, and
+NPROC=4 (one thread per rank) with one DDP argument, or the pinning of ranks to cores, changed.
+It takes about five minutes (torch.compile's first step alone takes a minute or more on 2 cores).
 """
 
 import contextlib
@@ -26,6 +26,7 @@ from model import gpt
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import PIN_ENV, DistEnv, machine_cores
+from trainer.memory import KEEP_MEMORY_ENV
 from trainer.train import Trainer, make_optimizer
 
 
@@ -73,12 +74,14 @@ SINGLE_PROCESS = [
     ("torch.compile (inductor)", {}, None, compiled, None),
     ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, compiled, None),
 ]
-DDP_AT_NPROC_4 = [  # (name, DDP options, the workers' extra environment)
-    ("DDP NPROC=4: trainer's (bucket view, static graph, pinned)", {}, {}),
-    ("DDP NPROC=4: plain DDP()", {"gradient_as_bucket_view": False, "static_graph": False}, {}),
-    ("DDP NPROC=4: without static_graph", {"static_graph": False}, {}),
-    ("DDP NPROC=4: 1 MB buckets (4 all-reduces per step)", {"bucket_cap_mb": 1}, {}),
-    ("DDP NPROC=4: ranks not pinned to cores", {}, {PIN_ENV: "0"}),
+UNDER_TORCHRUN = [  # (name, NPROC, DDP options, the workers' extra environment)
+    ("NPROC=1 under torchrun: glibc's malloc thresholds (memory faulted in every step)", 1, {},
+     {KEEP_MEMORY_ENV: "0"}),
+    ("DDP NPROC=4: trainer's (bucket view, static graph, pinned)", 4, {}, {}),
+    ("DDP NPROC=4: plain DDP()", 4, {"gradient_as_bucket_view": False, "static_graph": False}, {}),
+    ("DDP NPROC=4: without static_graph", 4, {"static_graph": False}, {}),
+    ("DDP NPROC=4: 1 MB buckets (4 all-reduces per step)", 4, {"bucket_cap_mb": 1}, {}),
+    ("DDP NPROC=4: ranks not pinned to cores", 4, {}, {PIN_ENV: "0"}),
 ]
 
 
@@ -105,10 +108,10 @@ def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
     return rows
 
 
-def measure_ddp(data: str, warmup: int, steps: int) -> list[dict]:
+def measure_under_torchrun(data: str, warmup: int, steps: int) -> list[dict]:
     rows = []
-    for name, options, environment in DDP_AT_NPROC_4:
-        result = run_ddp(4, data, warmup, steps, options, **environment)
+    for name, nproc, options, environment in UNDER_TORCHRUN:
+        result = run_ddp(nproc, data, warmup, steps, options, **environment)
         rows.append({"lever": name, "threads": result["threads_per_rank"], "first_step_s": None, **result})
         progress(rows[-1])
     return rows
@@ -135,7 +138,7 @@ def main(argv: list[str]) -> int:
     args = parse_step_flags(__doc__, argv, warmup=3, steps=20, what="row")
     data = str(resolve_corpus(args.data, download=True))
     warn_if_busy(machine_cores())
-    rows = measure_single(data, args.warmup, args.steps) + measure_ddp(data, args.warmup, args.steps)
+    rows = measure_single(data, args.warmup, args.steps) + measure_under_torchrun(data, args.warmup, args.steps)
     print(table(rows))
     return 0
 

@@ -15,6 +15,7 @@ def training_row(run: str, dtype: str, nproc: int, measured: dict, *, tokens_per
         "steps_per_s": steps_per_s,
         "tokens_per_s": steps_per_s * tokens_per_step,
         "ms_per_step": measured["ms_per_step"],
+        "steps_per_s_by_round": measured["steps_per_s_by_round"],
         "mfu": mfu(flops_per_step, steps_per_s, peak_gflops),
         "speedup_vs_textbook": steps_per_s / baseline_steps_per_s,
         "eta_s": eta_steps / steps_per_s,
@@ -27,7 +28,8 @@ def print_results(results: dict) -> None:
     peaks = machine["peak_gflops"]
     print(f"\n{machine['cpu']}, {machine['cores']} cores; training: global batch {setup['batch_size']} x "
           f"{setup['block_size']} = {setup['tokens_per_step']} tokens/step, {setup['flops_per_step'] / 1e9:.2f} "
-          f"GFLOP/step, {setup['warmup_steps']} warm-up + {setup['timed_steps']} timed steps per run")
+          f"GFLOP/step, {setup['warmup_steps']} warm-up + {setup['timed_steps']} timed steps per run, the fastest of "
+          f"{setup['rounds']} rounds (each round times every row in turn; 'rounds' lists each round's steps/s)")
     print(f"matmul peaks at all {machine['cores']} cores: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} "
           f"GFLOP/s; MFU is against the peak of the row's dtype. Default dtype: {setup['default_dtype']} "
           f"({setup['default_dtype_why']}). The ETA counts training steps only (no evaluation)\n")
@@ -45,11 +47,12 @@ def print_results(results: dict) -> None:
 
 
 def training_table(rows: list[dict], eta_steps: int) -> str:
-    header = ["run", "dtype", "NPROC", "threads/rank", "steps/s", "tokens/s", "ms/step", "MFU",
+    header = ["run", "dtype", "NPROC", "threads/rank", "steps/s", "rounds", "tokens/s", "ms/step", "MFU",
               "vs textbook", f"{eta_steps}-step ETA"]
     lines = [[r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}",
-              f"{r['tokens_per_s']:,.0f}", f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%",
-              f"{r['speedup_vs_textbook']:.2f}x", _duration(r["eta_s"])] for r in rows]
+              " ".join(f"{s:.2f}" for s in r["steps_per_s_by_round"]), f"{r['tokens_per_s']:,.0f}",
+              f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['speedup_vs_textbook']:.2f}x",
+              _duration(r["eta_s"])] for r in rows]
     return format_table(header, lines)
 
 

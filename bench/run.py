@@ -1,4 +1,4 @@
-"""The whole benchmark, in order: model FLOPs, textbook loop, matmul peaks, each NPROC and dtype, generation."""
+"""The whole benchmark: model FLOPs, matmul peaks, rounds of (textbook loop, each dtype and NPROC), generation."""
 
 import json
 import os
@@ -14,6 +14,7 @@ from bench.generation import measure_generation
 from bench.launch import run_module
 from bench.peak import matmul_peak_gflops, model_flops_per_step
 from bench.textbook import measure_textbook
+from bench.timing import fastest_round
 from model import GPT
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
@@ -22,7 +23,7 @@ from trainer.precision import cpuinfo_field, resolve_dtype
 from trainer.train import model_config
 
 
-def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
+def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, rounds: int,
               ckpt: Path | None, skip_generation: bool) -> dict:
     cfg = TrainConfig()
     data = str(resolve_corpus(data, download=True))
@@ -36,17 +37,22 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
     default_dtype, why = resolve_dtype(cfg.dtype)
     dtypes = [default_dtype] + (["fp32"] if default_dtype != "fp32" else [])
 
-    progress(f"textbook loop: {warmup} + {steps} steps")
-    textbook = measure_textbook(corpus, warmup, steps)
     peaks = {}
     for dtype in ("fp32", "bf16"):
         progress(f"{dtype} matmul peak at {cores} threads")
         peaks[dtype] = matmul_peak_gflops(cores, dtype)
-    measured = [("textbook", "fp32", 1, textbook)]
-    for dtype in dtypes:
-        for n in nprocs:
-            progress(f"NPROC={n} under torchrun, {dtype}: {warmup} + {steps} steps")
-            measured.append(("ddp", dtype, n, run_ddp(n, data, warmup, steps, dtype=dtype)))
+    runs = [("textbook", "fp32", 1)] + [("ddp", dtype, n) for dtype in dtypes for n in nprocs]
+    by_round = {run: [] for run in runs}
+    for r in range(1, rounds + 1):
+        for run, dtype, n in runs:
+            if run == "textbook":
+                progress(f"round {r}/{rounds}, the textbook loop: {warmup} + {steps} steps")
+                by_round[run, dtype, n].append(measure_textbook(corpus, warmup, steps))
+            else:
+                progress(f"round {r}/{rounds}, NPROC={n} under torchrun, {dtype}: {warmup} + {steps} steps")
+                by_round[run, dtype, n].append(run_ddp(n, data, warmup, steps, dtype=dtype))
+    measured = [(*run, fastest_round(by_round[run])) for run in runs]
+    textbook = measured[0][3]
 
     def row(run, dtype, n, result):
         return report.training_row(run, dtype, n, result, tokens_per_step=tokens_per_step,
@@ -64,7 +70,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int,
                     "load_average_at_start": load, "peak_gflops": peaks, "peak_threads": cores,
                     "peak": "1024 x 1024 matmul, best round, all cores"},
         "setup": {"batch_size": cfg.batch_size, "block_size": cfg.block_size, "tokens_per_step": tokens_per_step,
-                  "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps,
+                  "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps, "rounds": rounds,
                   "eta_steps": cfg.steps, "default_dtype": default_dtype, "default_dtype_why": why},
         "training": rows,
         "best_nproc": best["nproc"],

@@ -32,6 +32,10 @@ def test_flops_per_step_follows_the_formula():
     assert model_flops_per_step(GPT(GPTConfig()), tokens) == expected
 
 
+def test_zero_rounds_is_one_line():
+    assert_one_line_error(run([*BENCH, "--rounds", "0"], timeout=60), "--rounds 0", "--rounds 3")
+
+
 def test_nproc_that_does_not_divide_the_batch_is_one_line():
     assert_one_line_error(run([*BENCH, "--nprocs", "3"], timeout=60), "over 3 processes", "--nprocs 1,2,4")
 
@@ -42,7 +46,7 @@ def test_levers_reject_a_bad_step_count():
 
 def test_tiny_run_writes_every_row(tmp_path, corpus):
     out = tmp_path / "results.json"
-    result = run([*BENCH, "--nprocs", "1,2", "--warmup", 1, "--steps", 2, "--skip-generation",
+    result = run([*BENCH, "--nprocs", "1,2", "--warmup", 1, "--steps", 2, "--rounds", 2, "--skip-generation",
                   "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -52,6 +56,8 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     assert [(r["run"], r["dtype"], r["nproc"]) for r in rows] == [
         ("textbook", "fp32", 1), *(("ddp", dtype, n) for dtype in dtypes for n in (1, 2))]
     assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
+    assert all(len(r["steps_per_s_by_round"]) == 2 and r["steps_per_s"] == max(r["steps_per_s_by_round"])
+               for r in rows)
     peaks = results["machine"]["peak_gflops"]
     assert peaks["fp32"] > 0 and peaks["bf16"] > 0
     for r in rows:  # MFU divides by the peak of the row's own dtype

@@ -17,7 +17,7 @@ from common import defaults
 from common.cli import EXIT_FAILED, UsageError
 from common.files import check_writable
 from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
-from trainer import checkpoint, distributed, lock, precision
+from trainer import checkpoint, distributed, lock, memory, precision
 from trainer.config import TrainConfig, check_run_length, check_split, choose_sample_prompt, continue_snapshot
 from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_seed
 from trainer.distributed import DistEnv
@@ -43,6 +43,7 @@ class Trainer:
         self.snapshot_path = self.out / defaults.SNAPSHOT
         self.model_config = model_config(cfg, corpus)
         self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
+        memory.keep_freed_memory()  # wherever a Trainer steps: the trainer, and the bench's rows
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
         self.optimizer = make_optimizer(self.raw_model, cfg)

@@ -3,8 +3,9 @@
 import pytest
 
 from bench.report import format_table, generation_table, training_row, training_table
+from bench.timing import fastest_round
 
-MEASURED = {"steps_per_s": 4.0, "threads_per_rank": 1, "ms_per_step": 250.0}
+MEASURED = {"steps_per_s": 4.0, "threads_per_rank": 1, "ms_per_step": 250.0, "steps_per_s_by_round": [3.5, 4.0]}
 
 
 def row(steps_per_s: float = 4.0, eta_steps: int = 3000) -> dict:
@@ -43,7 +44,8 @@ def test_training_row_derives_speedup_tokens_eta_and_mfu():
 def test_training_table_prints_the_row():
     lines = training_table([row()], eta_steps=3000).splitlines()
     assert lines[0].split()[-2:] == ["3000-step", "ETA"]
-    assert lines[2].split() == ["ddp", "bf16", "2", "1", "4.00", "16,384", "250", "4.0%", "2.00x", "12", "min"]
+    assert lines[2].split() == ["ddp", "bf16", "2", "1", "4.00", "3.50", "4.00", "16,384", "250", "4.0%", "2.00x",
+                                "12", "min"]
 
 
 @pytest.mark.parametrize("eta_s, shown", [(3900, "1 h 05 min"), (3599, "1 h 00 min"), (7260, "2 h 01 min"),
@@ -60,3 +62,10 @@ def test_generation_table_shows_an_unmeasured_format_with_its_reason():
     ]).splitlines()
     assert lines[2].split() == ["onnx", "onnxruntime", "812", "1.23"]
     assert lines[3].split() == ["ts", "libtorch", "not", "measured:", "no", "compiler"]
+
+
+def test_fastest_round_keeps_the_fastest_and_lists_every_round_in_order():
+    rounds = [{"steps_per_s": 8.0, "ms_per_step": 125.0}, {"steps_per_s": 10.0, "ms_per_step": 100.0},
+              {"steps_per_s": 9.0, "ms_per_step": 111.1}]
+    assert fastest_round(rounds) == {"steps_per_s": 10.0, "ms_per_step": 100.0,
+                                     "steps_per_s_by_round": [8.0, 10.0, 9.0]}
