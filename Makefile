@@ -42,6 +42,7 @@ PORT ?= 8000
 NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
 # benchmarks
 NPROCS ?= 1,2,4
+ROUNDS ?= 3
 BENCH_OUT ?= bench/results.json
 
 .PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
@@ -87,6 +88,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> serve OUT the run's directory, whose model.onnx and model.json the page loads
 #> serve PORT the page's port on 127.0.0.1
 #> bench NPROCS comma-separated process counts to time
+#> bench ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench BENCH_OUT JSON file for the results
 #> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
@@ -146,8 +148,8 @@ cpp-generate: export GENERATE_MODEL := $(if $(filter file,$(origin MODEL)),$(OUT
 cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=OUT/model.ts: PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
 	@$(PY) -m export.cpp "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
-bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, MFU, generation tokens/s -> BENCH_OUT
-	$(PY) -m bench --nprocs $(NPROCS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
+bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
+	$(PY) -m bench --nprocs $(NPROCS) --rounds $(ROUNDS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
 	$(PY) -m bench.levers $(if $(DATA),--data $(DATA))

@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
     nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
     check_step_flags(args)
     if args.rounds < 1:
-        raise UsageError(f"--rounds {args.rounds}: the bench needs at least 1 round: write e.g. --rounds 3")
+        raise UsageError(f"--rounds {args.rounds}: the bench needs at least 1 round: write e.g. --rounds 3 "
+                         "(ROUNDS= for make)")
     check_out_file(Path(args.out))
     ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
     # Imported after the checks, so bad input is answered without loading torch.
