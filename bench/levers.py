@@ -4,9 +4,10 @@ Every row times the trainer's own step (Trainer.train_step) on the same 32 x 128
 `python -m bench`, with one thing changed from the default: one process at all cores, the
 default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
 baddbmm + softmax + bmm, dropout 0, fused AdamW, freed memory kept (trainer/memory.py). The
-last rows run bench.ddp_worker under torchrun: NPROC=1 with glibc's own malloc thresholds, and
-NPROC=4 (one thread per rank) with one DDP argument, or the pinning of ranks to cores, changed.
-It takes about five minutes (torch.compile's first step alone takes a minute or more on 2 cores).
+last rows run bench.ddp_worker under torchrun: NPROC=1 as the trainer runs it and with glibc's
+own malloc thresholds, and NPROC=4 (one thread per rank) with one DDP argument, or the pinning
+of ranks to cores, changed. It takes about five minutes (torch.compile's first step alone takes a
+minute or more on 2 cores).
 """
 
 import contextlib
@@ -75,6 +76,7 @@ SINGLE_PROCESS = [
     ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, compiled, None),
 ]
 UNDER_TORCHRUN = [  # (name, NPROC, DDP options, the workers' extra environment)
+    ("NPROC=1 under torchrun: the trainer's", 1, {}, {}),
     ("NPROC=1 under torchrun: glibc's malloc thresholds (memory faulted in every step)", 1, {},
      {KEEP_MEMORY_ENV: "0"}),
     ("DDP NPROC=4: trainer's (bucket view, static graph, pinned)", 4, {}, {}),
