@@ -31,6 +31,7 @@ from trainer.train import Trainer, prepare
 def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str) -> dict:
     env = DistEnv.from_environ()
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
+    trainer = None
     try:
         # The default (tuned) recipe with dropout 0. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no snapshot.
@@ -41,6 +42,11 @@ def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype:
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)
         return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype, **speed}
     finally:
+        # DDP holds the process group: dropped after the group, it is the last holder, and the
+        # group's destructor then joins gloo's threads while holding the GIL that one of them
+        # may need to free a tensor: a hang seen once in `make bench-levers`. Dropped first, the
+        # group goes in destroy_process_group, as in trainer.train.run.
+        del trainer
         distributed.shutdown()
 
 
