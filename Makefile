@@ -91,6 +91,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench BENCH_OUT JSON file for the results
 #> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-levers ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
@@ -152,7 +153,7 @@ bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of
 	$(PY) -m bench --nprocs $(NPROCS) --rounds $(ROUNDS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
-	$(PY) -m bench.levers $(if $(DATA),--data $(DATA))
+	$(PY) -m bench.levers --rounds $(ROUNDS) $(if $(DATA),--data $(DATA))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
 	$(PY) -m bench.profile $(if $(DATA),--data $(DATA))

@@ -24,9 +24,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--nprocs", default="1,2,4",
                    help="comma-separated process counts, each dividing the batch of 32 (default 1,2,4)")
     p.add_argument("--out", default="bench/results.json", help="JSON results file (default bench/results.json)")
-    add_step_flags(p, warmup=3, steps=20, what="run")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="times every row this many times, in turn, and keeps each row's fastest (default 3)")
+    add_step_flags(p, warmup=3, steps=20, what="run", rounds=3)
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
                    "exists, else a one-step one trained for the purpose)")
     p.add_argument("--skip-generation", action="store_true", help="time training only")
@@ -77,9 +75,6 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
     check_step_flags(args)
-    if args.rounds < 1:
-        raise UsageError(f"--rounds {args.rounds}: the bench needs at least 1 round: write e.g. --rounds 3 "
-                         "(ROUNDS= for make)")
     check_out_file(Path(args.out))
     ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
     # Imported after the checks, so bad input is answered without loading torch.

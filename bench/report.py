@@ -50,10 +50,15 @@ def training_table(rows: list[dict], eta_steps: int) -> str:
     header = ["run", "dtype", "NPROC", "threads/rank", "steps/s", "rounds", "tokens/s", "ms/step", "MFU",
               "vs textbook", f"{eta_steps}-step ETA"]
     lines = [[r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}",
-              " ".join(f"{s:.2f}" for s in r["steps_per_s_by_round"]), f"{r['tokens_per_s']:,.0f}",
+              rounds_cell(r), f"{r['tokens_per_s']:,.0f}",
               f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['speedup_vs_textbook']:.2f}x",
               _duration(r["eta_s"])] for r in rows]
     return format_table(header, lines)
+
+
+def rounds_cell(row: dict) -> str:
+    """Every round's steps/s of a row, in the order they ran."""
+    return " ".join(f"{s:.2f}" for s in row["steps_per_s_by_round"])
 
 
 def generation_table(rows: list[dict]) -> str:

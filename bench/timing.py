@@ -38,24 +38,33 @@ def fastest_round(rounds: list[dict]) -> dict:
     return {**fastest, "steps_per_s_by_round": [r["steps_per_s"] for r in rounds]}
 
 
-def add_step_flags(parser: argparse.ArgumentParser, warmup: int, steps: int, what: str) -> None:
-    """--data, --warmup and --steps, as every bench command takes them; `what` names the timed unit."""
+def add_step_flags(parser: argparse.ArgumentParser, warmup: int, steps: int, what: str,
+                   rounds: int | None = None) -> None:
+    """--data, --warmup and --steps, as every bench command takes them; `what` names the timed unit.
+    With `rounds`, also --rounds, for the commands that time several rows (see fastest_round)."""
     parser.add_argument("--data", help=defaults.CORPUS_HELP)
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
     parser.add_argument("--steps", type=int, default=steps, help=f"timed steps per {what} (default {steps})")
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds, help="times every row this many times, in turn, "
+                            f"and keeps each row's fastest (default {rounds})")
 
 
 def check_step_flags(args: argparse.Namespace) -> None:
     if args.warmup < 0 or args.steps < 1:
         raise UsageError("--warmup must not be negative and --steps must be at least 1")
+    if getattr(args, "rounds", 1) < 1:
+        raise UsageError(f"--rounds {args.rounds}: at least 1 round is needed: write e.g. --rounds 3 "
+                         "(ROUNDS= for make)")
 
 
-def parse_step_flags(doc: str, argv: list[str], warmup: int, steps: int, what: str) -> argparse.Namespace:
+def parse_step_flags(doc: str, argv: list[str], warmup: int, steps: int, what: str,
+                     rounds: int | None = None) -> argparse.Namespace:
     """The command line of a bench command that takes the step flags only. `doc` is its module
     docstring, whose first line reads "python -m bench.x: what it measures"."""
     prog, description = doc.splitlines()[0].split(": ", 1)
     parser = OneLineParser(prog=prog, description=description)
-    add_step_flags(parser, warmup, steps, what)
+    add_step_flags(parser, warmup, steps, what, rounds)
     args = parser.parse_args(argv)
     check_step_flags(args)
     return args

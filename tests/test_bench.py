@@ -40,8 +40,9 @@ def test_nproc_that_does_not_divide_the_batch_is_one_line():
     assert_one_line_error(run([*BENCH, "--nprocs", "3"], timeout=60), "over 3 processes", "--nprocs 1,2,4")
 
 
-def test_levers_reject_a_bad_step_count():
+def test_levers_reject_a_bad_step_count_and_zero_rounds():
     assert_one_line_error(run([sys.executable, "-m", "bench.levers", "--steps", "0"], timeout=60), "--steps")
+    assert_one_line_error(run([sys.executable, "-m", "bench.levers", "--rounds", "0"], timeout=60), "--rounds 0")
 
 
 def test_tiny_run_writes_every_row(tmp_path, corpus):

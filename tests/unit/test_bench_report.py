@@ -69,3 +69,14 @@ def test_fastest_round_keeps_the_fastest_and_lists_every_round_in_order():
               {"steps_per_s": 9.0, "ms_per_step": 111.1}]
     assert fastest_round(rounds) == {"steps_per_s": 10.0, "ms_per_step": 100.0,
                                      "steps_per_s_by_round": [8.0, 10.0, 9.0]}
+
+
+def test_a_levers_fastest_round_keeps_the_first_rounds_first_step_and_a_skipped_row_stays_skipped():
+    from bench.levers import fastest_lever_round
+
+    rounds = [{"lever": "compile", "steps_per_s": 6.0, "first_step_s": 30.0},
+              {"lever": "compile", "steps_per_s": 7.0, "first_step_s": 2.0}]
+    assert fastest_lever_round(rounds) == {"lever": "compile", "steps_per_s": 7.0, "first_step_s": 30.0,
+                                           "steps_per_s_by_round": [6.0, 7.0]}
+    skipped = [{"lever": "compile", "skipped": "no C++ compiler for inductor"}] * 2
+    assert fastest_lever_round(skipped) == skipped[0]
