@@ -29,10 +29,11 @@ def time_steps(step: Callable[[int], object], warmup: int, steps: int,
 def fastest_round(rounds: list[dict]) -> dict:
     """The fastest of a row's rounds, with every round's steps/s beside it.
 
-    This machine has slow and fast spells that last minutes: a run only ever loses speed to them,
-    never gains it, so the fastest round is the closest to what the code can do, as timeit takes
-    the fastest repeat. Every row, the textbook loop's included, gets the same number of rounds,
-    taken in turn, so that a spell does not fall on one row alone.
+    Shared and virtual machines have slow spells that last minutes (the 2-core EPYC of the README
+    does): a run only ever loses speed to them, never gains it, so the fastest round is the closest
+    to what the code can do, as timeit takes the fastest repeat. Every row, the textbook loop's
+    included, gets the same number of rounds, taken in turn, so that a spell does not fall on one
+    row alone.
     """
     fastest = max(rounds, key=lambda r: r["steps_per_s"])
     return {**fastest, "steps_per_s_by_round": [r["steps_per_s"] for r in rounds]}
