@@ -73,7 +73,7 @@ class TrainConfig:
                            "at the same fraction of --muon-lr)", group=OPTIMISER,
                            recipes=dict(adamw=1e-4, course=3e-4), within="[0, 1]")
     schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER,
-                           recipes=dict(adamw="cosine", course="constant"), choices=("cosine", "constant"))
+                           recipes=dict(adamw="cosine", course="constant"), choices=("cosine", "wsd", "constant"))
     warmup_steps: int = option(100, "linear warm-up steps", group=OPTIMISER, recipes=dict(adamw=100, course=0),
                                at_least=0)
     beta1: float = option(0.9, group=OPTIMISER, within="[0, 1)")  # Adam's moving averages need a factor below 1
@@ -205,7 +205,7 @@ def _check(cfg: TrainConfig) -> None:
                          "e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
-    if cfg.schedule == "cosine" and cfg.min_lr > cfg.lr:
+    if cfg.schedule != "constant" and cfg.min_lr > cfg.lr:
         raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the cosine decays from --lr to "
                          "--min-lr, so pass a --min-lr no larger than --lr")
     if cfg.sample_prompt == "":
