@@ -78,7 +78,7 @@ def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs
         assert eval_records(out)[-1]["world_size"] == nproc
     assert sorted(curves[1]) == list(range(1, 11))
     assert abs(curves[1][1] - math.log(65)) < 0.15  # the trainer's own first-step loss
-    assert curves[1][10] < curves[1][1] - 0.3  # it learns
+    assert curves[1][10] < curves[1][1] - 0.15  # it learns (10 steps into the 100 of warm-up)
     for nproc in nprocs:
         for step, loss in curves[1].items():
             assert abs(curves[nproc][step] - loss) < tolerance, (nproc, step, curves[nproc][step], loss)

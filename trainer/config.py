@@ -88,7 +88,7 @@ class TrainConfig:
     muon_lr: float = option(0.02, "peak learning rate of Muon for the blocks' matrices; 0 = AdamW for them too",
                             group=OPTIMISER, recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
     muon_momentum: float = option(0.95, "Muon's Nesterov momentum", group=OPTIMISER, within="[0, 1)")
-    muon_weight_decay: float = option(0.0, "Muon's decoupled weight decay", group=OPTIMISER,
+    muon_weight_decay: float = option(0.2, "Muon's decoupled weight decay", group=OPTIMISER,
                                       recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
     # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
     dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
