@@ -2,7 +2,8 @@
 
 import pytest
 
-from trainer.distributed import DistEnv, core_of_rank, threads_per_rank
+from common.dist_env import DistEnv
+from trainer.distributed import core_of_rank, threads_per_rank
 
 
 def local(rank: int, ranks: int) -> DistEnv:
