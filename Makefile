@@ -152,7 +152,7 @@ cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=O
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
 	$(PY) -m bench --nprocs $(NPROCS) --rounds $(ROUNDS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
 
-bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
+bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, torch.compile, DDP, kept memory, pinning)
 	$(PY) -m bench.levers --rounds $(ROUNDS) $(if $(DATA),--data $(DATA))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
