@@ -63,11 +63,11 @@ help: ## list the targets, each with the variables it reads and their values now
 # The variables each target reads, for make help: `#> target VARIABLE what it sets`.
 #> install PYTHON3 the Python that creates .venv
 #> train NPROC processes on this machine (each a DDP rank); must divide the batch of 32
-#> train STEPS optimiser steps (empty: 3000, or on --resume the snapshot's own total)
+#> train STEPS optimiser steps (empty: 3000, or on --resume the checkpoint's own total)
 #> train DATA UTF-8 corpus (empty: data/tinyshakespeare.txt, downloaded if missing)
 #> train OUT directory for model.pt, metrics.jsonl, loss.png and the exports
 #> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
-#> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last snapshot
+#> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last checkpoint
 #> train NNODES machines in the run (each runs make train with the same variables)
 #> train NODE_RANK this machine's index, 0 to NNODES-1 (0 hosts the rendezvous)
 #> train MASTER_ADDR address of node 0 (with NNODES > 1)
@@ -75,7 +75,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> train RDZV_TIMEOUT seconds to wait for all NNODES machines to join
 #> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
 #> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
-#> export CKPT the training snapshot to export
+#> export CKPT the training checkpoint to export
 #> generate MODEL model.pt, model.ts, model.pt2 or model.onnx
 #> generate PROMPT text the generated characters follow
 #> generate TOKENS characters to generate
@@ -108,10 +108,10 @@ HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(first
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU)
+install: $(STAMP) ## create .venv with the pinned dependencies (torch 2.13.0 CPU) and the dev tools (pytest, ruff)
 
 $(NODE_STAMP): web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
@@ -130,13 +130,13 @@ train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MA
 		--master-addr '$(MASTER_ADDR)' --master-port '$(MASTER_PORT)' --max-restarts '$(MAX_RESTARTS)' \
 		--rdzv-timeout '$(RDZV_TIMEOUT)' --make-pid $$PPID -- $(TRAIN_FLAGS)
 
-lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, pycodestyle, import order
+lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, pycodestyle, import order, complexity <= 10; no import cycle
 	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit/test_imports.py
 
 # The linter and the millisecond unit tests first: a broken function fails in seconds, not after
 # the tests that start processes. Those run in two pytest workers (pytest-xdist): they spend much
-# of their time waiting (process start-up, timeouts, signals), so two overlap well even on 2
-# cores (10 min 24 s -> 6 min 13 s there); three were slower again.
+# of their time waiting (process start-up, timeouts, signals), so two overlap well even on 2 cores.
 test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real model, gloo, torchrun, Chromium)
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/unit
@@ -163,7 +163,7 @@ bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of
 bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <= TARGET of each recipe and the textbook loop -> QUALITY_OUT
 	$(PY) -m bench.quality --steps '$(QUALITY_STEPS)' --target '$(TARGET)' --nproc '$(NPROC)' --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
-bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
+bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, torch.compile, DDP, kept memory, pinning)
 	$(PY) -m bench.levers --rounds $(ROUNDS) $(if $(DATA),--data $(DATA))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32

@@ -16,7 +16,7 @@ from common.cli import OneLineParser, UsageError, command
 from common.files import check_writable
 from trainer.config import TrainConfig, check_split
 
-DEFAULT_CKPT = Path("checkpoints") / defaults.SNAPSHOT
+DEFAULT_CKPT = Path("checkpoints") / defaults.CHECKPOINT
 
 
 def build_parser() -> OneLineParser:

@@ -5,12 +5,12 @@
 
 Each step is Trainer.train_step, the real thing: batch gathering, forward and backward with the
 gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
-{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE. --ddp-options overrides the
-trainer's DistributedDataParallel arguments (python -m bench.levers compares them).
+{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE. --ddp-options overrides
+some of the trainer's DistributedDataParallel arguments (TrainerOptions.ddp; python -m bench.levers
+compares them).
 """
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -20,25 +20,26 @@ import torch.distributed as dist
 
 from bench.timing import time_steps
 from common.cli import OneLineParser, command
+from common.dist_env import DistEnv
 from common.files import atomic_write
 from trainer import distributed
 from trainer.config import TrainConfig
-from trainer.distributed import DistEnv
 from trainer.precision import DTYPES
-from trainer.train import Trainer, prepare
+from trainer.setup import prepare
+from trainer.train import Trainer, TrainerOptions
 
 
-def measure(data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str) -> dict:
-    env = DistEnv.from_environ()
+def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str) -> dict:
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
     trainer = None
     try:
         # The default (tuned) recipe with dropout 0. Nothing is written to `out`: the bench
-        # calls the step directly, so there is no evaluation and no snapshot.
+        # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
             cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
-            corpus, _ = prepare(cfg, env)
-            trainer = Trainer(cfg, env, corpus, snapshot=None, ddp_options=ddp_options)
+            cfg, corpus, _ = prepare(cfg, env)
+            options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
+            trainer = Trainer(cfg, env, corpus, options=options)
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)
         return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype, **speed}
     finally:
@@ -60,8 +61,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
     p.add_argument("--dtype", choices=DTYPES, default=TrainConfig.dtype, help="the trainer's --dtype")
     args = p.parse_args(argv)
-    result = measure(args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
-    if os.environ.get("RANK", "0") == "0":
+    env = DistEnv.from_environ()
+    result = measure(env, args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
+    if env.is_main:
         atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
     return 0
 

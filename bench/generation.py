@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from bench.launch import run_module
+from bench.processes import run_module
 from common import defaults
 
 PROMPT, TOKENS = defaults.PROMPT, defaults.TOKENS
-FORMATS = [defaults.SNAPSHOT, *defaults.EXPORTS]  # the eager checkpoint, then each export
+FORMATS = [defaults.CHECKPOINT, *defaults.EXPORTS]  # the eager checkpoint, then each export
 
 
 def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS) -> dict:
@@ -73,6 +73,6 @@ def _model_files(ckpt: Path | None, data: str | None, tmp: Path) -> tuple[list[P
         return [ckpt, *(ckpt.parent / name for name in FORMATS[1:])], str(ckpt)
     from export.artifacts import export_checkpoint
 
-    shutil.copy(ckpt, tmp / defaults.SNAPSHOT)
-    export_checkpoint(tmp / defaults.SNAPSHOT)
+    shutil.copy(ckpt, tmp / defaults.CHECKPOINT)
+    export_checkpoint(tmp / defaults.CHECKPOINT)
     return [tmp / name for name in FORMATS], f"{ckpt} (exported to a temporary directory)"

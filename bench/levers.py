@@ -2,112 +2,73 @@
 
 Every row times the trainer's own step (Trainer.train_step) on the same 32 x 128 batches as
 `python -m bench`, with one thing changed from the default: one process at all cores, the
-default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), attention as
-baddbmm + softmax + bmm, dropout 0, fused AdamW, freed memory kept (trainer/memory.py). The
-last rows run bench.ddp_worker under torchrun: NPROC=1 as the trainer runs it and with glibc's
-own malloc thresholds, and NPROC=4 (one thread per rank) with one DDP argument, or the pinning
-of ranks to cores, changed. --rounds (default 3) times every row that many times, in turn, and
-keeps each row's fastest round, as `python -m bench` does. It takes about seven minutes
-(torch.compile's first step takes a minute or more on 2 cores when inductor's cache is cold).
+default dtype (--dtype auto: bf16 matmuls where the CPU has native bf16), dropout 0, freed memory
+kept (trainer/memory.py). Each change goes through the trainer's public parameters: a
+TrainConfig field, TrainerOptions (torch.compile, DistributedDataParallel's arguments), or a
+switch of docs/usage.md (TRAINER_KEEP_MEMORY, TRAINER_PIN_CORES). The last rows run
+bench.ddp_worker under torchrun: NPROC=1, and NPROC=4 (one thread per rank) with one DDP
+argument, or the pinning of ranks to cores, changed. --rounds (default 3) times every row that
+many times, in turn, and keeps each row's fastest round, as `python -m bench` does.
+torch.compile's first step takes a minute or more when inductor's cache is cold.
 """
 
-import contextlib
 import shutil
 import sys
 import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 from bench.report import format_table, rounds_cell
 from bench.run import run_ddp, warn_if_busy
 from bench.timing import fastest_round, parse_step_flags, time_steps
 from common.cli import command
-from model import gpt
+from common.dist_env import DistEnv
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
-from trainer.distributed import PIN_ENV, DistEnv, machine_cores
+from trainer.distributed import PIN_ENV, machine_cores
 from trainer.memory import KEEP_MEMORY_ENV
-from trainer.train import Trainer, make_optimizer
+from trainer.train import Trainer, TrainerOptions
 
+COMPILED = TrainerOptions(compile=True)
 
-def adamw(trainer: Trainer, **implementation) -> None:
-    """The trainer's AdamW (same groups and hyperparameters), with another implementation."""
-    trainer.optimizer = make_optimizer(trainer.raw_model, trainer.cfg, **implementation)
-
-
-def attention_dropout(trainer: Trainer) -> None:
-    for block in trainer.raw_model.blocks:
-        block.attn.attn_dropout = 0.1
-
-
-def compiled(trainer: Trainer) -> None:
-    trainer.model = torch.compile(trainer.raw_model)
-
-
-def sdpa_attention(q, k, v, causal_bias, dropout_p=0.0):
-    """The same function as model.gpt.causal_attention, through PyTorch's fused CPU kernel."""
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-
-
-@contextlib.contextmanager
-def attention_through(function):
-    """Every CausalSelfAttention calls `function` instead of causal_attention while inside."""
-    original = gpt.causal_attention
-    gpt.causal_attention = function
-    try:
-        yield
-    finally:
-        gpt.causal_attention = original
-
-
-# name, TrainConfig changes, threads (None: all cores), change to the built trainer, attention
+# name, TrainConfig changes, threads (None: all cores), TrainerOptions
 SINGLE_PROCESS = [
-    ("default: 1 process, --dtype auto, baddbmm attention, AdamW fused", {}, None, None, None),
-    ("--dtype fp32", {"dtype": "fp32"}, None, None, None),
-    ("attention through SDPA's fused kernel", {}, None, None, sdpa_attention),
-    ("--dtype fp32, attention through SDPA's fused kernel", {"dtype": "fp32"}, None, None, sdpa_attention),
-    ("1 thread instead of all cores", {}, 1, None, None),
-    ("dropout 0.1 on the residual branches", {"dropout": 0.1}, None, None, None),
-    ("dropout 0.1 on attention probabilities too", {"dropout": 0.1}, None, attention_dropout, None),
-    ("AdamW foreach=True", {}, None, lambda t: adamw(t, foreach=True), None),
-    ("AdamW for-loop (foreach=False)", {}, None, lambda t: adamw(t, foreach=False), None),
-    ("torch.compile (inductor)", {}, None, compiled, None),
-    ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, compiled, None),
+    ("default: 1 process, --dtype auto", {}, None, TrainerOptions()),
+    ("--dtype fp32", {"dtype": "fp32"}, None, TrainerOptions()),
+    ("1 thread instead of all cores", {}, 1, TrainerOptions()),
+    ("dropout 0.1 on the residual branches", {"dropout": 0.1}, None, TrainerOptions()),
+    ("torch.compile (inductor)", {}, None, COMPILED),
+    ("--dtype fp32, torch.compile (inductor)", {"dtype": "fp32"}, None, COMPILED),
 ]
 UNDER_TORCHRUN = [  # (name, NPROC, DDP options, the workers' extra environment)
     ("NPROC=1 under torchrun: the trainer's", 1, {}, {}),
-    ("NPROC=1 under torchrun: glibc's malloc thresholds (memory faulted in every step)", 1, {},
-     {KEEP_MEMORY_ENV: "0"}),
+    ("NPROC=1 under torchrun: glibc's malloc thresholds (TRAINER_KEEP_MEMORY=0)", 1, {}, {KEEP_MEMORY_ENV: "0"}),
     ("DDP NPROC=4: trainer's (bucket view, static graph, pinned)", 4, {}, {}),
     ("DDP NPROC=4: plain DDP()", 4, {"gradient_as_bucket_view": False, "static_graph": False}, {}),
     ("DDP NPROC=4: without static_graph", 4, {"static_graph": False}, {}),
     ("DDP NPROC=4: 1 MB buckets (4 all-reduces per step)", 4, {"bucket_cap_mb": 1}, {}),
-    ("DDP NPROC=4: ranks not pinned to cores", 4, {}, {PIN_ENV: "0"}),
+    ("DDP NPROC=4: ranks not pinned to cores (TRAINER_PIN_CORES=0)", 4, {}, {PIN_ENV: "0"}),
 ]
 
 
 def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
     corpus = load_corpus(data, TrainConfig.block_size)
     rows = []
-    for name, changes, threads, change, attention in SINGLE_PROCESS:
-        if change is compiled and not (shutil.which("c++") or shutil.which("g++")):
+    for name, changes, threads, options in SINGLE_PROCESS:
+        if options.compile and not (shutil.which("c++") or shutil.which("g++")):
             rows.append({"lever": name, "skipped": "no C++ compiler for inductor"})
             continue
         torch.set_num_threads(threads or machine_cores())
-        with tempfile.TemporaryDirectory(prefix="bench-levers-") as out, \
-                attention_through(attention or gpt.causal_attention):
+        with tempfile.TemporaryDirectory(prefix="bench-levers-") as out:
             cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, **changes)
-            trainer = Trainer(cfg, DistEnv(), corpus, snapshot=None)
-            if change:
-                change(trainer)
+            trainer = Trainer(cfg, DistEnv(), corpus, options=options)
             start = time.perf_counter()
             trainer.train_step(1)  # the first step pays for compilation, where there is any
             first_step_s = time.perf_counter() - start
             speed = time_steps(lambda i: trainer.train_step(i + 1), warmup, steps)
         rows.append({"lever": name, "threads": torch.get_num_threads(), "first_step_s": first_step_s, **speed})
-        progress(rows[-1])
+        report_row(rows[-1])
     return rows
 
 
@@ -116,7 +77,7 @@ def measure_under_torchrun(data: str, warmup: int, steps: int) -> list[dict]:
     for name, nproc, options, environment in UNDER_TORCHRUN:
         result = run_ddp(nproc, data, warmup, steps, options, **environment)
         rows.append({"lever": name, "threads": result["threads_per_rank"], "first_step_s": None, **result})
-        progress(rows[-1])
+        report_row(rows[-1])
     return rows
 
 
@@ -128,7 +89,7 @@ def fastest_lever_round(rounds: list[dict]) -> dict:
     return {**fastest_round(rounds), "first_step_s": rounds[0]["first_step_s"]}
 
 
-def progress(row: dict) -> None:
+def report_row(row: dict) -> None:
     print(f"  {row['lever']}: {row['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
 
 

@@ -19,9 +19,10 @@ from bench.report import format_table
 from bench.run import warn_if_busy
 from bench.timing import parse_step_flags
 from common.cli import command
+from common.dist_env import DistEnv
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
-from trainer.distributed import DistEnv, machine_cores
+from trainer.distributed import machine_cores
 from trainer.precision import resolve_dtype
 from trainer.train import Trainer
 
@@ -50,7 +51,7 @@ def group_of(name: str) -> str:
 
 def profile_steps(cfg: TrainConfig, corpus, warmup: int, steps: int) -> dict:
     """ms/step by group, and the step's wall time, for `steps` profiled steps after `warmup`."""
-    trainer = Trainer(cfg, DistEnv(), corpus, snapshot=None)
+    trainer = Trainer(cfg, DistEnv(), corpus)
     for step in range(1, warmup + 1):
         trainer.train_step(step)
     with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -63,8 +63,9 @@ def quality_table(rows: list[dict]) -> str:
 
 def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int) -> tuple[list[dict], float]:
     """The evaluation records of one trainer run under torchrun, and its wall seconds."""
-    from bench.launch import run_module
-    from trainer.distributed import DistEnv, threads_per_rank
+    from bench.processes import run_module
+    from common.dist_env import DistEnv
+    from trainer.distributed import threads_per_rank
     from trainer.metrics import read_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as out:

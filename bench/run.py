@@ -11,16 +11,17 @@ import torch
 
 from bench import report
 from bench.generation import measure_generation
-from bench.launch import run_module
 from bench.peak import matmul_peak_gflops, model_flops_per_step
+from bench.processes import run_module
 from bench.textbook import measure_textbook
 from bench.timing import fastest_round
+from common.dist_env import DistEnv
 from model import GPT
 from trainer.config import TrainConfig
 from trainer.data import load_corpus, resolve_corpus
-from trainer.distributed import DistEnv, machine_cores, threads_per_rank
+from trainer.distributed import machine_cores, threads_per_rank
 from trainer.precision import cpuinfo_field, resolve_dtype
-from trainer.train import model_config
+from trainer.setup import model_config
 
 
 def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, rounds: int,

@@ -13,9 +13,10 @@ a failure of the work itself in one line and exit status 1, never a traceback.
 
 import argparse
 import functools
-import os
 import sys
 from typing import Callable
+
+from common.dist_env import DistEnv
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,7 +49,7 @@ def command(run: Callable[[list[str]], int]) -> Callable[[list[str] | None], int
         try:
             return run(sys.argv[1:] if argv is None else list(argv))
         except (UsageError, CommandFailed) as exc:
-            if os.environ.get("RANK", "0") == "0":
+            if DistEnv.from_environ().is_main:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
 

@@ -11,7 +11,7 @@ CORPUS = Path("data/tinyshakespeare.txt")
 CORPUS_HELP = f"UTF-8 corpus; default {CORPUS}, downloaded if missing"
 
 # What a run leaves in its --out folder.
-SNAPSHOT = "model.pt"
+CHECKPOINT = "model.pt"  # the weights, the optimiser state and the settings: what --resume reads
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 EXPORTS = ("model.ts", "model.pt2", "model.onnx")  # TorchScript, torch.export, ONNX

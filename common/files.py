@@ -32,7 +32,7 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _umask() -> int:
@@ -41,8 +41,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry is flushed.
+def fsync_dir(directory: Path) -> None:
+    """Flush `directory`'s entries: a rename into it is durable only once they are on disk."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

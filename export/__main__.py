@@ -9,7 +9,7 @@ from common.cli import OneLineParser, command
 @command
 def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m export", description=__doc__.split(": ", 1)[1])
-    p.add_argument("checkpoint", nargs="?", default=f"checkpoints/{defaults.SNAPSHOT}",
+    p.add_argument("checkpoint", nargs="?", default=f"checkpoints/{defaults.CHECKPOINT}",
                    help="a model.pt written by the trainer")
     args = p.parse_args(argv)
     from export.artifacts import export_checkpoint  # after parsing: --help needs no torch

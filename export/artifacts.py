@@ -22,7 +22,7 @@ import torch
 
 from common import defaults
 from common.cli import UsageError
-from common.files import atomic_write
+from common.files import atomic_write, fsync_dir
 from export.manifest import embedded_facts, manifest_text
 from model import GPT, GPTConfig
 from trainer import checkpoint
@@ -99,12 +99,7 @@ def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    # The renames are durable once the directory entry is flushed.
-    directory = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(out)  # the renames are durable once the directory entry is flushed
     return [out / name for name in files]
 
 

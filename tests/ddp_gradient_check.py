@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
+from common.dist_env import DistEnv
 from model import GPT, next_token_loss
 from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.data import Batches, load_corpus
-from trainer.distributed import DistEnv
 from trainer.train import Trainer
 
 
@@ -24,7 +24,7 @@ def main(corpus_path: str) -> None:
     distributed.init(env)
     cfg = TrainConfig(data=corpus_path, grad_clip=0.0, dropout=0.0, dtype="fp32")
     corpus = load_corpus(corpus_path, cfg.block_size)
-    trainer = Trainer(cfg, env, corpus, snapshot=None)
+    trainer = Trainer(cfg, env, corpus)
     reference = GPT(trainer.model_config)
     reference.load_state_dict(trainer.raw_model.state_dict())  # the weights before the step
     trainer.train_step(step=1)  # this rank's slice, DDP all-reduce, Adam step; .grad keeps the average

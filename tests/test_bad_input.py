@@ -155,12 +155,12 @@ def test_resume_from_an_export_says_it_is_an_export(tmp_path, corpus, trained_ru
     assert_one_line_error(result, f"{trained_run / name} is an export ({kind})", "model.pt")
 
 
-def test_snapshot_without_the_optimizer_state_names_the_key(tmp_path, corpus, trained_run):
+def test_checkpoint_without_the_optimizer_state_names_the_key(tmp_path, corpus, trained_run):
     import torch
 
-    snapshot = torch.load(trained_run / "model.pt", weights_only=True)
-    del snapshot["optimizer"]
-    torch.save(snapshot, tmp_path / "model.pt")
+    saved = torch.load(trained_run / "model.pt", weights_only=True)
+    del saved["optimizer"]
+    torch.save(saved, tmp_path / "model.pt")
     result = train(tmp_path, "--data", corpus, "--resume", tmp_path / "model.pt", *SHORT_RUN)
     assert_one_line_error(result, "lacks 'optimizer'", str(tmp_path / "model.pt"))
 

@@ -47,7 +47,7 @@ def test_levers_reject_a_bad_step_count_and_zero_rounds():
 
 def test_tiny_run_writes_every_row(tmp_path, corpus):
     out = tmp_path / "results.json"
-    result = run([*BENCH, "--nprocs", "1,2", "--warmup", 1, "--steps", 2, "--rounds", 2, "--skip-generation",
+    result = run([*BENCH, "--nprocs", "2", "--warmup", 1, "--steps", 2, "--rounds", 2, "--skip-generation",
                   "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -55,7 +55,7 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     default = resolve_dtype("auto")[0]
     dtypes = [default] + (["fp32"] if default == "bf16" else [])
     assert [(r["run"], r["dtype"], r["nproc"]) for r in rows] == [
-        ("textbook", "fp32", 1), *(("ddp", dtype, n) for dtype in dtypes for n in (1, 2))]
+        ("textbook", "fp32", 1), *(("ddp", dtype, 2) for dtype in dtypes)]
     assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
     assert all(len(r["steps_per_s_by_round"]) == 2 and r["steps_per_s"] == max(r["steps_per_s_by_round"])
                for r in rows)
@@ -64,7 +64,7 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     for r in rows:  # MFU divides by the peak of the row's own dtype
         flops_per_s = results["setup"]["flops_per_step"] * r["steps_per_s"]
         assert r["mfu"] == pytest.approx(flops_per_s / (peaks[r["dtype"]] * 1e9))
-    assert results["best_nproc"] in (1, 2) and results["generation"] is None
+    assert results["best_nproc"] == 2 and results["generation"] is None
     assert f"best NPROC in {default}" in result.stdout
 
 
@@ -76,16 +76,17 @@ def test_profile_groups_the_step_for_each_dtype(corpus):
     assert [t.split(" ")[0] for t in tables] == [default] + (["fp32"] if default == "bf16" else [])
     for table in tables:
         rows = {line[:40].strip(): line[40:].split() for line in table.splitlines()
-                if line.startswith(("GEMMs", "step"))}
-        gemm_ms = float(rows["GEMMs (mm, addmm, bmm, baddbmm)"][0])
-        step_ms = float(rows["step (wall time, profiled)"][0])
-        assert 0 < gemm_ms < step_ms
+                if line[40:].split() and line[40:].split()[-1].endswith("%")}
+        step_ms = float(rows.pop("step (wall time, profiled)")[0])
+        parts_ms = [float(ms) for ms, _ in rows.values()]
+        # The overhead row is what the operators leave of the step: the parts cover all of it.
+        assert sum(parts_ms) >= step_ms - 0.1 * len(parts_ms) and min(parts_ms) >= 0
+        assert float(rows["GEMMs (mm, addmm, bmm, baddbmm)"][0]) > 0
 
 
 def test_quality_bench_trains_each_recipe_and_the_textbook_loop_and_finds_the_first_step_at_target(tmp_path, corpus):
     out = tmp_path / "quality.json"
-    # A fresh model's loss is ln 65 = 4.17: a target of 4.5 is reached at the first evaluation,
-    # 0.5 within no 4 steps.
+    # A fresh model's loss is ln 65 = 4.17: a target of 4.5 is reached at the first evaluation.
     result = run([sys.executable, "-m", "bench.quality", "--steps", 4, "--eval-every", 2, "--target", 4.5,
                   "--nproc", 2, "--recipes", "muon", "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

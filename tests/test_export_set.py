@@ -27,10 +27,10 @@ def copy_run(trained_run: Path, folder: Path) -> dict[str, bytes]:
 
 def retrain_one_step(folder: Path) -> None:
     """Change model.pt (weights and step) so that a new export differs from the set beside it."""
-    snapshot = torch.load(folder / "model.pt", weights_only=True)
-    snapshot["step"] += 1
-    snapshot["model"] = {k: v + 0.01 for k, v in snapshot["model"].items()}
-    torch.save(snapshot, folder / "model.pt")
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    saved["step"] += 1
+    saved["model"] = {k: v + 0.01 for k, v in saved["model"].items()}
+    torch.save(saved, folder / "model.pt")
 
 
 def assert_whole_set(folder: Path) -> int:

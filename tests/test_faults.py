@@ -1,4 +1,4 @@
-"""Faults: kill and resume, SIGTERM, torchrun elastic restarts, damaged snapshots, two nodes on loopback."""
+"""Faults: kill and resume, SIGTERM, torchrun elastic restarts, damaged checkpoints, two nodes on loopback."""
 
 import os
 import random
@@ -17,6 +17,7 @@ from common.files import atomic_write
 from common.ports import free_port
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, eval_records, run, step_losses, trainer_cmd
 from trainer import checkpoint
+from trainer.config import parse_config
 
 STEPS = 12
 RUN = ["--steps", STEPS, "--eval-every", 6, *QUICK]
@@ -65,7 +66,7 @@ def reference(tmp_path_factory, corpus):
 @pytest.mark.parametrize("dropout", [0, 0.1])
 def test_sigkill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path, corpus, reference, dropout):
     save_every = 3
-    # After the first snapshot is on disk (the step after it has been logged), before the end.
+    # After the first checkpoint is on disk (the step after it has been logged), before the end.
     kill_at = random.randint(save_every + 1, STEPS - 2)
     proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dropout", dropout,
                              "--save-every", save_every, *RUN))
@@ -80,7 +81,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_p
     assert_same_run(tmp_path, reference["dropout" if dropout else "single"], tol=1e-6)
 
 
-def test_sigterm_snapshots_and_exits_within_10s_and_resumes_at_another_world_size(tmp_path, corpus, reference):
+def test_sigterm_checkpoints_and_exits_within_10s_and_resumes_at_another_world_size(tmp_path, corpus, reference):
     proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--save-every", 100, *RUN))
     wait_for_step(tmp_path, 3, proc)
     sent = time.monotonic()
@@ -94,9 +95,10 @@ def test_sigterm_snapshots_and_exits_within_10s_and_resumes_at_another_world_siz
     # The last line is the command that resumes this run, the way it was started.
     words = shlex.split(stdout.strip().splitlines()[-1].removeprefix("resume with: "))
     assert (ROOT / words[0]).resolve() == Path(sys.executable).resolve()
-    assert words[1:] == ["-m", "trainer", "--data", str(corpus), "--out", str(tmp_path), "--save-every", "100",
-                         *map(str, RUN), "--resume"]
-    # The snapshot was taken by one process; two processes continue it (the global batch is the same).
+    assert words[1:3] == ["-m", "trainer"] and words[-1] == "--resume"
+    assert parse_config(words[3:]) == parse_config(["--data", str(corpus), "--out", str(tmp_path), "--save-every",
+                                                    "100", *map(str, RUN), "--resume"])
+    # The checkpoint was taken by one process; two processes continue it (the global batch is the same).
     result = run(trainer_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(tmp_path, reference["single"], tol=1e-4)
@@ -132,12 +134,31 @@ def test_sigkill_of_one_worker_under_max_restarts_completes_the_same_run(tmp_pat
     os.kill(random.choice(victims), signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
-    assert "resuming at step" in stdout  # the restarted workers found the snapshot by themselves
+    assert "resuming at step" in stdout  # the restarted workers found the checkpoint by themselves
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in stderr  # make train gave each attempt its own store
     assert_same_run(tmp_path, reference["nproc2"], tol=1e-6)
 
 
-def test_truncated_snapshot_is_a_clear_error_and_is_left_alone(tmp_path, corpus, trained_run):
+def test_a_restart_before_the_first_checkpoint_trains_from_scratch_beside_an_earlier_runs_checkpoint(
+        tmp_path, corpus, reference):
+    """The model.pt an earlier run of another shape left in --out is not this run's: a restarted
+    worker neither resumes it nor refuses its shape; it starts again from scratch."""
+    earlier = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 1, "--n-layer", 1, *QUICK))
+    assert earlier.returncode == 0, earlier.stderr[-3000:]
+    flags = " ".join(str(a) for a in ["--save-every", 100, *RUN])  # the first checkpoint: the last step
+    proc = start(["make", "--no-print-directory", "train", "NPROC=2", "MAX_RESTARTS=1", f"DATA={corpus}",
+                  f"OUT={tmp_path}", f"ARGS={flags}"])
+    wait_for_step(tmp_path, 3, proc)
+    assert checkpoint.load(tmp_path / "model.pt")["model_config"]["n_layer"] == 1  # still the earlier run's
+    os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout.count("from scratch") == 2 and "resuming" not in stdout, stdout
+    assert checkpoint.load(tmp_path / "model.pt")["model_config"]["n_layer"] == 4
+    assert_same_run(tmp_path, reference["nproc2"], tol=1e-6)
+
+
+def test_truncated_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, corpus, trained_run):
     damaged = tmp_path / "model.pt"
     whole = (trained_run / "model.pt").read_bytes()
     damaged.write_bytes(whole[: len(whole) // 2])
@@ -146,14 +167,14 @@ def test_truncated_snapshot_is_a_clear_error_and_is_left_alone(tmp_path, corpus,
     assert damaged.read_bytes() == whole[: len(whole) // 2]
 
 
-def test_snapshot_of_another_model_shape_is_a_clear_error(tmp_path, corpus, trained_run):
+def test_checkpoint_of_another_model_shape_is_a_clear_error(tmp_path, corpus, trained_run):
     result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--n-layer", 2,
                              "--resume", trained_run / "model.pt", *RUN))
     assert_one_line_error(result, "n_layer=4", "n_layer=2", "--n-layer 4")
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_a_failed_write_leaves_the_previous_snapshot_loadable(tmp_path, trained_run):
+def test_a_failed_write_leaves_the_previous_checkpoint_loadable(tmp_path, trained_run):
     path = tmp_path / "model.pt"
     shutil.copy(trained_run / "model.pt", path)
     before = path.read_bytes()

@@ -127,15 +127,15 @@ def test_progress_bar_says_its_rate_includes_evaluation(capsys):
 
 
 def test_samples_draw_a_new_seed_at_each_step_and_repeat_on_a_rerun(trained_run, corpus):
+    from common.dist_env import DistEnv
     from trainer import checkpoint
     from trainer.config import TrainConfig
     from trainer.data import load_corpus
-    from trainer.distributed import DistEnv
     from trainer.train import Trainer
 
-    snapshot = checkpoint.load(trained_run / "model.pt")
-    cfg = TrainConfig(**{**snapshot["train_config"], "data": str(corpus)})
-    trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), snapshot)
+    saved = checkpoint.load(trained_run / "model.pt")
+    cfg = TrainConfig(**{**saved["train_config"], "data": str(corpus)})
+    trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
     first, again, later = trainer.sample(30), trainer.sample(30), trainer.sample(60)
     assert first == again and first != later and first.startswith(cfg.sample_prompt)
 
@@ -153,7 +153,7 @@ def test_tensorboard_has_one_tag_per_curve_and_forgets_the_steps_a_resume_repeat
                 metrics.evaluation(step, {"train": offset + step, "val": offset + step + 0.5}, world_size=1)
         metrics.close()
 
-    log(None, range(1, 9), 100)  # a run to step 8 whose snapshot was at step 4 ...
+    log(None, range(1, 9), 100)  # a run to step 8 whose checkpoint was at step 4 ...
     log(4, range(5, 9), 200)  # ... resumed from there
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()

@@ -19,7 +19,7 @@ import torch
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, read_jsonl, run, step_losses, trainer_cmd
 from tests.test_faults import start, wait_for_step, worker_pids
 from tests.test_launch import error_lines, make_train
-from trainer import checkpoint, lock
+from trainer import checkpoint, run_folder
 from trainer.metrics import MetricsLog, read_metrics
 
 
@@ -66,43 +66,43 @@ def test_a_second_run_on_a_busy_out_is_refused_before_touching_anything(tmp_path
         wait_for_step(tmp_path, 2, first)
         for extra in ([], ["--resume"], ["--dry-run"]):
             metrics_before = (tmp_path / "metrics.jsonl").read_text()
-            snapshot_before = (tmp_path / "model.pt").read_bytes()
+            checkpoint_before = (tmp_path / "model.pt").read_bytes()
             second = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 12, "--seed", 2,
                                      *QUICK, *extra))
             assert_one_line_error(second, str(tmp_path), "in use by another training run", f"pid {first.pid} on ")
             # The first run's files are its own: its records go on from where they were.
             assert (tmp_path / "metrics.jsonl").read_text().startswith(metrics_before)
-            assert (tmp_path / "model.pt").read_bytes() == snapshot_before
+            assert (tmp_path / "model.pt").read_bytes() == checkpoint_before
         assert first.poll() is None
     finally:
         first.kill()
         first.communicate()
     # The kernel dropped the lock with the killed process: no stale lock is left behind.
-    lock.acquire(tmp_path)
-    lock.release(tmp_path)
+    run_folder.acquire(tmp_path)
+    run_folder.release(tmp_path)
 
 
 def test_the_dry_run_checks_the_lock_but_does_not_keep_it(tmp_path, corpus):
     result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dry-run", *QUICK))
     assert result.returncode == 0, result.stderr
-    lock.acquire(tmp_path)
+    run_folder.acquire(tmp_path)
     try:
         refused = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dry-run", *QUICK))
         assert_one_line_error(refused, "in use by another training run", f"pid {os.getpid()}")
     finally:
-        lock.release(tmp_path)
+        run_folder.release(tmp_path)
 
 
 # -- 2. non-finite numbers ----------------------------------------------------------------------
 
 
-def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_snapshot(tmp_path, corpus, trained_run):
+def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_checkpoint(tmp_path, corpus, trained_run):
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(trained_run / "model.pt", out)
     shutil.copy(trained_run / "metrics.jsonl", out)
     good = (out / "model.pt").read_bytes()
-    # A snapshot at step 30 of the same 60-step run, with one weight matrix poisoned.
+    # A checkpoint at step 30 of the same 60-step run, with one weight matrix poisoned.
     poisoned = torch.load(trained_run / "model.pt", weights_only=True)
     poisoned["step"] = 30
     next(iter(poisoned["model"].values())).fill_(math.nan)
@@ -134,16 +134,16 @@ def test_metrics_lines_are_strict_json_whatever_the_numbers(tmp_path):
 # -- 3. full disk --------------------------------------------------------------------------------
 
 
-def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_whole(tmp_path, trained_run, capsys):
+def test_on_a_full_disk_a_checkpoint_fails_whole_and_a_metrics_record_is_dropped_whole(tmp_path, trained_run, capsys):
     with tmpfs(tmp_path / "small", "24m") as disk:
         shutil.copy(trained_run / "model.pt", disk)
         good = (disk / "model.pt").read_bytes()
         log = MetricsLog(disk, None, tensorboard=False)
         log.step(1, 4.0, 1e-3, seconds=0.1)
         filler = fill(disk)
-        snapshot = checkpoint.load(disk / "model.pt")
+        saved = checkpoint.load(disk / "model.pt")
         with pytest.raises(OSError) as failure:
-            checkpoint.save(disk / "model.pt", snapshot)
+            checkpoint.save(disk / "model.pt", saved)
         assert failure.value.errno == 28  # ENOSPC, not torch's RuntimeError
         # The file's last page still has room; the record that crosses into a new page is cut
         # short by the kernel. No exception: a warning, and that record and the later ones skipped.
@@ -151,7 +151,7 @@ def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_w
             log.step(step, 3.0, 1e-3, seconds=0.1)
         filler.unlink()
         log.step(400, 2.0, 1e-3, seconds=0.1)  # writing works again
-        checkpoint.save(disk / "model.pt", {**snapshot, "step": 61})  # the next snapshot is tried again
+        checkpoint.save(disk / "model.pt", {**saved, "step": 61})  # the next checkpoint is tried again
         log.close()
         steps = [r["step"] for r in strict_records(disk / "metrics.jsonl")]
         assert steps[-1] == 400 and steps[:-1] == list(range(1, len(steps))) and len(steps) < 300, steps
@@ -163,9 +163,9 @@ def test_on_a_full_disk_a_snapshot_fails_whole_and_a_metrics_record_is_dropped_w
 
 
 def test_training_on_a_full_disk_warns_and_goes_on_with_no_traceback_from_any_rank(tmp_path, corpus, trained_run):
-    snapshot_size = (trained_run / "model.pt").stat().st_size
-    # Room for one snapshot and the logs, not for a second snapshot beside it while it is written.
-    size = f"{(snapshot_size * 3 // 2) // 1024}k"
+    checkpoint_size = (trained_run / "model.pt").stat().st_size
+    # Room for one checkpoint and the logs, not for a second checkpoint beside it while it is written.
+    size = f"{(checkpoint_size * 3 // 2) // 1024}k"
     with tmpfs(tmp_path / "small", size) as disk:
         result = subprocess.run(make_train(disk, corpus, "--steps", 6, "--eval-every", 2, *QUICK),
                                 cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -173,8 +173,8 @@ def test_training_on_a_full_disk_warns_and_goes_on_with_no_traceback_from_any_ra
         assert "Traceback" not in result.stderr + result.stdout and "RuntimeError" not in result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: could not write")]
         assert len(warnings) == 3, result.stderr  # steps 2, 4 and 6, each tried again
-        assert all("No space left on device" in w and "previous snapshot is kept" in w for w in warnings)
-        assert checkpoint.load(disk / "model.pt")["step"] == 1  # the snapshot that fitted, intact
+        assert all("No space left on device" in w and "previous checkpoint is kept" in w for w in warnings)
+        assert checkpoint.load(disk / "model.pt")["step"] == 1  # the checkpoint that fitted, intact
         assert sorted(step_losses(disk)) == list(range(1, 7))
         strict_records(disk / "metrics.jsonl")
         assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
@@ -227,8 +227,8 @@ def test_workers_stop_soon_after_their_launcher_is_killed(tmp_path, corpus):
     assert last < 400
     assert checkpoint.load(tmp_path / "model.pt")["step"] == last  # consistent: the step they stopped at
     strict_records(tmp_path / "metrics.jsonl")
-    lock.acquire(tmp_path)  # and nobody holds the folder any more
-    lock.release(tmp_path)
+    run_folder.acquire(tmp_path)  # and nobody holds the folder any more
+    run_folder.release(tmp_path)
 
 
 # -- 7. a frozen worker --------------------------------------------------------------------------

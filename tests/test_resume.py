@@ -1,4 +1,4 @@
-"""--resume continues the snapshot's own run: its length and schedule, unless --extend says otherwise."""
+"""--resume continues the checkpoint's own run: its length and schedule, unless --extend says otherwise."""
 
 import os
 import shutil
@@ -18,7 +18,7 @@ def test_resume_without_flags_ends_where_the_original_run_would_have(tmp_path, c
     assert run(trainer_cmd(None, "--data", corpus, "--out", reference, *ORIGINAL)).returncode == 0
     out = tmp_path / "stopped"
     proc = start(trainer_cmd(None, "--data", corpus, "--out", out, *ORIGINAL))
-    wait_for_step(out, 5, proc)  # the snapshot of step 4 is on disk, the one of step 8 is not
+    wait_for_step(out, 5, proc)  # the checkpoint of step 4 is on disk, the one of step 8 is not
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.load(out / "model.pt")["step"] == 4
@@ -41,7 +41,7 @@ def finished_copy(trained_run, tmp_path):
     return tmp_path / "model.pt"
 
 
-def test_another_step_count_needs_extend_and_leaves_the_snapshot_alone(tmp_path, corpus, trained_run):
+def test_another_step_count_needs_extend_and_leaves_the_checkpoint_alone(tmp_path, corpus, trained_run):
     path = finished_copy(trained_run, tmp_path)
     before = path.read_bytes()
     result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--resume", "--steps", 70))

@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
+from common.dist_env import DistEnv
 from model import GPT, GPTConfig, count_parameters, next_token_loss
 from tests.conftest import QUICK, ROOT, eval_records, run, step_losses, trainer_cmd
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import Batches, load_corpus
-from trainer.distributed import DistEnv
 from trainer.train import Trainer
 
 
@@ -85,14 +85,14 @@ def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs
 
 
 def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_run, corpus):
-    snapshot = checkpoint.load(trained_run / "model.pt")
-    assert snapshot["step"] == 60 and len(snapshot["vocab"]) == 65
-    cfg = TrainConfig(**{**snapshot["train_config"], "data": str(corpus)})
-    trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), snapshot)
-    fresh = GPT(GPTConfig.from_dict(snapshot["model_config"]))
-    fresh.load_state_dict(snapshot["model"])
+    saved = checkpoint.load(trained_run / "model.pt")
+    assert saved["step"] == 60 and len(saved["vocab"]) == 65
+    cfg = TrainConfig(**{**saved["train_config"], "data": str(corpus)})
+    trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
+    fresh = GPT(GPTConfig.from_dict(saved["model_config"]))
+    fresh.load_state_dict(saved["model"])
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, trainer.raw_model.state_dict()[name])
-    losses = trainer.evaluate(snapshot["step"])
-    assert losses["val"] == pytest.approx(snapshot["losses"]["val"], abs=1e-6)
+    losses = trainer.evaluate(saved["step"])
+    assert losses["val"] == pytest.approx(saved["losses"]["val"], abs=1e-6)
     assert losses["val"] == pytest.approx(eval_records(trained_run)[-1]["val_loss"], abs=1e-5)

@@ -42,16 +42,16 @@ class TrainConfig:
     # data and files
     data: str | None = option(None, defaults.CORPUS_HELP, group=FILES)
     out: str = option("checkpoints", "directory for model.pt, metrics.jsonl, loss.png and exports", group=FILES)
-    resume: str | None = option(None, "continue from a snapshot (default <out>/model.pt) with its settings, to its "
+    resume: str | None = option(None, "continue from a checkpoint (default <out>/model.pt) with its settings, to its "
                                 "final step", group=FILES, nargs="?", const="", metavar="CKPT")
     extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
                           group=FILES)
     # run length and batch
-    steps: int = option(3000, "optimiser steps in total (on --resume: the snapshot's)", group=RUN, at_least=1)
+    steps: int = option(3000, "optimiser steps in total (on --resume: the checkpoint's)", group=RUN, at_least=1)
     batch_size: int = option(32, "global batch in windows, split across ranks", group=RUN, at_least=1)
     eval_every: int = option(300, "evaluate every N steps (and at step 1 and the last)", group=RUN, at_least=1)
     eval_iters: int = option(20, "batches per split in each evaluation", group=RUN, at_least=1)
-    save_every: int = option(0, "snapshot every N steps; 0 = at every evaluation", group=RUN, at_least=0)
+    save_every: int = option(0, "a checkpoint every N steps; 0 = at every evaluation", group=RUN, at_least=0)
     seed: int = option(1337, "seeds weights, batches and dropout", group=RUN)
     timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
                           "and names the one that stopped answering", group=RUN, at_least=1)
@@ -104,13 +104,30 @@ class TrainConfig:
                            choices=("auto", "bar", "lines"))
     dry_run: bool = option(False, "check flags, corpus, world size and --out, then exit (make train runs this first)",
                            group=OUTPUT)
-    # The fields set on the command line (not defaults): on --resume, the others come from the snapshot.
+    # The fields set on the command line (not defaults): on --resume, the others come from the checkpoint.
     given: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     def to_dict(self) -> dict:
         values = asdict(self)
         values.pop("given")
         return values
+
+    def command_line(self) -> dict:
+        """The values the command line gave, as read_command_line returned them."""
+        return {name: getattr(self, name) for name in sorted(self.given, key=FIELD_ORDER.index)}
+
+    def flags(self, names) -> list[str]:
+        """The command-line flags that give these fields their values here, in the fields' order."""
+        words = []
+        for f in _options():
+            value = getattr(self, f.name)
+            if f.name not in names:
+                continue
+            if f.type is bool or value == f.metadata["argparse"].get("const", ()):  # a switch; a bare --resume
+                words += [_flag(f)] if value != f.default else []
+            else:
+                words += [_flag(f), str(value)]
+        return words
 
 
 def _options() -> list[Field]:
@@ -120,6 +137,9 @@ def _options() -> list[Field]:
 
 def _flag(f: Field) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+FIELD_ORDER = [f.name for f in _options()]
 
 
 # The values each recipe sets: `muon` is the defaults above, the others say their own.
@@ -167,21 +187,38 @@ class _Unset:
     """Marks a flag the command line did not give (argparse keeps a value already in the namespace)."""
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
+def read_command_line(argv: list[str]) -> dict:
+    """The flags `argv` gives, as {field name: value}; the fields it leaves out are not in it."""
     unset = _Unset()
     names = [f.name for f in _options()]
-    args = vars(build_parser().parse_args(sys.argv[1:] if argv is None else argv,
-                                          argparse.Namespace(**{name: unset for name in names})))
-    given = frozenset(name for name in names if args[name] is not unset)
-    recipe = RECIPES[args["recipe"] if "recipe" in given else TrainConfig.recipe]
-    for name in names:
-        if name not in given:
-            args[name] = recipe.get(name, getattr(TrainConfig, name))
-    if "min_lr" not in given:
-        args["min_lr"] = min(args["min_lr"], args["lr"])  # a low --lr alone: the decay ends at it
-    cfg = TrainConfig(**{name: args[name] for name in names}, given=given)
+    args = vars(build_parser().parse_args(argv, argparse.Namespace(**{name: unset for name in names})))
+    return {name: value for name, value in args.items() if value is not unset}
+
+
+def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
+    """The run's configuration: the command line (`given`) over the checkpoint's train_config
+    (`saved`, on --resume) over the recipe over the defaults; checked.
+
+    A --recipe on the command line sets the recipe's fields itself, so the checkpoint's values of
+    those fields do not apply. Without --min-lr, the recipe's --min-lr is lowered to a given --lr
+    below it (a low --lr alone: the decay ends at it).
+    """
+    values = {f.name: f.default for f in _options()}
+    values.update(RECIPES[given.get("recipe", TrainConfig.recipe)])
+    values["min_lr"] = min(values["min_lr"], given.get("lr", values["lr"]))
+    if saved is not None and "muon_lr" not in saved:
+        saved = {**saved, "muon_lr": 0.0}  # a checkpoint from before Muon trained with AdamW alone
+    values.update({name: value for name, value in (saved or {}).items() if name in RESUMED_FIELDS
+                   and not ("recipe" in given and name in RECIPE_FIELDS)})
+    values.update(given)
+    cfg = TrainConfig(**values, given=frozenset(given))
     _check(cfg)
     return cfg
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """The configuration of a run started with `argv` (default: this process's command line)."""
+    return resolve(read_command_line(sys.argv[1:] if argv is None else argv))
 
 
 def _inside(value: float, interval: str) -> bool:
@@ -214,7 +251,7 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError("--extend changes the length of a resumed run: use it with --resume and --steps N")
 
 
-# What a resumed run takes from its snapshot's train_config unless given on this command line:
+# What a resumed run takes from its checkpoint's train_config unless given on this command line:
 # its length, schedule, batches, model and samples. Files, logging and the dtype are this
 # invocation's own.
 RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
@@ -223,19 +260,10 @@ RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every
                   "muon_weight_decay", "sample_tokens", "sample_prompt")
 
 
-def continue_snapshot(cfg: TrainConfig, saved: dict) -> None:
-    """Give cfg the settings of the snapshot it resumes (`saved`, its train_config)."""
-    for name in RESUMED_FIELDS:
-        recipe_given = "recipe" in cfg.given and name in RECIPE_FIELDS  # --recipe now sets these
-        if name in saved and name not in cfg.given and not recipe_given:
-            setattr(cfg, name, saved[name])
-    _check(cfg)
-
-
 def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
-    """A resumed run trains on to the snapshot's own total, which it has not reached yet.
+    """A resumed run trains on to the checkpoint's own total, which it has not reached yet.
 
-    A --steps other than the snapshot's would change the learning-rate schedule under a
+    A --steps other than the checkpoint's would change the learning-rate schedule under a
     half-trained model, so it needs --extend.
     """
     total = saved.get("steps", cfg.steps)
@@ -255,18 +283,18 @@ def check_split(batch_size: int, processes: int, fix: str) -> None:
                          f"processes: {fix}")
 
 
-def choose_sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> str | None:
-    """Check --sample-prompt against the corpus's characters before training, not at the first sample.
+def sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> tuple[str, str | None]:
+    """The prompt of the evaluation samples, checked against the corpus's characters before
+    training, not at the first sample, and the note to print when it is not --sample-prompt.
 
-    A corpus without the default prompt's characters samples from its own first characters
-    instead; returns the note that says so (None when nothing changed).
+    A corpus without the default prompt's characters samples from its own first characters.
     """
     missing = "".join(sorted(set(cfg.sample_prompt) - set(vocab)))
     if not cfg.sample_tokens or not missing:
-        return None
+        return cfg.sample_prompt, None
     if "sample_prompt" in cfg.given:
         raise UsageError(f"--sample-prompt {cfg.sample_prompt!r} has characters the corpus lacks ({missing!r}): "
                          "use characters of the corpus, or --sample-tokens 0 for no samples")
-    default, cfg.sample_prompt = cfg.sample_prompt, corpus_start[:len(cfg.sample_prompt)]
-    return (f"note: the corpus lacks characters of the default --sample-prompt {default!r}; "
-            f"samples start from the corpus's first characters, {cfg.sample_prompt!r}")
+    prompt = corpus_start[:len(cfg.sample_prompt)]
+    return prompt, (f"note: the corpus lacks characters of the default --sample-prompt {cfg.sample_prompt!r}; "
+                    f"samples start from the corpus's first characters, {prompt!r}")

@@ -1,14 +1,13 @@
-"""The process group: who this rank is, how many threads it gets, and the few collectives the trainer uses.
+"""The process group: how many threads a rank gets, where it runs, and the few collectives the trainer uses.
 
-torchrun supplies RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; a plain `python -m trainer`
-has none of them and runs as a world of one without a process group.
+Who a rank is (common.dist_env.DistEnv) comes from torchrun's environment; a plain
+`python -m trainer` runs as a world of one without a process group.
 """
 
 import importlib
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -16,30 +15,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.cli import UsageError
+from common.dist_env import DistEnv
 from trainer.config import TrainConfig
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_environ(cls) -> "DistEnv":
-        env = os.environ
-        world = int(env.get("WORLD_SIZE", 1))
-        return cls(
-            rank=int(env.get("RANK", 0)),
-            world_size=world,
-            local_rank=int(env.get("LOCAL_RANK", 0)),
-            local_world_size=int(env.get("LOCAL_WORLD_SIZE", world)),
-        )
 
 
 def machine_cores() -> int:
@@ -54,7 +31,7 @@ def threads_per_rank(env: DistEnv) -> int:
     return max(1, machine_cores() // env.local_world_size)
 
 
-# Set to 0 to leave the ranks where the OS puts them (python -m bench.levers measures both).
+# Set to 0 to leave the ranks where the OS puts them.
 PIN_ENV = "TRAINER_PIN_CORES"
 
 
@@ -67,10 +44,10 @@ def core_of_rank(env: DistEnv, cores: list[int]) -> int:
 def pin_to_cores(env: DistEnv, threads: int) -> None:
     """With more local ranks than cores (NPROC=4 on 2), keep each single-threaded rank on one core.
 
-    Left to the OS, the ranks, which meet at every all-reduce, migrate between the cores:
-    pinned, NPROC=4 on two cores ran 2-8% faster in four interleaved runs. With a core or more
-    per rank, pinning made NPROC=2 3-6% slower (gloo's threads then wait for their rank's core
-    instead of using an idle one), so such ranks are left to the OS. TRAINER_PIN_CORES=0: never.
+    Left to the OS, the ranks, which meet at every all-reduce, migrate between the cores, which
+    is slower. With a core or more per rank, pinning is slower instead (gloo's threads then wait
+    for their rank's core instead of using an idle one), so such ranks are left to the OS
+    (docs/speed.md has the figures). TRAINER_PIN_CORES=0: never pin.
     """
     if os.environ.get(PIN_ENV) == "0" or threads > 1 or not hasattr(os, "sched_setaffinity"):
         return
@@ -108,16 +85,15 @@ def warn_about_shared_store(env: DistEnv) -> None:
 
 
 # The graph is the same every step, so static_graph lets DDP skip re-checking which parameters
-# were used; gradient_as_bucket_view makes the gradients views into the all-reduce buckets (no
-# copy). python -m bench.levers measures both.
+# were used; gradient_as_bucket_view makes the gradients views into the all-reduce buckets (no copy).
 DDP_OPTIONS = {"gradient_as_bucket_view": True, "static_graph": True}
 
 
-def wrap(model: torch.nn.Module, env: DistEnv, **overrides) -> torch.nn.Module:
-    """The model under DDP when there is more than one rank (bench.levers passes overrides)."""
+def wrap(model: torch.nn.Module, env: DistEnv, options: dict) -> torch.nn.Module:
+    """The model under DDP with these keyword arguments when there is more than one rank."""
     if env.world_size == 1:
         return model
-    return DDP(model, **{**DDP_OPTIONS, **overrides})
+    return DDP(model, **options)
 
 
 def silent_rank(exc: BaseException, env: DistEnv) -> str | None:
@@ -180,8 +156,29 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def agree_on_error(env: DistEnv, error: str | None) -> None:
-    """Raise the first rank's error on every rank, so all stop together with exit status 2."""
+def agreed(env: DistEnv, work, *args):
+    """work(*args) on every rank; when it raises a UsageError on any rank, every rank raises the
+    first rank's, so that all stop together with exit status 2 (and rank 0 prints it)."""
+    result, error = None, None
+    try:
+        result = work(*args)
+    except UsageError as exc:
+        error = str(exc)
+    _agree_on_error(env, error)
+    return result
+
+
+def on_main(env: DistEnv, work, *args):
+    """work(*args) on rank 0 only (the rank that holds the run's files), its result on every rank;
+    a UsageError it raises is raised on every rank."""
+    return _broadcast_from_main(env, agreed(env, work if env.is_main else _nothing, *args))
+
+
+def _nothing(*args) -> None:
+    return None
+
+
+def _agree_on_error(env: DistEnv, error: str | None) -> None:
     if dist.is_initialized():
         errors = [None] * env.world_size
         dist.all_gather_object(errors, error)
@@ -190,8 +187,7 @@ def agree_on_error(env: DistEnv, error: str | None) -> None:
         raise UsageError(error)
 
 
-def broadcast_from_main(env: DistEnv, obj):
-    """Rank 0's object on every rank (only rank 0 holds the files on a multi-node run)."""
+def _broadcast_from_main(env: DistEnv, obj):
     if not dist.is_initialized():
         return obj
     box = [obj if env.is_main else None]

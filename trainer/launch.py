@@ -9,15 +9,15 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   another program refused at once, and a rendezvous that times out one line that says what to
   check (exit status 1);
 - Ctrl-C and SIGTERM: torchrun passes the signal on to the workers, which finish their step,
-  snapshot and print the command that resumes the run; torchrun's SignalException traceback is
+  save a checkpoint and print the command that resumes the run; torchrun's SignalException traceback is
   not shown, and the exit status is 128 + the signal number;
 - a worker that fails has printed its own line; its exit status is passed on without torchrun's
   ChildFailedError report.
 """
 
+import json
 import logging
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -25,12 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common.cli import EXIT_FAILED, OneLineParser, UsageError, command
+from trainer.config import parse_config
+from trainer.resume import LAUNCHER_ENV, resume_command
 
-# The command that resumes the run, set by the launcher for its workers' stop message.
-RESUME_ENV = "TRAINER_RESUME_COMMAND"
 DEFAULT_RDZV_TIMEOUT = 300
-# A run that stopped on its own (diverged, a rank stopped answering, no rendezvous); 128 + N
-# after signal N, 2 for bad input.
 
 
 def build_parser() -> OneLineParser:
@@ -71,22 +69,22 @@ class Launch:
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
         self.endpoint = f"{self.master_addr}:{self.master_port}"
+        # The trainer's flags as its dry run reads them: bad ones are one line now, before anything starts.
+        self.dry_run_config = parse_config([*self.flags, "--dry-run"])
+        self.resume_command = resume_command(self.dry_run_config, None, self.started_as())
 
-    def resume_command(self) -> str:
-        """The command that resumes this run, in the form that started it."""
-        out, args = split_out(resumed_flags(self.flags))
+    def started_as(self) -> dict:
+        """How this launcher was started, for the resume command: its make variables under make
+        train, else its own options."""
         if self.make_pid is None:
-            return shlex.join([sys.executable, "-m", "trainer.launch", *self.launcher_options(),
-                               "--", *(["--out", out] if out else []), *args])
-        words = ["make", "train", f"NPROC={self.nproc}"]
+            return {"launch": self.launcher_options()}
+        words = [f"NPROC={self.nproc}"]
         if self.nnodes > 1:
             words += [f"NNODES={self.nnodes}", f"NODE_RANK={self.node_rank}", f"MASTER_ADDR={self.master_addr}",
                       f"MASTER_PORT={self.master_port}"]
         if self.max_restarts:
             words.append(f"MAX_RESTARTS={self.max_restarts}")
-        if out:
-            words.append(f"OUT={shlex.quote(out)}")
-        return " ".join([*words, f"ARGS={shlex.quote(shlex.join(args))}"])
+        return {"make": words}
 
     def launcher_options(self) -> list[str]:
         return [f"--nproc={self.nproc}", f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}",
@@ -111,7 +109,7 @@ class Launch:
 
         # torchrun would force 1 thread per worker: share this machine's cores among them instead.
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, machine_cores() // self.nproc)))
-        os.environ[RESUME_ENV] = self.resume_command()
+        os.environ[LAUNCHER_ENV] = json.dumps(self.started_as())
         self.dry_run()
         if self.nnodes > 1:
             if self.node_rank == 0:
@@ -124,11 +122,10 @@ class Launch:
         """Every check of the trainer's flags, corpus and --out, once, before any worker starts.
 
         RANK is this node's first rank: only node 0 (rank 0) checks --out, which only it writes."""
-        from trainer.config import parse_config
         from trainer.train import run
 
         with environment(WORLD_SIZE=str(self.nproc * self.nnodes), RANK=str(self.node_rank * self.nproc)):
-            run(parse_config([*self.flags, "--dry-run"]))
+            run(self.dry_run_config)
 
     def check_port(self) -> None:
         """On node 0, MASTER_PORT must be free or held by this run's rendezvous (another node of it
@@ -176,7 +173,7 @@ class Launch:
         return 0
 
     def stopped_by(self, signum: int) -> int:
-        """The workers got the signal from torchrun, snapshotted and printed the resume command."""
+        """The workers got the signal from torchrun, saved a checkpoint and printed the resume command."""
         if self.make_pid is not None and self.make_pid == os.getppid():
             # make prints "make: *** [Makefile: train] Error 130" after a failed recipe, which
             # would bury the resume command. Ended by the signal itself (the terminal's Ctrl-C
@@ -192,7 +189,7 @@ class Launch:
         if failure.exitcode < 0:
             name = signal.Signals(-failure.exitcode).name
             return fail(f"rank {rank} (pid {failure.pid}) was killed by {name} (out of memory? see dmesg); "
-                        f"the last snapshot is intact; resume with: {self.resume_command()}")
+                        f"the last checkpoint is intact; resume with: {self.resume_command}")
         if failure.exitcode - 128 in (signal.SIGINT, signal.SIGTERM):
             return self.stopped_by(failure.exitcode - 128)  # the workers were signalled, not torchrun
         return failure.exitcode  # the worker has printed its own line
@@ -238,56 +235,6 @@ def environment(**values: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-# -- the resume command -------------------------------------------------------------------------
-
-
-def resumed_flags(flags: list[str]) -> list[str]:
-    """`flags` with any --resume [CKPT] replaced by a plain --resume (the run's own snapshot)."""
-    kept, i = [], 0
-    while i < len(flags):
-        flag = flags[i]
-        if flag == "--resume":
-            i += 2 if i + 1 < len(flags) and not flags[i + 1].startswith("-") else 1
-            continue
-        if not flag.startswith("--resume="):
-            kept.append(flag)
-        i += 1
-    return [*kept, "--resume"]
-
-
-def split_out(flags: list[str]) -> tuple[str | None, list[str]]:
-    """(the --out value, the other flags); the last --out wins, as in argparse."""
-    out, rest, i = None, [], 0
-    while i < len(flags):
-        if flags[i] == "--out" and i + 1 < len(flags):
-            out, i = flags[i + 1], i + 2
-            continue
-        if flags[i].startswith("--out="):
-            out = flags[i].split("=", 1)[1]
-        else:
-            rest.append(flags[i])
-        i += 1
-    return out, rest
-
-
-def resume_command() -> str:
-    """The command that resumes this trainer process's run: the launcher's (make train) when it
-    started the run, else this process's own python -m trainer or torchrun command."""
-    if os.environ.get(RESUME_ENV):
-        return os.environ[RESUME_ENV]
-    flags = resumed_flags(sys.argv[1:])
-    python = os.path.relpath(sys.executable) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return shlex.join([python, "-m", "trainer", *flags])
-    torchrun = str(Path(python).parent / "torchrun")
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    nodes = int(os.environ.get("WORLD_SIZE", 1)) // per_node
-    if nodes == 1:
-        return shlex.join([torchrun, "--standalone", f"--nproc-per-node={per_node}", "-m", "trainer", *flags])
-    return (f"on each of the {nodes} nodes, your torchrun command with these trainer flags: "
-            + shlex.join(["-m", "trainer", *flags]))
 
 
 @command

@@ -1,23 +1,22 @@
 """Keep the memory a training step frees, so that the next step does not fault it back in.
 
-A step allocates and frees the same few dozen activation buffers every time (each up to 8 MB:
-4096 tokens x 512 MLP units in fp32, or the 128 x 128 attention scores of 128 heads). glibc's
-malloc serves blocks above its mmap threshold with fresh mmaps and hands the freed top of its
-heap back to the OS, so every step touched its buffers' pages anew: 7,000-12,000 page faults and
-13-30 ms of kernel time a step at NPROC=1 on the 2-core EPYC. With blocks up to 32 MB kept in the
-heap and the heap kept whole, a step takes under 50 faults and under 1 ms of kernel time.
-`python -m bench.levers` measures the row with glibc's own thresholds.
+A step allocates and frees the same few dozen activation buffers (up to a few MB each) every
+time. glibc's malloc serves blocks above its mmap threshold with fresh mmaps and hands the freed
+top of its heap back to the OS, so every step would touch its buffers' pages anew, paying page
+faults and kernel time. Raising both thresholds keeps the blocks in the heap and the heap whole
+(docs/speed.md has the measurements).
 
 Both thresholds must be set: setting either one turns off glibc's adjusting of the other, and
-the trim threshold alone leaves the mmap threshold at 128 KB, which is far worse (80,000 faults a
-step). The cost is memory the process keeps after its peak: the peak of a step, a few hundred MB.
+the trim threshold alone leaves the mmap threshold at 128 KB, which is far worse. The cost is
+memory the process keeps after its peak: the peak of a step, a few hundred MB.
+TRAINER_KEEP_MEMORY=0 keeps glibc's own thresholds (docs/usage.md).
 """
 
 import ctypes
 import os
 import platform
 
-# Set to 0 to keep glibc's own thresholds (python -m bench.levers measures both).
+# Set to 0 to keep glibc's own thresholds.
 KEEP_MEMORY_ENV = "TRAINER_KEEP_MEMORY"
 
 # mallopt's parameter numbers, from glibc's malloc.h

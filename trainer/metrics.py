@@ -41,12 +41,12 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
 
             # purge_step makes TensorBoard drop the events an earlier writer logged from that step
-            # on: after the snapshot on resume (this run logs them again), all of them on a new run.
+            # on: after the checkpoint on resume (this run logs them again), all of them on a new run.
             self._tb = SummaryWriter(log_dir=str(Path(out) / "tensorboard"),
                                      purge_step=0 if resume_step is None else resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:
-        """A resumed run repeats the steps after its snapshot: drop their old records."""
+        """A resumed run repeats the steps after its checkpoint: drop their old records."""
         if not self.path.exists():
             return
         kept = [record for record in read_records(self.path) if record["step"] <= step]
@@ -83,12 +83,12 @@ class MetricsLog:
         return (f"step {step} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
                 f"{speed_label(step - steps + 1, step, seconds)}")
 
-    def done_line(self, last_step: int, snapshot_path: Path) -> str:
+    def done_line(self, last_step: int, checkpoint_path: Path) -> str:
         """The last line of training: the steps this process ran, and where its wall time went."""
         steps, wall = last_step - self.first_step + 1, time.perf_counter() - self.start
         speed = f" ({steps / self.train_time:.2f} steps/s)" if self.train_time > 0 else ""
         return (f"done: {steps} steps in {wall:.0f} s: {self.train_time:.0f} s in training steps{speed}, "
-                f"{wall - self.train_time:.0f} s evaluating, sampling and saving; snapshot {snapshot_path}")
+                f"{wall - self.train_time:.0f} s evaluating, sampling and saving; checkpoint {checkpoint_path}")
 
     def _write(self, record: dict) -> None:
         if self._fd is None:

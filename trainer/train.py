@@ -1,31 +1,45 @@
-"""The training loop: DDP over gloo, one global batch split across ranks, Adam, periodic evaluation.
+"""The training loop: DDP over gloo, one global batch split across ranks, Muon and AdamW, periodic evaluation.
 
-Read top to bottom: `run` prepares everything, `Trainer.train` loops over steps, and each
-step is `train_step`; `evaluate`, `_save_snapshot` and `_load_snapshot` do the rest.
+Read top to bottom: `run` is the whole run as a list of calls, `Trainer.train` loops over steps,
+and each step is `train_step`; `evaluate`, `save_checkpoint` and `load_checkpoint` do the rest.
+The setup before the first step is trainer/setup.py.
 """
 
 import math
-import os
 import signal
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
 from common import defaults
 from common.cli import EXIT_FAILED, UsageError
-from common.files import check_writable
-from model import GPT, GPTConfig, count_parameters, generate, next_token_loss
-from trainer import checkpoint, distributed, lock, memory, precision
-from trainer.config import TrainConfig, check_run_length, check_split, choose_sample_prompt, continue_snapshot
-from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_seed
-from trainer.distributed import DistEnv
-from trainer.launch import resume_command
+from common.dist_env import DistEnv
+from model import GPT, count_parameters, generate, next_token_loss
+from trainer import checkpoint, distributed, memory, precision
+from trainer.config import TrainConfig
+from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer
 from trainer.progress import Progress
+from trainer.resume import launched_by, resume_command
+from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
+from trainer.setup import model_config, prepare
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """How a Trainer runs its step, where python -m bench.levers compares other choices.
+
+    ddp: the keyword arguments of DistributedDataParallel (distributed.DDP_OPTIONS by default).
+    compile: run the model through torch.compile (inductor); off by default, since its first
+    step costs a minute or more (docs/speed.md has the figures).
+    """
+
+    ddp: dict = field(default_factory=lambda: dict(distributed.DDP_OPTIONS))
+    compile: bool = False
 
 
 class Diverged(Exception):
@@ -37,11 +51,11 @@ class Diverged(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, snapshot: dict | None,
-                 ddp_options: dict | None = None):
+    def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, saved: dict | None = None,
+                 options: TrainerOptions = TrainerOptions()):
         self.cfg, self.env, self.corpus = cfg, env, corpus
-        self.out = Path(cfg.out)
-        self.snapshot_path = self.out / defaults.SNAPSHOT
+        self.folder = RunFolder(cfg.out)
+        self.resume_command = resume_command(cfg, env, launched_by())
         self.model_config = model_config(cfg, corpus)
         self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
         memory.keep_freed_memory()  # wherever a Trainer steps: the trainer, and the bench's rows
@@ -53,12 +67,13 @@ class Trainer:
                         for split, data in (("train", corpus.train), ("val", corpus.val))}
         self.step = 0
         self.last_losses: dict = {}
-        if snapshot is not None:
-            self._load_snapshot(snapshot)
+        if saved is not None:
+            self.load_checkpoint(saved)
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
-        self.model = distributed.wrap(self.raw_model, env, **(ddp_options or {}))
+        model = torch.compile(self.raw_model) if options.compile else self.raw_model
+        self.model = distributed.wrap(model, env, options.ddp)
         self.stop_signal = 0
-        self.saved_step: int | None = None  # the step of the last snapshot this run wrote
+        self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
 
     # -- one optimiser step ---------------------------------------------------------------
 
@@ -84,7 +99,7 @@ class Trainer:
         cfg = self.cfg
         return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
 
-    # -- evaluation, sampling, snapshots --------------------------------------------------------
+    # -- evaluation, sampling, checkpoints ------------------------------------------------------
 
     @torch.inference_mode()
     def evaluate(self, step: int) -> dict:
@@ -114,33 +129,33 @@ class Trainer:
         self.raw_model.train()
         return self.corpus.decode(ids)
 
-    def _save_snapshot(self) -> None:
-        """Rank 0 only. A failed write (full disk) leaves the previous snapshot in place."""
-        snapshot = {
+    def save_checkpoint(self) -> None:
+        """Rank 0 only. A failed write (full disk) leaves the previous checkpoint in place."""
+        saved = {
             "model": self.raw_model.state_dict(),
             "model_config": self.model_config.to_dict(),
             "vocab": self.corpus.vocab,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "train_config": self.cfg.to_dict(),
-            "rng": {"torch": torch.get_rng_state()},
             "losses": self.last_losses,
             "world_size": self.env.world_size,
-            "run_id": os.environ.get("TORCHELASTIC_RUN_ID", ""),
+            "run_id": self.env.run_id,
         }
         try:
-            checkpoint.save(self.snapshot_path, snapshot)
+            checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step
         except OSError as exc:
-            print(f"warning: could not write {self.snapshot_path} ({exc.strerror}); "
-                  "the previous snapshot is kept, and the next snapshot tries again", file=sys.stderr, flush=True)
+            print(f"warning: could not write {self.folder.checkpoint} ({exc.strerror}); "
+                  "the previous checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
 
-    def _load_snapshot(self, snapshot: dict) -> None:
-        self.raw_model.load_state_dict(snapshot["model"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
-        torch.set_rng_state(snapshot["rng"]["torch"])
-        self.step = snapshot["step"]
-        self.last_losses = snapshot.get("losses", {})
+    def load_checkpoint(self, saved: dict) -> None:
+        """The weights, the optimiser state and the step of `saved`. The random state needs no
+        restoring: every step seeds its own dropout (train_step)."""
+        self.raw_model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step = saved["step"]
+        self.last_losses = saved.get("losses", {})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -151,10 +166,10 @@ class Trainer:
         try:
             return self._train_loop()
         except Diverged as exc:
-            # Every rank stops at the same step (all see the same global numbers); no snapshot.
+            # Every rank stops at the same step (all see the same global numbers); no checkpoint.
             if self.env.is_main:
                 print(f"error: training diverged at step {exc.step} ({exc.what}), so it stopped; "
-                      f"{self._snapshot_state()}; try a lower --lr (now {self.cfg.lr:g}) or a gradient clip "
+                      f"{self._checkpoint_state()}; try a lower --lr (now {self.cfg.lr:g}) or a gradient clip "
                       f"(--grad-clip 1.0, now {self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
             return EXIT_FAILED
         except RuntimeError as exc:
@@ -163,7 +178,7 @@ class Trainer:
                 raise
             print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
                   f"after step {self.step} (a frozen, swapped-out or unreachable process); "
-                  f"{self._snapshot_state()}; resume with: {resume_command()}", file=sys.stderr, flush=True)
+                  f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
             return EXIT_FAILED
         finally:
             stop_watching()
@@ -174,53 +189,59 @@ class Trainer:
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        metrics = MetricsLog(self.out, self.step or None, cfg.tensorboard, write=env.is_main)
+        metrics = MetricsLog(self.folder.path, self.step or None, cfg.tensorboard, write=env.is_main)
         progress = Progress(env.is_main, cfg.progress, cfg.steps, self.step)
+        stop = False
         try:
             progress.print(self._banner())
-            while self.step < cfg.steps:
-                step = self.step + 1
-                started = time.perf_counter()
-                loss, stop = self.train_step(step)
-                if not math.isfinite(loss):
-                    raise Diverged(step, f"the training loss is {loss}")
-                self.step = step
-                metrics.step(step, loss, self._lr(step), time.perf_counter() - started)
-                progress.update(loss)
-                if evaluation_due(cfg, step):
-                    self.last_losses = self.evaluate(step)
-                    if not all(map(math.isfinite, self.last_losses.values())):
-                        raise Diverged(step, "the evaluation loss is not finite")
-                    progress.print(metrics.evaluation(step, self.last_losses, env.world_size))
-                    if cfg.sample_tokens and env.is_main:  # only rank 0 shows it: only rank 0 draws it
-                        progress.print("  sample: " + self.sample(step).replace("\n", " / "))
-                if snapshot_due(cfg, step) or stop:
-                    # Every rank holds the same weights, so every rank reaches the same verdict.
-                    if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
-                        raise Diverged(step, "the weights are no longer finite")
-                    if env.is_main:
-                        self._save_snapshot()
-                if stop:
-                    progress.close()  # the bar first, so that the last lines come after it
-                    progress.print(f"stopped at step {step}: {self._snapshot_state()}\n"
-                                   f"resume with: {resume_command()}")
-                    return 128 + (self.stop_signal or signal.SIGTERM)
-            progress.close()
-            progress.print(metrics.done_line(self.step, self.snapshot_path))
-            return 0
+            while self.step < cfg.steps and not stop:
+                stop = self._one_step(metrics, progress)
         finally:
-            progress.close()
+            progress.close()  # the bar first, so that the last lines come after it
             metrics.close()
+        if stop:
+            progress.print(f"stopped at step {self.step}: {self._checkpoint_state()}\n"
+                           f"resume with: {self.resume_command}")
+            return 128 + (self.stop_signal or signal.SIGTERM)
+        progress.print(metrics.done_line(self.step, self.folder.checkpoint))
+        return 0
 
-    def _snapshot_state(self) -> str:
+    def _one_step(self, metrics: MetricsLog, progress: Progress) -> bool:
+        """The next step, its record, and the evaluation and checkpoint due at it; True: stop here."""
+        cfg, env = self.cfg, self.env
+        step = self.step + 1
+        started = time.perf_counter()
+        loss, stop = self.train_step(step)
+        if not math.isfinite(loss):
+            raise Diverged(step, f"the training loss is {loss}")
+        self.step = step
+        metrics.step(step, loss, self._lr(step), time.perf_counter() - started)
+        progress.update(loss)
+        if evaluation_due(cfg, step):
+            self.last_losses = self.evaluate(step)
+            if not all(map(math.isfinite, self.last_losses.values())):
+                raise Diverged(step, "the evaluation loss is not finite")
+            progress.print(metrics.evaluation(step, self.last_losses, env.world_size))
+            if cfg.sample_tokens and env.is_main:  # only rank 0 shows it: only rank 0 draws it
+                progress.print("  sample: " + self.sample(step).replace("\n", " / "))
+        if checkpoint_due(cfg, step) or stop:
+            # Every rank holds the same weights, so every rank reaches the same verdict.
+            if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+                raise Diverged(step, "the weights are no longer finite")
+            if env.is_main:
+                self.save_checkpoint()
+        return stop
+
+    def _checkpoint_state(self) -> str:
+        path = self.folder.checkpoint
         if self.saved_step == self.step:
-            return f"snapshot saved to {self.snapshot_path}"
+            return f"checkpoint saved to {path}"
         if self.saved_step is not None:
-            return f"the last good snapshot, {self.snapshot_path} at step {self.saved_step}, is kept"
-        return f"{self.snapshot_path} is left as it was"
+            return f"the last good checkpoint, {path} at step {self.saved_step}, is kept"
+        return f"{path} is left as it was"
 
     def _launcher_gone(self, launcher_pid: int) -> None:
-        """Called by the watchdog thread: finish this step, snapshot and stop, as on SIGTERM."""
+        """Called by the watchdog thread: finish this step, save a checkpoint and stop, as on SIGTERM."""
         if self.env.is_main:
             print(f"warning: the launcher (torchrun, pid {launcher_pid}) is gone: stopping after this step",
                   file=sys.stderr, flush=True)
@@ -237,7 +258,7 @@ class Trainer:
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 
     def _install_signal_handlers(self) -> dict:
-        """SIGINT/SIGTERM finish the current step, snapshot, and stop every rank together.
+        """SIGINT/SIGTERM finish the current step, save a checkpoint, and stop every rank together.
 
         Returns the handlers they replace."""
 
@@ -254,96 +275,28 @@ def evaluation_due(cfg: TrainConfig, step: int) -> bool:
     return step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
 
 
-def snapshot_due(cfg: TrainConfig, step: int) -> bool:
-    """Snapshot every --save-every steps, or at every evaluation without it, and at the last step."""
+def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
+    """A checkpoint every --save-every steps, or at every evaluation without it, and at the last step."""
     every = step % cfg.save_every == 0 if cfg.save_every else evaluation_due(cfg, step)
     return every or step == cfg.steps
 
 
-def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
-    return GPTConfig(vocab_size=len(corpus.vocab), block_size=cfg.block_size, n_layer=cfg.n_layer,
-                     n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
-
-
-def check_out_dir(out: Path) -> None:
-    """Fail before training, not at the first snapshot, when --out cannot be written."""
-    try:
-        check_writable(out)
-    except OSError as exc:
-        raise UsageError(f"cannot write to --out {out} ({exc.strerror}): "
-                         "choose a writable directory with --out (OUT= for make)") from None
-
-
-def resume_path(cfg: TrainConfig) -> Path | None:
-    """--resume [CKPT], or, after torchrun restarted the workers, this run's own last snapshot."""
-    if cfg.resume is not None:
-        return Path(cfg.resume or Path(cfg.out) / defaults.SNAPSHOT)
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    path = Path(cfg.out) / defaults.SNAPSHOT
-    if restarted and path.is_file():
-        return path
-    return None
-
-
-def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[Corpus, dict | None]:
-    """Every check that can fail on bad input, agreed by all ranks so they stop together."""
-    error = None
-    snapshot = None
-    corpus = None
-    note = None
-    try:
-        check_split(cfg.batch_size, env.world_size,
-                    f"use a process count that divides {cfg.batch_size} (NPROC=1, 2, 4 ...) or another --batch-size")
-        # Only one process per machine may download the corpus; the others wait for it.
-        if env.local_rank == 0:
-            resolve_corpus(cfg.data, download=True)
-    except UsageError as exc:
-        error = str(exc)
-    distributed.agree_on_error(env, error)
-    try:
-        corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
-        # Before --out is touched. A resumed run then takes the snapshot's prompt, unless given.
-        note = choose_sample_prompt(cfg, corpus.vocab, corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist()))
-        if env.is_main:
-            check_out_dir(Path(cfg.out))
-            # Before any file of the run is read or written; held until this process exits.
-            # The dry run (make train's, before torchrun) only checks: the workers take the lock.
-            lock.acquire(Path(cfg.out))
-            if cfg.dry_run:
-                lock.release(Path(cfg.out))
-            path = resume_path(cfg)
-            if path is not None:
-                snapshot = checkpoint.load(path)
-                if cfg.resume is not None:
-                    continue_snapshot(cfg, snapshot["train_config"])
-                checkpoint.check_compatible(snapshot, path, model_config(cfg, corpus), corpus.vocab)
-                if cfg.resume is not None:
-                    check_run_length(cfg, snapshot["train_config"], snapshot["step"], path)
-                if cfg.resume is None and snapshot.get("run_id") != os.environ.get("TORCHELASTIC_RUN_ID"):
-                    snapshot = None  # a snapshot of an earlier run, not of this restarted one
-    except UsageError as exc:
-        error = str(exc)
-    distributed.agree_on_error(env, error)
-    snapshot = distributed.broadcast_from_main(env, snapshot)
-    if snapshot is not None and cfg.resume is not None and not env.is_main:
-        continue_snapshot(cfg, snapshot["train_config"])  # as rank 0 did above
-    if note and env.is_main and not cfg.dry_run and snapshot is None:
-        print(note, flush=True)
-    return corpus, snapshot
-
-
 def run(cfg: TrainConfig) -> int:
+    """The whole run of one rank: process group, setup, training, and on rank 0 the files at the end.
+
+    The dry run (`make train` runs it before torchrun starts, with WORLD_SIZE set) is the setup
+    alone, without a process group: bad input is one line from one process, and the corpus is
+    downloaded once, not by every worker.
+    """
     env = DistEnv.from_environ()
     if cfg.dry_run:
-        # `make train` runs this before torchrun starts (with WORLD_SIZE set), so bad input is
-        # one line from one process, and the corpus is downloaded once, not by every worker.
         prepare(cfg, env)
         return 0
     distributed.init(env, cfg.timeout)
     trainer = None
     try:
-        corpus, snapshot = prepare(cfg, env)
-        trainer = Trainer(cfg, env, corpus, snapshot)
+        cfg, corpus, saved = prepare(cfg, env)
+        trainer = Trainer(cfg, env, corpus, saved)
         status = trainer.train()
         if status == 0 and env.is_main:
             finish_run(trainer)
@@ -360,16 +313,16 @@ def finish_run(trainer: Trainer) -> None:
     from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
     from trainer.plot import plot_metrics  # only at the end
 
+    folder = trainer.folder
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
     exports = ", ".join([*defaults.EXPORTS, defaults.MANIFEST])
     what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
-    print(f"writing {what} to {trainer.out} ...", flush=True)
+    print(f"writing {what} to {folder.path} ...", flush=True)
     written = []
     try:
-        written.append(plot_metrics(trainer.out / "metrics.jsonl", trainer.out / "loss.png"))
+        written.append(plot_metrics(folder.metrics, folder.loss_plot))
     except UsageError as exc:  # the run is trained and saved; a picture that cannot be drawn does not undo that
         print(f"warning: {exc}", file=sys.stderr, flush=True)
     if trainer.cfg.export:
-        written += export_checkpoint(trainer.snapshot_path)
+        written += export_checkpoint(folder.checkpoint)
     print("wrote " + ", ".join(str(p) for p in written), flush=True)
-

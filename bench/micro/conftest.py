@@ -8,7 +8,7 @@ import torch
 from model import GPT, GPTConfig
 from trainer.config import TrainConfig
 from trainer.data import Batches, Corpus, load_corpus, resolve_corpus
-from trainer.train import model_config
+from trainer.setup import model_config
 
 CFG = TrainConfig()  # the default shape: batch 32 x 128, 824,897 parameters
 

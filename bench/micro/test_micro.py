@@ -16,7 +16,7 @@ from bench.micro.conftest import CFG, parameter_count
 from common.ports import free_port
 from model import next_token_loss, uniform_loss
 from trainer.data import Batches
-from trainer.train import make_optimizer
+from trainer.optim import make_optimizer
 
 N_PARAMS = parameter_count()  # 824,897: one fp32 value per parameter is what DDP all-reduces
 

@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 
 from common.cli import UsageError
-from trainer.config import RECIPE_FIELDS, RECIPES, TrainConfig, build_parser, parse_config
+from trainer.config import RECIPE_FIELDS, RECIPES, TrainConfig, build_parser, parse_config, resolve
 
 
 def test_defaults_are_the_muon_recipe():
@@ -56,9 +56,10 @@ def test_a_low_lr_alone_lowers_min_lr_to_it():
     (["--extend", "--resume"], "--extend changes the length of a resumed run: use it with --resume and --steps N"),
 ])
 def test_limits_are_one_line_errors(argv, message):
+    """The problem, up to the colon before the fix, word for word; the fix may be reworded."""
     with pytest.raises(UsageError) as caught:
         parse_config(argv)
-    assert str(caught.value) == message
+    assert str(caught.value).split(":")[0] == message.split(":")[0]
 
 
 def test_every_field_has_a_flag_with_the_fields_default():
@@ -76,3 +77,46 @@ def test_each_recipe_sets_its_values_and_passes_the_checks():
     for recipe, values in RECIPES.items():
         cfg = parse_config(["--recipe", recipe])
         assert {name: getattr(cfg, name) for name in values} == values
+
+
+# -- resolve: command line over checkpoint over recipe over default ------------------------------
+
+
+def test_resolve_puts_the_command_line_over_the_checkpoint_over_the_recipe_over_the_default():
+    saved = {"steps": 500, "lr": 1e-3, "seed": 7, "n_layer": 2, "muon_lr": 0.01}
+    cfg = resolve({"seed": 9, "out": "runs"}, saved)
+    assert (cfg.seed, cfg.out) == (9, "runs")  # the command line
+    assert (cfg.steps, cfg.lr, cfg.n_layer, cfg.muon_lr) == (500, 1e-3, 2, 0.01)  # the checkpoint
+    assert cfg.muon_weight_decay == RECIPES["muon"]["muon_weight_decay"]  # the recipe
+    assert cfg.eval_iters == TrainConfig.eval_iters  # the default
+    assert cfg.given == {"seed", "out"}
+
+
+def test_resolve_takes_only_the_resumed_fields_from_the_checkpoint():
+    cfg = resolve({}, {"out": "elsewhere", "dtype": "bf16", "export": False, "steps": 40})
+    assert (cfg.out, cfg.dtype, cfg.export, cfg.steps) == (TrainConfig.out, TrainConfig.dtype, True, 40)
+
+
+def test_a_recipe_on_the_command_line_beats_the_checkpoints_recipe_fields():
+    saved = {"recipe": "muon", "muon_lr": 0.02, "lr": 2e-3, "steps": 40}
+    cfg = resolve({"recipe": "course"}, saved)
+    assert (cfg.recipe, cfg.muon_lr, cfg.lr, cfg.steps) == ("course", 0.0, 3e-4, 40)
+    assert resolve({}, {"recipe": "adamw", "muon_lr": 0.0}).recipe == "adamw"
+
+
+def test_a_checkpoint_from_before_muon_resumes_with_adamw_alone():
+    cfg = resolve({}, {"recipe": "tuned", "lr": 2e-3, "steps": 40})  # its train_config has no muon_lr
+    assert (cfg.recipe, cfg.muon_lr, cfg.steps) == ("tuned", 0.0, 40)
+
+
+def test_the_checkpoints_values_are_checked_too():
+    with pytest.raises(UsageError, match="^--n-embd 10 is not a multiple of --n-head 4"):
+        resolve({}, {"n_embd": 10})
+
+
+def test_the_flags_of_a_configuration_give_it_back():
+    cfg = parse_config(["--out", "a b", "--resume", "--lr", "1e-3", "--no-export", "--sample-prompt", "JULIET:"])
+    assert cfg.flags(cfg.given) == ["--out", "a b", "--resume", "--lr", "0.001", "--sample-prompt", "JULIET:",
+                                    "--no-export"]
+    assert parse_config(cfg.flags(cfg.given)) == cfg
+    assert resolve(cfg.command_line()) == cfg

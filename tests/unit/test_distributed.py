@@ -2,7 +2,8 @@
 
 import pytest
 
-from trainer.distributed import DistEnv, core_of_rank, threads_per_rank
+from common.dist_env import DistEnv
+from trainer.distributed import core_of_rank, threads_per_rank
 
 
 def local(rank: int, ranks: int) -> DistEnv:
@@ -24,3 +25,17 @@ def test_threads_share_the_cores_unless_omp_num_threads_says(monkeypatch):
     assert [threads_per_rank(local(0, n)) for n in (1, 2, 4, 16)] == [8, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_rank(local(0, 4)) == 3
+
+
+def test_without_a_process_group_agreed_and_on_main_run_the_work_here():
+    from common.cli import UsageError
+    from trainer.distributed import agreed, on_main
+
+    assert agreed(DistEnv(), lambda a, b: a + b, 2, 3) == 5
+    assert on_main(DistEnv(), lambda: "rank 0's") == "rank 0's"
+
+    def refuse():
+        raise UsageError("the problem: the fix")
+
+    with pytest.raises(UsageError, match="^the problem: the fix$"):
+        agreed(DistEnv(), refuse)

@@ -86,7 +86,7 @@ def test_done_line_counts_the_steps_since_the_resume_step(tmp_path):
     line = log.done_line(15, tmp_path / "model.pt")
     assert line.startswith("done: 5 steps in ")
     assert ": 2 s in training steps (2.00 steps/s), " in line
-    assert line.endswith(f"; snapshot {tmp_path / 'model.pt'}")
+    assert line.endswith(f"; checkpoint {tmp_path / 'model.pt'}")
 
 
 def test_a_resumed_log_drops_the_records_after_the_resume_step(tmp_path):

@@ -61,7 +61,7 @@ def test_newton_schulz_brings_every_singular_value_near_one(dtype):
 
 
 def test_a_step_moves_each_matrix_by_an_orthogonal_update_of_size_lr():
-    model, optimizer = model_and_optimizer("--muon-lr", "0.01")
+    model, optimizer = model_and_optimizer("--muon-lr", "0.01", "--muon-weight-decay", "0")
     proj = model.blocks[1].attn.proj.weight
     before = proj.detach().clone()
     x = torch.randint(0, 65, (2, 16))

@@ -9,7 +9,7 @@ from pathlib import Path
 from common import defaults
 from common.cli import OneLineParser
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = (defaults.PROMPT, defaults.TOKENS, defaults.TEMPERATURE)
 
 

@@ -1,0 +1,66 @@
+"""trainer.run_folder: which checkpoint a run continues, and the lock that keeps a folder to one run."""
+
+import fcntl
+import os
+
+import pytest
+
+from common.cli import UsageError
+from trainer import checkpoint
+from trainer.run_folder import LOCK_NAME, RunFolder, acquire, release
+
+
+def save(path, run_id: str) -> None:
+    checkpoint.save(path, {"model": {}, "model_config": {}, "vocab": "ab", "step": 3, "optimizer": {},
+                           "train_config": {}, "run_id": run_id})
+
+
+def test_a_fresh_run_starts_from_scratch_whatever_the_folder_holds(tmp_path):
+    save(tmp_path / "model.pt", "earlier")
+    assert RunFolder(tmp_path).checkpoint_to_resume(None, run_id="", restart=0) is None
+
+
+def test_resume_reads_the_folders_checkpoint_or_the_one_named(tmp_path):
+    save(tmp_path / "model.pt", "earlier")
+    save(tmp_path / "other.pt", "another")
+    folder = RunFolder(tmp_path)
+    assert folder.checkpoint_to_resume("", run_id="now", restart=0)["run_id"] == "earlier"
+    assert folder.checkpoint_to_resume(str(tmp_path / "other.pt"), run_id="now", restart=0)["run_id"] == "another"
+
+
+def test_a_restarted_worker_continues_its_own_runs_checkpoint_only(tmp_path):
+    folder = RunFolder(tmp_path)
+    assert folder.checkpoint_to_resume(None, run_id="now", restart=1) is None  # none saved yet
+    save(tmp_path / "model.pt", "earlier")
+    assert folder.checkpoint_to_resume(None, run_id="now", restart=1) is None  # an earlier run's
+    save(tmp_path / "model.pt", "now")
+    assert folder.checkpoint_to_resume(None, run_id="now", restart=1)["step"] == 3
+
+
+def test_a_missing_checkpoint_on_resume_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        RunFolder(tmp_path).checkpoint_to_resume("", run_id="", restart=0)
+
+
+def test_claim_refuses_a_folder_another_process_holds_and_check_only_keeps_nothing(tmp_path):
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: as another process would hold it
+    try:
+        with pytest.raises(UsageError, match="is in use by another training run"):
+            RunFolder(tmp_path).claim()
+    finally:
+        os.close(fd)
+    RunFolder(tmp_path).claim(check_only=True)
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: the check did not keep it
+    finally:
+        os.close(fd)
+    acquire(tmp_path)
+    release(tmp_path)
+
+
+def test_claim_refuses_a_file_where_the_folder_should_be(tmp_path):
+    (tmp_path / "out").write_text("")
+    with pytest.raises(UsageError, match="^cannot write to --out"):
+        RunFolder(tmp_path / "out").claim()

@@ -1,0 +1,95 @@
+"""The run folder (--out): the paths of its files, the lock that keeps it to one run, and the
+choice of the checkpoint a run continues from.
+
+The lock is flock(2) on <out>/.trainer.lock: the kernel drops it when the holder exits, however
+it exits (kill -9 included), so a dead run never leaves a stale lock behind. Linux emulates flock
+with fcntl locks on NFS, so two machines sharing the folder exclude each other too. The file
+keeps the holder's pid and host for the message a second run prints; it is never deleted
+(deleting a lock file lets two processes lock two different files of the same name).
+"""
+
+import fcntl
+import os
+import socket
+import sys
+from pathlib import Path
+
+from common import defaults
+from common.cli import UsageError
+from common.files import check_writable
+from trainer import checkpoint
+
+LOCK_NAME = ".trainer.lock"
+
+_held: dict[Path, int] = {}  # folder -> open descriptor, for as long as this process holds it
+
+
+class RunFolder:
+    def __init__(self, out):
+        self.path = Path(out)
+        self.checkpoint = self.path / defaults.CHECKPOINT
+        self.metrics = self.path / defaults.METRICS
+        self.loss_plot = self.path / defaults.LOSS_PLOT
+
+    def claim(self, check_only: bool = False) -> None:
+        """Fail now, not at the first checkpoint, when the folder cannot be written or another run
+        holds it; then hold it until this process ends. `check_only` (the dry run): check, do not hold."""
+        try:
+            check_writable(self.path)
+        except OSError as exc:
+            raise UsageError(f"cannot write to --out {self.path} ({exc.strerror}): "
+                             "choose a writable directory with --out (OUT= for make)") from None
+        acquire(self.path)
+        if check_only:
+            release(self.path)
+
+    def resume_path(self, resume: str | None) -> Path:
+        """The checkpoint --resume [CKPT] names: CKPT, or this folder's."""
+        return Path(resume) if resume else self.checkpoint
+
+    def checkpoint_to_resume(self, resume: str | None, run_id: str | None, restart: int) -> dict | None:
+        """The checkpoint this run continues from, loaded, or None to start from scratch.
+
+        --resume [CKPT] names it (default <out>/model.pt). Without --resume, a worker that
+        torchrun restarted (restart > 0) continues its own run's <out>/model.pt, but not one an
+        earlier run left there: that one is of another run (and maybe another model shape).
+        """
+        if resume is not None:
+            return checkpoint.load(self.resume_path(resume))
+        if restart == 0 or not self.checkpoint.is_file():
+            return None
+        saved = checkpoint.load(self.checkpoint)
+        return saved if saved.get("run_id") == run_id else None
+
+
+def acquire(out: Path) -> None:
+    """Hold the lock on `out` until release(out) or the end of this process.
+
+    UsageError naming the folder and the holder when another process has it."""
+    out = Path(out).resolve()
+    if out in _held:
+        return
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UsageError(
+            f"--out {out} is in use by another training run ({holder}): wait for it to end or stop it, "
+            "or choose another --out (OUT= for make)"
+        ) from None
+    except OSError as exc:  # a file system without locks (some network and FUSE ones)
+        os.close(fd)
+        print(f"warning: cannot lock {out} ({exc.strerror}): nothing stops a second run from writing "
+              "into it at the same time", file=sys.stderr, flush=True)
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _held[out] = fd
+
+
+def release(out: Path) -> None:
+    fd = _held.pop(Path(out).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor drops the flock

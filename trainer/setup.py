@@ -1,0 +1,80 @@
+"""A run's setup, as one straight line: every check that can fail on bad input, before the first step.
+
+Each step runs on every rank, or on rank 0 alone where the run folder is concerned, and a
+UsageError on any rank stops all of them together (distributed.agreed and distributed.on_main),
+so bad input is one line and exit status 2, never a rank left waiting for the others.
+"""
+
+import dataclasses
+
+from common.dist_env import DistEnv
+from model import GPTConfig
+from trainer import checkpoint, distributed
+from trainer.config import TrainConfig, check_run_length, check_split, resolve, sample_prompt
+from trainer.data import Corpus, load_corpus, resolve_corpus
+from trainer.run_folder import RunFolder
+
+
+def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict | None]:
+    """The run's final configuration, its corpus, and the checkpoint it continues (None: from scratch).
+
+    `cfg` is the command line's configuration; on --resume the checkpoint's settings fill in
+    what the command line leaves out. The dry run (cfg.dry_run) checks the lock without holding it.
+    """
+    distributed.agreed(env, check_processes, cfg, env)
+    corpus = distributed.agreed(env, read_corpus, cfg)
+    saved = distributed.on_main(env, open_folder, cfg, env)
+    cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
+    return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved
+
+
+def check_processes(cfg: TrainConfig, env: DistEnv) -> None:
+    """The world size must split the batch; the corpus is fetched by one process per machine."""
+    check_split(cfg.batch_size, env.world_size,
+                f"use a process count that divides {cfg.batch_size} (NPROC=1, 2, 4 ...) or another --batch-size")
+    if env.local_rank == 0:
+        resolve_corpus(cfg.data, download=True)
+
+
+def read_corpus(cfg: TrainConfig) -> Corpus:
+    corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
+    sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))  # a --sample-prompt it cannot start, before --out
+    return corpus
+
+
+def open_folder(cfg: TrainConfig, env: DistEnv) -> dict | None:
+    """Rank 0: claim --out (writable, not in use by another run) and load the checkpoint to continue."""
+    folder = RunFolder(cfg.out)
+    folder.claim(check_only=cfg.dry_run)
+    return folder.checkpoint_to_resume(cfg.resume, env.run_id, env.restart)
+
+
+def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainConfig:
+    """On --resume, the checkpoint's settings under the command line's; a checkpoint to continue
+    must fit this run's model shape and corpus, and on --resume have steps left to train."""
+    if saved is None:
+        return cfg
+    path = RunFolder(cfg.out).resume_path(cfg.resume)
+    if cfg.resume is not None:  # else a worker torchrun restarted: its command line is the run's own
+        cfg = resolve(cfg.command_line(), saved["train_config"])
+    checkpoint.check_compatible(saved, path, model_config(cfg, corpus), corpus.vocab)
+    if cfg.resume is not None:
+        check_run_length(cfg, saved["train_config"], saved["step"], path)
+    return cfg
+
+
+def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, env: DistEnv) -> TrainConfig:
+    """The configuration with the prompt the samples start from, saying so when it is not the default."""
+    prompt, note = sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))
+    if note and saved is None and env.is_main and not cfg.dry_run:
+        print(note, flush=True)
+    return dataclasses.replace(cfg, sample_prompt=prompt)
+
+
+def corpus_start(corpus: Corpus, cfg: TrainConfig) -> str:
+    return corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist())
+
+
+def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
+    return GPTConfig(vocab_size=len(corpus.vocab), block_size=cfg.block_size, n_layer=cfg.n_layer,
+                     n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
