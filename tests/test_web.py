@@ -107,6 +107,13 @@ def test_a_seed_gives_the_same_sample_every_time_in_the_page_and_in_node(chromiu
     assert node.returncode == 0 and node.stdout == first["output"] + "\n", node.stderr
 
 
+def test_a_temperature_too_small_for_float64_is_greedy_in_the_page_and_in_node(chromium, web_model, greedy_text):
+    page = generate_in_page(web_model, temperature="1e-320", autostart=1)
+    assert page["state"] == "done" and page["output"] == greedy_text, page
+    node = node_example(web_model / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS, "--temperature", "1e-320")
+    assert node.returncode == 0 and node.stdout == greedy_text + "\n", node.stderr
+
+
 def test_stop_ends_a_long_generation(chromium, web_model):
     page = generate_in_page(web_model, "--stop-after", 40, tokens=100_000, temperature=0, autostart=1)
     assert page["state"] == "done" and page["stopped"], page
@@ -179,7 +186,8 @@ def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, ca
 
 def test_node_example_errors_are_one_line(web_model, tmp_path):
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "cannot read model", "make export")
-    assert_one_line_error(node_example(web_model / "model.onnx", "--tokens", "many"), "--tokens", "whole number")
+    for tokens in ["many", "1e9", "0x10"]:  # Python's int() refuses the last two as well
+        assert_one_line_error(node_example(web_model / "model.onnx", "--tokens", tokens), "--tokens", "whole number")
     assert_one_line_error(node_example(web_model / "model.onnx", "--prompt", "ROMEO ☃"),
                           "outside the model's vocabulary")
     mismatched_pair(tmp_path, web_model, keep_metadata=False)
