@@ -3,8 +3,10 @@ Stop, clear failures."""
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -238,3 +240,40 @@ def test_make_serve_on_a_busy_port_is_one_line(web_model):
         port = url.rsplit(":", 1)[1].strip("/")
         result = run([sys.executable, "-m", "web.serve", "--out", web_model, "--port", port])
     assert_one_line_error(result, f"127.0.0.1:{port}", "PORT=")
+
+
+# Issue 20, cause 4: the server's bad input.
+
+@pytest.mark.parametrize("port", [70000, -1])
+def test_a_port_out_of_range_is_one_line(tmp_path, port):
+    assert_one_line_error(run([sys.executable, "-m", "web.serve", "--out", tmp_path, f"--port={port}"]),
+                          str(port), "PORT=")
+
+
+MALFORMED = [b"GET /%00 HTTP/1.1", b"GET /node_modules/%00.mjs HTTP/1.1", b"GET /" + b"a" * 5000 + b" HTTP/1.1",
+             b"GET /" + b"a/" * 3000 + b" HTTP/1.1", b"GARBAGE", b"GET", b"GET /\xff\xfe%0a HTTP/1.1"]
+
+
+def test_malformed_requests_and_an_aborted_download_cost_at_most_a_line_each(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "web.serve", "--out", tmp_path, "--port", "0"], cwd=ROOT,
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[4].rsplit(":", 1)[1].strip("/"))
+        for request in MALFORMED:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                client.sendall(request + b"\r\n\r\n")
+                reply = client.makefile("rb").read()  # the server closes the connection after it
+                # Without a version in the request line (HTTP/0.9) the reply is the error page alone.
+                status = reply.split(b"\r\n")[0] if b"\r\n" in reply else reply
+                assert re.search(rb"\b(400|404)\b", status), request[:40]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:  # hangs up mid-download
+            client.sendall(b"GET /node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm HTTP/1.1\r\n\r\n")
+            client.recv(100)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
+            assert page.status == 200  # still serving
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert len(err.splitlines()) <= len(MALFORMED), err[-3000:]
