@@ -1,6 +1,7 @@
 """The page in headless Chromium and the Node example: Python's greedy text, seeded runs that repeat,
 Stop, clear failures."""
 
+import hashlib
 import json
 import os
 import re
@@ -152,13 +153,31 @@ def without_metadata(onnx_path):
     onnx.save(graph, onnx_path)
 
 
-def mismatched_pair(folder, web_model, keep_metadata: bool):
+def mismatched_pair(folder, web_model, keep_metadata: bool, **changes):
+    """model.onnx and a model.json that records its SHA-256 but describes another model: by default
+    another corpus's vocabulary (one character fewer)."""
     shutil.copy(web_model / "model.onnx", folder / "model.onnx")
     if not keep_metadata:
         without_metadata(folder / "model.onnx")
     manifest = json.loads((web_model / "model.json").read_text(encoding="utf-8"))
-    manifest["vocab"] = manifest["vocab"][:-1]  # another corpus's vocabulary: one character fewer
+    manifest |= changes or {"vocab": manifest["vocab"][:-1]}
+    manifest["sha256"]["model.onnx"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     (folder / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def hostile_pair(folder, web_model, case: str):
+    """Issue 20's pairs: a model.json of another export (its SHA-256), model.json = null, and a
+    metadata-less model.onnx whose model.json claims a larger context than the model takes."""
+    if case == "larger context":
+        return mismatched_pair(folder, web_model, keep_metadata=False, block_size=BLOCK_SIZE * 2)
+    shutil.copy(web_model / "model.onnx", folder / "model.onnx")
+    manifest = json.loads((web_model / "model.json").read_text(encoding="utf-8"))
+    manifest["sha256"]["model.onnx"] = hashlib.sha256(b"another export").hexdigest()
+    (folder / "model.json").write_text("null" if case == "null" else json.dumps(manifest), encoding="utf-8")
+
+
+HOSTILE_PAIRS = [("another export", ["does not match model.onnx", "SHA-256"]), ("null", ["not a manifest"]),
+                 ("larger context", ["does not match model.onnx", f"context of {BLOCK_SIZE * 2}"])]
 
 
 @pytest.mark.parametrize("case, words", [
@@ -168,10 +187,13 @@ def mismatched_pair(folder, web_model, keep_metadata: bool):
     ("model.json of another model, model.onnx without metadata", ["lists 64 characters, the model scores 65"]),
     ("prompt outside the vocabulary", ["outside the model's vocabulary", "☃"]),
     ("negative characters", ["tokens must be a whole number"]),
+    *HOSTILE_PAIRS,
 ])
 def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, case, words):
     query = {"temperature": 0, "autostart": 1}
-    if case.startswith("model.json of another model"):
+    if case in dict(HOSTILE_PAIRS):
+        hostile_pair(tmp_path, web_model, case)
+    elif case.startswith("model.json of another model"):
         mismatched_pair(tmp_path, web_model, keep_metadata="without metadata" not in case)
     elif case.startswith("model.onnx without metadata"):
         shutil.copy(web_model / "model.onnx", tmp_path)
@@ -194,6 +216,9 @@ def test_node_example_errors_are_one_line(web_model, tmp_path):
                           "outside the model's vocabulary")
     mismatched_pair(tmp_path, web_model, keep_metadata=False)
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "model.json does not match model.onnx", "make export")
+    for case, words in HOSTILE_PAIRS:
+        hostile_pair(tmp_path, web_model, case)
+        assert_one_line_error(node_example(tmp_path / "model.onnx"), *words)
 
 
 def test_node_decodes_a_character_outside_the_bmp_as_python_does(tmp_path):
