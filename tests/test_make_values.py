@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, run
+from tests.conftest import ROOT, run
+from tests.test_generate_input import assert_make_one_line_error
 
 VALUE = "it's a b$x"  # a quote, a space, and a `$` that make and the shell must both leave alone
 DOCUMENTED = re.findall(r"^#> ([a-z-]+) ([A-Z_0-9]+) ", (ROOT / "Makefile").read_text(), re.MULTILINE)
@@ -72,7 +73,5 @@ def test_a_value_reaches_the_program_whole_and_unexpanded(stub, tmp_path, target
 @pytest.mark.parametrize("target", ["train", "serve", "plot", "export", "generate", "cpp-generate"])
 def test_an_empty_out_is_refused_in_one_line_before_any_program_runs(stub, tmp_path, target):
     log = tmp_path / "calls.jsonl"
-    result = make(target, stub, log, "OUT=")
-    own = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("make: *** "))
-    assert_one_line_error(result.__class__(result.args, result.returncode, result.stdout, own), "OUT is empty")
+    assert_make_one_line_error(make(target, stub, log, "OUT="), "OUT is empty")
     assert calls(log) == []
