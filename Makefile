@@ -46,8 +46,11 @@ NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json 
 NPROCS ?= 1,2,4
 ROUNDS ?= 3
 BENCH_OUT ?= bench/results.json
+QUALITY_STEPS ?= 3000
+TARGET ?= 1.50
+QUALITY_OUT ?= bench/quality.json
 
-.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-levers bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-profile bench-micro plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
 	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
@@ -93,6 +96,11 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench BENCH_OUT JSON file for the results
 #> bench DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-quality QUALITY_STEPS training steps of every run
+#> bench-quality TARGET the validation loss to reach
+#> bench-quality NPROC processes of each recipe's run
+#> bench-quality QUALITY_OUT JSON file for the results
+#> bench-quality DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-levers ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
@@ -169,6 +177,9 @@ bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of
 	$(call require,BENCH_OUT)
 	$(PY) -m bench --nprocs $(call shell_quote,$(NPROCS)) --rounds $(call shell_quote,$(ROUNDS)) \
 		--out $(call shell_quote,$(BENCH_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+
+bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <= TARGET of each recipe and the textbook loop -> QUALITY_OUT
+	$(PY) -m bench.quality --steps '$(QUALITY_STEPS)' --target '$(TARGET)' --nproc '$(NPROC)' --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
 	$(PY) -m bench.levers --rounds $(call shell_quote,$(ROUNDS)) $(if $(DATA),--data $(call shell_quote,$(DATA)))

@@ -80,3 +80,20 @@ def test_profile_groups_the_step_for_each_dtype(corpus):
         gemm_ms = float(rows["GEMMs (mm, addmm, bmm, baddbmm)"][0])
         step_ms = float(rows["step (wall time, profiled)"][0])
         assert 0 < gemm_ms < step_ms
+
+
+def test_quality_bench_trains_each_recipe_and_the_textbook_loop_and_finds_the_first_step_at_target(tmp_path, corpus):
+    out = tmp_path / "quality.json"
+    # A fresh model's loss is ln 65 = 4.17: a target of 4.5 is reached at the first evaluation,
+    # 0.5 within no 4 steps.
+    result = run([sys.executable, "-m", "bench.quality", "--steps", 4, "--eval-every", 2, "--target", 4.5,
+                  "--nproc", 2, "--recipes", "muon", "--data", corpus, "--out", out], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["run"] for r in rows] == ["muon recipe, NPROC=2", "textbook loop"]
+    for r in rows:
+        assert [e["step"] for e in r["evaluations"]] == [1, 2, 4]
+        assert r["step_at_target"] == 1 and 0 < r["train_s_at_target"] <= r["train_s"] < r["wall_s"]
+        assert r["final_val_loss"] == r["evaluations"][-1]["val_loss"] < 4.3
+    assert "| muon recipe, NPROC=2 | 1 |" in result.stdout
+    assert_one_line_error(run([sys.executable, "-m", "bench.quality", "--recipes", "sgd"], timeout=60), "--recipes")

@@ -35,7 +35,7 @@ def test_metrics_jsonl_has_a_record_per_step_and_per_evaluation(trained_run):
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 61))
     for record in eval_records(trained_run):
-        assert set(record) == {"step", "train_loss", "val_loss", "steps_per_s", "elapsed_s", "world_size"}
+        assert set(record) == {"step", "train_loss", "val_loss", "steps_per_s", "elapsed_s", "train_s", "world_size"}
         assert record["steps_per_s"] > 0 and record["world_size"] == 1
     assert json.loads(json.dumps(records)) == records
 

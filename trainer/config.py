@@ -3,9 +3,9 @@
 Each field is declared once, with `option`: its default, its --help text and group, and its
 limits. The parser and the checks are built from those declarations.
 
-Two recipes set the optimiser defaults: `tuned` (the default, which reaches the course's
-promised losses at step 3000) and `course` (the chapter's Adam at a constant 3e-4).
-Any flag given explicitly wins over the recipe.
+Three recipes set the optimiser defaults: `muon` (the default: Muon for the blocks' matrices,
+AdamW for the rest), `adamw` (AdamW alone, warm-up and cosine) and `course` (the chapter's Adam
+at a constant 3e-4). Any flag given explicitly wins over the recipe.
 """
 
 import argparse
@@ -23,17 +23,18 @@ OPTIMISER = "optimiser (defaults from --recipe)"
 
 
 def option(default, help: str | None = None, *, group: str, at_least: int | None = None, within: str | None = None,
-           course=None, choices=None, flag: str | None = None, **argparse_kwargs):
+           recipes: dict | None = None, choices=None, flag: str | None = None, **argparse_kwargs):
     """A field of TrainConfig with its flag: `--name-with-dashes` unless `flag` says otherwise.
 
     at_least: the lowest allowed int (0 reads "must not be negative"). within: the allowed
     interval of a float, written as the errors show it, e.g. "(0, 1]"; values must also be finite.
-    course: the `course` recipe's value; the default is the `tuned` one, and the flag's own
-    default is None so the recipe fills it in. The flag's type is the field's (int, float,
-    str; a bool is a switch). argparse_kwargs go to add_argument as they are (nargs, metavar).
+    recipes: the other recipes' values ({"adamw": ..., "course": ...}); the default is the
+    `muon` recipe's, and the flag's own default is None so the recipe fills it in. The flag's
+    type is the field's (int, float, str; a bool is a switch). argparse_kwargs go to
+    add_argument as they are (nargs, metavar).
     """
     return field(default=default, metadata=dict(group=group, help=help, at_least=at_least, within=within,
-                                                 course=course, choices=choices, flag=flag, argparse=argparse_kwargs))
+                                                 recipes=recipes, choices=choices, flag=flag, argparse=argparse_kwargs))
 
 
 @dataclass
@@ -59,24 +60,36 @@ class TrainConfig:
     n_layer: int = option(4, group=SHAPE, at_least=1)
     n_head: int = option(4, group=SHAPE, at_least=1)
     n_embd: int = option(128, group=SHAPE, at_least=1)
-    dropout: float = option(0.0, "dropout on residual branches and embeddings", group=SHAPE, course=0.0,
-                            within="[0, 1)")
+    dropout: float = option(0.0, "dropout on residual branches and embeddings", group=SHAPE,
+                            recipes=dict(adamw=0.0, course=0.0), within="[0, 1)")
     # optimiser and schedule (defaults come from the recipe)
-    recipe: str = option("tuned", "tuned: warm-up + cosine AdamW; course: the chapter's Adam at constant 3e-4",
-                         group=OPTIMISER, choices=("course", "tuned"))  # the names of RECIPES below
+    recipe: str = option("muon", "muon: Muon for the blocks' matrices + AdamW, warm-up + cosine; adamw: AdamW "
+                         "alone, warm-up + cosine; course: the chapter's Adam at constant 3e-4",
+                         group=OPTIMISER, choices=("muon", "adamw", "course"))  # the names of RECIPES below
     # Adam moves each weight by about lr a step: above 1, nothing is learnt.
-    lr: float = option(2e-3, "peak learning rate", group=OPTIMISER, course=3e-4, within="(0, 1]")
-    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay, at most --lr", group=OPTIMISER,
-                           course=3e-4, within="[0, 1]")
-    schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER, course="constant",
-                           choices=("cosine", "constant"))
-    warmup_steps: int = option(100, "linear warm-up steps", group=OPTIMISER, course=0, at_least=0)
+    lr: float = option(2e-3, "peak learning rate of AdamW", group=OPTIMISER, recipes=dict(adamw=2e-3, course=3e-4),
+                       within="(0, 1]")
+    min_lr: float = option(1e-4, "AdamW's learning rate at the end of the cosine decay, at most --lr (Muon's ends "
+                           "at the same fraction of --muon-lr)", group=OPTIMISER,
+                           recipes=dict(adamw=1e-4, course=3e-4), within="[0, 1]")
+    schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER,
+                           recipes=dict(adamw="cosine", course="constant"), choices=("cosine", "wsd", "constant"))
+    warmup_steps: int = option(100, "linear warm-up steps", group=OPTIMISER, recipes=dict(adamw=100, course=0),
+                               at_least=0)
     beta1: float = option(0.9, group=OPTIMISER, within="[0, 1)")  # Adam's moving averages need a factor below 1
-    beta2: float = option(0.99, "Adam beta2", group=OPTIMISER, course=0.999, within="[0, 1)")
+    beta2: float = option(0.99, "Adam beta2", group=OPTIMISER, recipes=dict(adamw=0.99, course=0.999),
+                          within="[0, 1)")
     # AdamW scales weights by 1 - lr * weight_decay each step.
-    weight_decay: float = option(0.1, "decoupled weight decay on matrices only", group=OPTIMISER, course=0.0,
-                                 within="[0, 1]")
-    grad_clip: float = option(1.0, "clip the gradient norm; 0 = off", group=OPTIMISER, course=0.0, within="[0, inf)")
+    weight_decay: float = option(0.1, "AdamW's decoupled weight decay, on matrices only", group=OPTIMISER,
+                                 recipes=dict(adamw=0.1, course=0.0), within="[0, 1]")
+    grad_clip: float = option(1.0, "clip the gradient norm; 0 = off", group=OPTIMISER,
+                              recipes=dict(adamw=1.0, course=0.0), within="[0, inf)")
+    # Muon's update has a spectral norm near 1, so its rate is a step size per matrix: 0.02 is the usual one.
+    muon_lr: float = option(0.02, "peak learning rate of Muon for the blocks' matrices; 0 = AdamW for them too",
+                            group=OPTIMISER, recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
+    muon_momentum: float = option(0.95, "Muon's Nesterov momentum", group=OPTIMISER, within="[0, 1)")
+    muon_weight_decay: float = option(0.0, "Muon's decoupled weight decay", group=OPTIMISER,
+                                      recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
     # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
     dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
                         "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
@@ -109,12 +122,11 @@ def _flag(f: Field) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
-# The values a recipe sets: `tuned` is the defaults above, `course` the chapter's plain Adam.
-COURSE_RECIPE = {f.name: f.metadata["course"] for f in _options() if f.metadata["course"] is not None}
-RECIPES = {
-    "tuned": {name: getattr(TrainConfig, name) for name in COURSE_RECIPE},
-    "course": COURSE_RECIPE,
-}
+# The values each recipe sets: `muon` is the defaults above, the others say their own.
+RECIPE_FIELDS = tuple(f.name for f in _options() if f.metadata["recipes"] is not None)
+RECIPES = {"muon": {name: getattr(TrainConfig, name) for name in RECIPE_FIELDS}} | {
+    recipe: {f.name: f.metadata["recipes"][recipe] for f in _options() if f.metadata["recipes"] is not None}
+    for recipe in ("adamw", "course")}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -143,9 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["action"] = "store_false" if f.default else "store_true"
         else:
             kwargs.update(type=f.type if f.type in (int, float) else None, choices=meta["choices"])
-        if meta["course"] is not None:
-            # None: parse_config fills in the recipe's value, and --help names both recipes' values.
-            kwargs.update(default=None, help=f"{meta['help']} (tuned: {f.default}, course: {meta['course']})")
+        if meta["recipes"] is not None:
+            # None: parse_config fills in the recipe's value, and --help names every recipe's value.
+            values = ", ".join(f"{recipe}: {RECIPES[recipe][f.name]}" for recipe in RECIPES)
+            kwargs.update(default=None, help=f"{meta['help'] or f.name} ({values})")
         groups[meta["group"]].add_argument(_flag(f), **kwargs)
     return p
 
@@ -192,7 +205,7 @@ def _check(cfg: TrainConfig) -> None:
                          "e.g. --block-size 128")
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
-    if cfg.schedule == "cosine" and cfg.min_lr > cfg.lr:
+    if cfg.schedule != "constant" and cfg.min_lr > cfg.lr:
         raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the cosine decays from --lr to "
                          "--min-lr, so pass a --min-lr no larger than --lr")
     if cfg.sample_prompt == "":
@@ -206,13 +219,14 @@ def _check(cfg: TrainConfig) -> None:
 # invocation's own.
 RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
                   "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
-                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "sample_tokens", "sample_prompt")
+                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "muon_lr", "muon_momentum",
+                  "muon_weight_decay", "sample_tokens", "sample_prompt")
 
 
 def continue_snapshot(cfg: TrainConfig, saved: dict) -> None:
     """Give cfg the settings of the snapshot it resumes (`saved`, its train_config)."""
     for name in RESUMED_FIELDS:
-        recipe_given = "recipe" in cfg.given and name in COURSE_RECIPE  # --recipe now sets these
+        recipe_given = "recipe" in cfg.given and name in RECIPE_FIELDS  # --recipe now sets these
         if name in saved and name not in cfg.given and not recipe_given:
             setattr(cfg, name, saved[name])
     _check(cfg)

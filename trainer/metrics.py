@@ -72,7 +72,8 @@ class MetricsLog:
         seconds, steps = sum(self.window), len(self.window)
         record = {"step": step, "train_loss": round(losses["train"], 6), "val_loss": round(losses["val"], 6),
                   "steps_per_s": round(steps / seconds, 3) if seconds > 0 else None,
-                  "elapsed_s": round(time.perf_counter() - self.start, 2), "world_size": world_size}
+                  "elapsed_s": round(time.perf_counter() - self.start, 2), "train_s": round(self.train_time, 2),
+                  "world_size": world_size}
         self.window = []
         self._write(record)
         if self._tb:

@@ -47,3 +47,10 @@ def autocast(dtype: str):
     import torch
 
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def torch_dtype(dtype: str):
+    """torch.bfloat16 or torch.float32 for 'bf16' or 'fp32'."""
+    import torch
+
+    return torch.bfloat16 if dtype == "bf16" else torch.float32

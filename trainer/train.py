@@ -23,6 +23,7 @@ from trainer.data import Batches, Corpus, load_corpus, resolve_corpus, stream_se
 from trainer.distributed import DistEnv
 from trainer.launch import resume_command
 from trainer.metrics import MetricsLog
+from trainer.optim import make_optimizer
 from trainer.progress import Progress
 from trainer.schedule import lr_at
 
@@ -46,7 +47,7 @@ class Trainer:
         memory.keep_freed_memory()  # wherever a Trainer steps: the trainer, and the bench's rows
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
-        self.optimizer = make_optimizer(self.raw_model, cfg)
+        self.optimizer = make_optimizer(self.raw_model, cfg, precision.torch_dtype(self.dtype))
         # This rank's windows of each split: the same global batches whatever the world size.
         self.batches = {split: Batches(data, cfg.seed, cfg.batch_size, cfg.block_size, env.rank, env.world_size)
                         for split, data in (("train", corpus.train), ("val", corpus.val))}
@@ -67,9 +68,7 @@ class Trainer:
         x, y = self.batches["train"].draw("train", step)
         # Dropout masks depend only on (seed, step, rank): a resumed run draws the same ones.
         torch.manual_seed(stream_seed(cfg.seed, "dropout", step, env.rank))
-        lr = self._lr(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.set_lr_scale(self._lr(step) / cfg.lr)
         self.optimizer.zero_grad(set_to_none=True)
         with precision.autocast(self.dtype):
             loss = next_token_loss(self.model(x), y)
@@ -230,10 +229,12 @@ class Trainer:
     def _banner(self) -> str:
         cfg, env = self.cfg, self.env
         where = f"resuming at step {self.step}" if self.step else "from scratch"
+        muon = f"Muon lr {cfg.muon_lr:g}, " if cfg.muon_lr else ""
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
                 f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
-                f"recipe {cfg.recipe} (lr {cfg.lr:g}, {cfg.schedule}), {self.dtype} matmuls ({self.dtype_reason})")
+                f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}, {cfg.schedule}), "
+                f"{self.dtype} matmuls ({self.dtype_reason})")
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT/SIGTERM finish the current step, snapshot, and stop every rank together.
@@ -262,19 +263,6 @@ def snapshot_due(cfg: TrainConfig, step: int) -> bool:
 def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:
     return GPTConfig(vocab_size=len(corpus.vocab), block_size=cfg.block_size, n_layer=cfg.n_layer,
                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig, **implementation) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (embeddings included), none on biases and norms.
-
-    With weight_decay 0 (the course recipe) this is exactly Adam. The fused kernel updates all
-    parameters in one pass: the fastest of the three implementations (python -m bench.levers
-    passes `foreach=` to compare).
-    """
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **(implementation or {"fused": True}))
 
 
 def check_out_dir(out: Path) -> None:

@@ -5,20 +5,25 @@ from dataclasses import fields
 import pytest
 
 from common.cli import UsageError
-from trainer.config import COURSE_RECIPE, RECIPES, TrainConfig, build_parser, parse_config
+from trainer.config import RECIPE_FIELDS, RECIPES, TrainConfig, build_parser, parse_config
 
 
-def test_defaults_are_the_tuned_recipe():
+def test_defaults_are_the_muon_recipe():
     cfg = parse_config([])
-    assert {name: getattr(cfg, name) for name in COURSE_RECIPE} == RECIPES["tuned"]
-    assert (cfg.lr, cfg.min_lr, cfg.schedule, cfg.warmup_steps) == (2e-3, 1e-4, "cosine", 100)
+    assert cfg.recipe == "muon" and cfg.muon_lr > 0
+    assert {name: getattr(cfg, name) for name in RECIPE_FIELDS} == RECIPES["muon"]
     assert cfg.given == frozenset()
+
+
+def test_the_adamw_recipe_is_adamw_alone_warmed_up_and_cosine():
+    cfg = parse_config(["--recipe", "adamw"])
+    assert (cfg.muon_lr, cfg.lr, cfg.min_lr, cfg.schedule, cfg.warmup_steps) == (0.0, 2e-3, 1e-4, "cosine", 100)
 
 
 def test_an_explicit_flag_beats_the_recipe():
     cfg = parse_config(["--recipe", "course", "--dropout", "0.1"])
     assert (cfg.lr, cfg.min_lr, cfg.schedule, cfg.warmup_steps) == (3e-4, 3e-4, "constant", 0)
-    assert (cfg.beta2, cfg.weight_decay, cfg.grad_clip, cfg.dropout) == (0.999, 0.0, 0.0, 0.1)
+    assert (cfg.beta2, cfg.weight_decay, cfg.grad_clip, cfg.dropout, cfg.muon_lr) == (0.999, 0.0, 0.0, 0.1, 0.0)
     assert parse_config(["--lr", "0.01"]).lr == 0.01
     assert parse_config(["--recipe", "course", "--lr", "0.01"]).lr == 0.01
 
@@ -46,7 +51,7 @@ def test_a_low_lr_alone_lowers_min_lr_to_it():
     (["--lr", "0"], "--lr must be a finite number in (0, 1], got 0.0: e.g. --lr 0.002"),
     (["--beta2", "1"], "--beta2 must be a finite number in [0, 1), got 1.0: e.g. --beta2 0.99"),
     (["--grad-clip", "inf"], "--grad-clip must be a finite number in [0, inf), got inf: e.g. --grad-clip 1"),
-    (["--recipe", "plain"], "argument --recipe: invalid choice: 'plain' (choose from 'course', 'tuned') "
+    (["--recipe", "plain"], "argument --recipe: invalid choice: 'plain' (choose from 'muon', 'adamw', 'course') "
                             "(see python -m trainer --help)"),
     (["--extend", "--resume"], "--extend changes the length of a resumed run: use it with --resume and --steps N"),
 ])
@@ -61,10 +66,10 @@ def test_every_field_has_a_flag_with_the_fields_default():
     names = [f.name for f in fields(TrainConfig) if f.name != "given"]
     assert sorted(actions) == sorted(names)
     for name in names:
-        default = None if name in COURSE_RECIPE else getattr(TrainConfig, name)  # None: the recipe decides
+        default = None if name in RECIPE_FIELDS else getattr(TrainConfig, name)  # None: the recipe decides
         assert actions[name].default == default, name
     assert actions["export"].option_strings == ["--no-export"] and actions["export"].const is False
-    assert sorted(RECIPES) == list(actions["recipe"].choices)
+    assert sorted(RECIPES) == sorted(actions["recipe"].choices)
 
 
 def test_each_recipe_sets_its_values_and_passes_the_checks():

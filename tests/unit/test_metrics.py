@@ -46,7 +46,7 @@ def test_evaluation_record_rounds_steps_per_s_to_3_places(log, tmp_path):
     assert evaluation["steps_per_s"] == 1.429
     assert (evaluation["step"], evaluation["train_loss"], evaluation["val_loss"], evaluation["world_size"]) == \
         (3, 2.123457, 2.5, 2)
-    assert evaluation["elapsed_s"] >= 0
+    assert evaluation["elapsed_s"] >= 0 and evaluation["train_s"] == 2.1  # the training steps' seconds so far
 
 
 def test_the_window_resets_after_an_evaluation(log, tmp_path):

@@ -53,3 +53,14 @@ def test_no_warmup_starts_the_cosine_at_step_one():
     assert cosine(1, warmup=0) < LR
     assert cosine(TOTAL // 2, warmup=0) == pytest.approx((LR + MIN_LR) / 2)
     assert cosine(TOTAL, warmup=0) == pytest.approx(MIN_LR)
+
+
+def test_wsd_holds_lr_then_decays_linearly_to_min_lr_over_the_last_part():
+    from trainer.schedule import WSD_DECAY_FRACTION
+
+    lrs = [lr_at(s, LR, MIN_LR, WARMUP, TOTAL, "wsd") for s in range(1, TOTAL + 1)]
+    decay_from = TOTAL - round(WSD_DECAY_FRACTION * (TOTAL - WARMUP))
+    assert lrs[WARMUP - 1:decay_from] == [LR] * (decay_from - WARMUP + 1)  # stable until the decay starts
+    steps = [b - a for a, b in zip(lrs[decay_from:], lrs[decay_from + 1:])]
+    assert all(d == pytest.approx(steps[0]) and d < 0 for d in steps)  # then a straight line down
+    assert lrs[-1] == pytest.approx(MIN_LR)
