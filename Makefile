@@ -179,7 +179,9 @@ bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of
 		--out $(call shell_quote,$(BENCH_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <= TARGET of each recipe and the textbook loop -> QUALITY_OUT
-	$(PY) -m bench.quality --steps '$(QUALITY_STEPS)' --target '$(TARGET)' --nproc '$(NPROC)' --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(call require,QUALITY_OUT)
+	$(PY) -m bench.quality --steps $(call shell_quote,$(QUALITY_STEPS)) --target $(call shell_quote,$(TARGET)) \
+		--nproc $(call shell_quote,$(NPROC)) --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, attention, threads, dropout, AdamW, torch.compile, DDP)
 	$(PY) -m bench.levers --rounds $(call shell_quote,$(ROUNDS)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
