@@ -23,7 +23,8 @@ ARGS ?=
 # dead workers' gloo addresses and hang (pytorch/pytorch#135712): a fresh store for every attempt.
 train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
-# A value as one shell word, whatever it holds (spaces, quotes): make train OUT='my runs'.
+# The one quoting rule: every value reaches its program as one shell word, whatever it holds
+# (spaces, quotes, `$`): make train OUT='my runs'. ARGS alone is split into words, being flags.
 shell_quote = '$(subst ','\'',$(1))'
 TRAIN_FLAGS = --out $(call shell_quote,$(OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA))) \
               $(if $(STEPS),--steps $(call shell_quote,$(STEPS))) $(ARGS)
@@ -36,7 +37,8 @@ TOKENS ?= 200
 TEMPERATURE ?= 0.8
 TOP_K ?=
 SEED ?=
-SAMPLING_FLAGS = --tokens '$(TOKENS)' --temperature '$(TEMPERATURE)' $(if $(TOP_K),--top-k '$(TOP_K)') $(if $(SEED),--seed '$(SEED)')
+SAMPLING_FLAGS = --tokens $(call shell_quote,$(TOKENS)) --temperature $(call shell_quote,$(TEMPERATURE)) \
+                 $(if $(TOP_K),--top-k $(call shell_quote,$(TOP_K))) $(if $(SEED),--seed $(call shell_quote,$(SEED)))
 # the browser page (web/): its npm packages are reinstalled when web/package-lock.json changes
 PORT ?= 8000
 NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
@@ -105,9 +107,21 @@ help: ## list the targets, each with the variables it reads and their values now
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
 HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
+# Make expands a `$` in a value wherever the variable is used (OUT='d$x' would be OUT=d): each
+# variable above, when set on the command line or in the environment, becomes its text as typed.
+# Command-line values stay in the programs' environment (DATA reaches the tests) once made literal.
+$(foreach v,$(HELP_VARS),$(if $(filter command line environment,$(origin $(v))),\
+  $(eval override $(v) := $$(value $(v)))$(if $(filter override,$(origin $(v))),$(eval export $(v)))))
+
+# A target refuses an empty value of the variables it needs, in one line and exit status 2, as the
+# programs refuse a bad flag: OUT= would put a run's files in the repository's root, CKPT= names no file.
+require = @$(foreach v,$(1),test -n $(call shell_quote,$($(v))) || { echo "error: $(v) is empty: give it a \
+  value, or leave it unset for its default (make help shows it)" >&2; exit 2; };)
+
 $(STAMP): pyproject.toml
+	$(call require,PYTHON3)
 	rm -f $(VENV)/.installed-*
-	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	test -x $(PY) || $(call shell_quote,$(PYTHON3)) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -120,15 +134,18 @@ $(NODE_STAMP): web/package-lock.json
 web-install: $(NODE_STAMP) ## npm ci in web/: the pinned onnxruntime-web and playwright-core (no browser download)
 
 serve: $(STAMP) $(NODE_STAMP) ## the generation page on http://127.0.0.1:PORT/ with OUT's model.onnx and model.json: OUT= PORT=8000
-	@$(PY) -m web.serve --out $(OUT) --port $(PORT)
+	$(call require,OUT)
+	@$(PY) -m web.serve --out $(call shell_quote,$(OUT)) --port $(call shell_quote,$(PORT))
 
 # trainer.launch checks the variables, dry-runs the trainer, then runs torchrun in-process (threads
 # per rank: this machine's cores / NPROC unless OMP_NUM_THREADS is set). $$PPID is this make: after
 # Ctrl-C the launcher lets make end by the signal, without an error line after the resume command.
 train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= RDZV_TIMEOUT=
-	@$(PY) -m trainer.launch --nproc '$(NPROC)' --nnodes '$(NNODES)' --node-rank '$(NODE_RANK)' \
-		--master-addr '$(MASTER_ADDR)' --master-port '$(MASTER_PORT)' --max-restarts '$(MAX_RESTARTS)' \
-		--rdzv-timeout '$(RDZV_TIMEOUT)' --make-pid $$PPID -- $(TRAIN_FLAGS)
+	$(call require,OUT)
+	@$(PY) -m trainer.launch --nproc $(call shell_quote,$(NPROC)) --nnodes $(call shell_quote,$(NNODES)) \
+		--node-rank $(call shell_quote,$(NODE_RANK)) --master-addr $(call shell_quote,$(MASTER_ADDR)) \
+		--master-port $(call shell_quote,$(MASTER_PORT)) --max-restarts $(call shell_quote,$(MAX_RESTARTS)) \
+		--rdzv-timeout $(call shell_quote,$(RDZV_TIMEOUT)) --make-pid $$PPID -- $(TRAIN_FLAGS)
 
 lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, pycodestyle, import order, complexity <= 10; no import cycle
 	$(PY) -m ruff check .
@@ -142,37 +159,41 @@ test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real 
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/unit
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
-	$(PY) -m export "$(CKPT)"
+	$(call require,OUT CKPT)
+	$(PY) -m export $(call shell_quote,$(CKPT))
 
-# The prompt and the model path reach the programs through the environment, as typed: in the
-# recipe, make would expand `$` in them and the shell would take their quotes.
-generate: export GENERATE_PROMPT := $(value PROMPT)
-generate: export GENERATE_MODEL := $(MODEL)
+# --prompt=...: a prompt that starts with "-" is still the prompt.
 generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
-	@$(PY) -m export.generate "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
+	$(call require,OUT MODEL)
+	@$(PY) -m export.generate $(call shell_quote,$(MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
 
 # The C++ program loads TorchScript only: MODEL defaults to OUT/model.ts here, and any other file is refused.
-cpp-generate: export GENERATE_PROMPT := $(value PROMPT)
-cpp-generate: export GENERATE_MODEL := $(if $(filter file,$(origin MODEL)),$(OUT)/model.ts,$(MODEL))
+cpp-generate: CPP_MODEL = $(if $(filter file,$(origin MODEL)),$(OUT)/model.ts,$(MODEL))
 cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=OUT/model.ts: PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
-	@$(PY) -m export.cpp "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
+	$(call require,OUT MODEL)
+	@$(PY) -m export.cpp $(call shell_quote,$(CPP_MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
 
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
-	$(PY) -m bench --nprocs $(NPROCS) --rounds $(ROUNDS) --out $(BENCH_OUT) $(if $(DATA),--data $(DATA))
+	$(call require,BENCH_OUT)
+	$(PY) -m bench --nprocs $(call shell_quote,$(NPROCS)) --rounds $(call shell_quote,$(ROUNDS)) \
+		--out $(call shell_quote,$(BENCH_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <= TARGET of each recipe and the textbook loop -> QUALITY_OUT
-	$(PY) -m bench.quality --steps '$(QUALITY_STEPS)' --target '$(TARGET)' --nproc '$(NPROC)' --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(call require,QUALITY_OUT)
+	$(PY) -m bench.quality --steps $(call shell_quote,$(QUALITY_STEPS)) --target $(call shell_quote,$(TARGET)) \
+		--nproc $(call shell_quote,$(NPROC)) --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, torch.compile, DDP, kept memory, pinning)
-	$(PY) -m bench.levers --rounds $(ROUNDS) $(if $(DATA),--data $(DATA))
+	$(PY) -m bench.levers --rounds $(call shell_quote,$(ROUNDS)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
-	$(PY) -m bench.profile $(if $(DATA),--data $(DATA))
+	$(PY) -m bench.profile $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro
 
 plot: $(STAMP) ## draw OUT/loss.png from OUT/metrics.jsonl
+	$(call require,OUT)
 	$(PY) -m trainer.plot $(call shell_quote,$(OUT))
 
 clean: ## remove build outputs (keeps .venv, data and checkpoints)

@@ -5,12 +5,14 @@ The C++ program (export/cpp/generate.cpp) is compiled with g++ against the heade
 libraries inside the installed torch wheel, so no separate libtorch download is needed. The
 binary is cached in build/ under a name that changes with the sources and the torch version.
 The flags are those of `make generate` and are checked here first, so a mistake never waits for
-a build; the program checks them again, since it also runs on its own.
+a build; the program checks them again, since it also runs on its own. The program prints the
+text as it comes; Ctrl-C ends it there, with exit status 130 and no traceback from this wrapper.
 """
 
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common.cli import UsageError, command
-from export.generate import parse_generator_flags
+from export.generate import EXIT_INTERRUPTED, parse_generator_flags
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
 HEADERS = [SOURCE.with_name("sha256.h")]
@@ -44,7 +46,11 @@ def build() -> Path:
     command = [compiler, "-std=c++17", "-O2", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
                f"-I{include}", f"-I{include / 'torch/csrc/api/include'}", str(SOURCE), "-o", str(partial),
                f"-L{lib}", f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    except KeyboardInterrupt:  # an interrupted build leaves no half-written binary
+        partial.unlink(missing_ok=True)
+        raise
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         first_error = next((line for line in result.stderr.splitlines() if "error" in line), "see g++ output")
@@ -65,11 +71,25 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
     flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
              "--top-k": args.top_k, "--seed": args.seed}
-    program = [str(build()), args.model]
-    for flag, value in flags.items():
-        if value is not None:
-            program += [flag, str(value)]
-    return subprocess.run(program).returncode
+    try:
+        program = [str(build()), args.model]
+        for flag, value in flags.items():
+            if value is not None:
+                program += [flag, str(value)]
+        return run_to_the_end(program)
+    except KeyboardInterrupt:  # during the build
+        return EXIT_INTERRUPTED
+
+
+def run_to_the_end(program: list[str]) -> int:
+    """The program's exit status; after Ctrl-C it ends its text with a newline, and this waits for it."""
+    child = subprocess.Popen(program)
+    try:
+        status = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)  # for a SIGINT sent to this process alone; once more is harmless
+        status = child.wait()
+    return 128 - status if status < 0 else status  # killed by signal N: 128 + N, as a shell says
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,27 +3,32 @@
 MODEL may be a trainer checkpoint (.pt), TorchScript (.ts), torch.export (.pt2) or ONNX (.onnx);
 the suffix picks the runtime. The vocabulary comes from the checkpoint, or from the model.json
 written beside the other formats, which must record the exported file's SHA-256 and agree with
-the vocabulary and block size inside it. Only the text (prompt included) goes to stdout.
+the vocabulary and block size inside it. Only the text (prompt included) goes to stdout, each
+character as soon as it is picked: a long generation shows progress, and Ctrl-C keeps what was
+printed (exit status 130).
 """
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
-from common.vocab import decode, encode
+from common.vocab import encode
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
-from model import generate
+from model.sample import stream
 
 MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (| head)
 FORMATS = {".pt": "eager", ".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnxruntime"}
 
 
@@ -98,13 +103,46 @@ def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path,
                          f"{model.block_size} do not fit the model; {REDO}")
 
 
+def text_stream(model: LoadedModel, prompt: str, tokens: int, temperature: float = defaults.TEMPERATURE,
+                top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
+    """The prompt, then `tokens` more characters, each yielded as soon as it is picked.
+    temperature 0 is greedy decoding."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    ids = encode(model.vocab, prompt)  # before the prompt is yielded: a bad prompt prints nothing
+    yield prompt
+    for token in stream(model.logits, ids, tokens, model.block_size,
+                        temperature=temperature, top_k=top_k, generator=generator):
+        yield model.vocab[token]
+
+
 def generate_text(model: LoadedModel, prompt: str, tokens: int, temperature: float = defaults.TEMPERATURE,
                   top_k: int | None = None, seed: int | None = None) -> str:
     """The prompt and `tokens` more characters. temperature 0 is greedy decoding."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    ids = generate(model.logits, encode(model.vocab, prompt), tokens, model.block_size,
-                   temperature=temperature, top_k=top_k, generator=generator)
-    return decode(model.vocab, ids)
+    return "".join(text_stream(model, prompt, tokens, temperature, top_k, seed))
+
+
+def print_stream(pieces: Iterable[str]) -> int:
+    """Print each piece of text as it comes, then a newline: the exit status.
+
+    Ctrl-C ends the text where it is (a newline, exit status 130, no traceback), also while the
+    model loads if `pieces` loads it lazily; a reader that goes away (`| head`) ends it quietly,
+    as a program killed by SIGPIPE."""
+    printed = False
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            printed = True
+    except KeyboardInterrupt:
+        if printed:
+            print(flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush has nowhere to fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    print(flush=True)
+    return 0
 
 
 def add_sampling_arguments(p: OneLineParser) -> None:
@@ -144,9 +182,12 @@ def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | No
 def main(argv: list[str]) -> int:
     args = parse_generator_flags("python -m export.generate", __doc__.splitlines()[0],
                                  "a .pt checkpoint or an exported .ts, .pt2 or .onnx file", argv)
-    model = load_model(args.model)
-    print(generate_text(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed))
-    return 0
+
+    def text() -> Iterator[str]:  # lazy, so that Ctrl-C while the model loads is handled as later
+        yield from text_stream(load_model(args.model), args.prompt, args.tokens, args.temperature,
+                               args.top_k, args.seed)
+
+    return print_stream(text())
 
 if __name__ == "__main__":
     sys.exit(main())

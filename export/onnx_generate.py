@@ -4,8 +4,9 @@
 
 A self-contained example for the generation chapters: copy this file next to model.onnx and
 model.json and it runs anywhere `pip install onnxruntime numpy` does. It samples at temperature
-0.8 as every generator of the project does; --temperature 0 is greedy. It runs model.onnx only
-if its SHA-256 is the one model.json records.
+0.8 as every generator of the project does; --temperature 0 is greedy, and so is a temperature so
+small that the scaled logits are not finite. It runs model.onnx only if its SHA-256 is the one
+model.json records. The text goes to stdout as it is generated; Ctrl-C keeps what was printed.
 """
 
 import argparse
@@ -20,12 +21,32 @@ import onnxruntime as ort
 
 # The project's defaults (common/defaults.py, which this file may not import: it runs on its own).
 PROMPT, TOKENS, TEMPERATURE = "ROMEO:", 200, 0.8
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
 
 
 def fail(message: str):
     """Bad input: one line on stderr and exit status 2, never a traceback."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def scaled_logits(logits: np.ndarray, temperature: float) -> np.ndarray | None:
+    """logits / temperature, or None where the pick must be greedy: model/sample.py's rule (this
+    file may not import it). Greedy at temperature 0 and at one so small that a quotient is not
+    finite (1e-39 turns fp32 logits into infinities, whose softmax is NaN)."""
+    if temperature == 0:
+        return None
+    with np.errstate(all="ignore"):  # an overflow (or a temperature that is 0 in fp32) is handled here
+        scaled = logits / temperature
+    return scaled if np.isfinite(scaled).all() else None
+
+
+def next_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    scaled = scaled_logits(logits, temperature)
+    if scaled is None:
+        return int(np.argmax(logits))
+    probs = np.exp(scaled - scaled.max())
+    return int(rng.choice(len(logits), p=probs / probs.sum()))
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,17 +95,16 @@ def main() -> None:
         fail(f"prompt has characters outside the vocabulary: {''.join(unknown)!r}: use characters of the corpus")
     rng = np.random.default_rng(args.seed)
     ids = [index[ch] for ch in args.prompt]
-    for _ in range(args.tokens):
-        context = np.array([ids[-block_size:]], dtype=np.int64)  # the model sees at most block_size
-        logits = session.run([output_name], {input_name: context})[0][0, -1]
-        if args.temperature == 0:
-            ids.append(int(np.argmax(logits)))
-        else:
-            scaled = logits / args.temperature
-            probs = np.exp(scaled - scaled.max())
-            ids.append(int(rng.choice(len(vocab), p=probs / probs.sum())))
-    print("".join(vocab[i] for i in ids))
-
+    print(args.prompt, end="", flush=True)
+    try:
+        for _ in range(args.tokens):
+            context = np.array([ids[-block_size:]], dtype=np.int64)  # the model sees at most block_size
+            ids.append(next_token(session.run([output_name], {input_name: context})[0][0, -1], args.temperature, rng))
+            print(vocab[ids[-1]], end="", flush=True)  # as it comes: a long generation shows progress
+    except KeyboardInterrupt:
+        print(flush=True)
+        sys.exit(EXIT_INTERRUPTED)
+    print(flush=True)
 
 if __name__ == "__main__":
     main()

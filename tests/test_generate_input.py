@@ -3,15 +3,17 @@ that is not the one model.json records, a manifest that does not describe the mo
 And what a shell passes as PROMPT reaches the program unchanged."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, run
+from tests.conftest import ROOT, assert_one_line_error, child_env, run
 
 EXPORTS = ["model.ts", "model.pt2", "model.onnx"]
 EXAMPLE = ROOT / "export" / "onnx_generate.py"
@@ -188,3 +190,36 @@ def test_the_onnx_example_refuses_a_missing_or_wrong_manifest(export_set, manife
         edit_manifest(export_set, vocab=vocab[::-1])
     assert_one_line_error(run([sys.executable, EXAMPLE, export_set / "model.onnx"]),
                           str(export_set / "model.json"), "make export")
+
+
+# Issue 20, cause 2: one sampling rule, and text as it is generated.
+
+def test_a_temperature_too_small_for_fp32_is_greedy_in_python_onnx_and_cpp(trained_run):
+    model = trained_run / "model.ts"
+    greedy = make("generate", f"MODEL={model}", "TOKENS=40", "TEMPERATURE=0")
+    assert greedy.returncode == 0 and len(greedy.stdout) > 40, greedy.stderr
+    tiny = ["TOKENS=40", "TEMPERATURE=1e-39"]
+    example = run([sys.executable, EXAMPLE, trained_run / "model.onnx", "--tokens", 40, "--temperature", "1e-39"])
+    for result in [make("generate", f"MODEL={model}", *tiny), make("cpp-generate", f"MODEL={model}", *tiny), example]:
+        assert result.returncode == 0 and result.stdout == greedy.stdout, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "warning" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize("generator", ["python", "onnx example", "cpp", "node"])
+def test_every_generator_streams_and_ctrl_c_keeps_the_text(trained_run, generator):
+    command = {"python": [sys.executable, "-m", "export.generate", trained_run / "model.pt"],
+               "onnx example": [sys.executable, EXAMPLE, trained_run / "model.onnx"],
+               "cpp": [sys.executable, "-m", "export.cpp", trained_run / "model.ts"],
+               "node": ["node", ROOT / "web" / "generate.mjs", trained_run / "model.onnx"]}[generator]
+    child = subprocess.Popen([str(arg) for arg in [*command, "--tokens", 1_000_000_000]], cwd=ROOT,
+                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        first = child.stdout.read(100)  # a billion characters are never done: these came as they were made
+        os.killpg(child.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole group
+        rest, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    text, err = (first + rest).decode(), err.decode()
+    assert child.returncode == 130, err[-2000:]
+    assert text.startswith("ROMEO:") and text.endswith("\n") and len(text) > 100
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]

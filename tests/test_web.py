@@ -1,10 +1,13 @@
 """The page in headless Chromium and the Node example: Python's greedy text, seeded runs that repeat,
 Stop, clear failures."""
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import onnx
 import pytest
 
 from tests.conftest import ROOT, assert_one_line_error, child_env, run, trainer_cmd
+from trainer.plot import run_vocab_size
 from web.browser import drive, missing_requirement, page_url
 from web.serve import serving
 
@@ -107,6 +111,13 @@ def test_a_seed_gives_the_same_sample_every_time_in_the_page_and_in_node(chromiu
     assert node.returncode == 0 and node.stdout == first["output"] + "\n", node.stderr
 
 
+def test_a_temperature_too_small_for_float64_is_greedy_in_the_page_and_in_node(chromium, web_model, greedy_text):
+    page = generate_in_page(web_model, temperature="1e-320", autostart=1)
+    assert page["state"] == "done" and page["output"] == greedy_text, page
+    node = node_example(web_model / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS, "--temperature", "1e-320")
+    assert node.returncode == 0 and node.stdout == greedy_text + "\n", node.stderr
+
+
 def test_stop_ends_a_long_generation(chromium, web_model):
     page = generate_in_page(web_model, "--stop-after", 40, tokens=100_000, temperature=0, autostart=1)
     assert page["state"] == "done" and page["stopped"], page
@@ -143,13 +154,31 @@ def without_metadata(onnx_path):
     onnx.save(graph, onnx_path)
 
 
-def mismatched_pair(folder, web_model, keep_metadata: bool):
+def mismatched_pair(folder, web_model, keep_metadata: bool, **changes):
+    """model.onnx and a model.json that records its SHA-256 but describes another model: by default
+    another corpus's vocabulary (one character fewer)."""
     shutil.copy(web_model / "model.onnx", folder / "model.onnx")
     if not keep_metadata:
         without_metadata(folder / "model.onnx")
     manifest = json.loads((web_model / "model.json").read_text(encoding="utf-8"))
-    manifest["vocab"] = manifest["vocab"][:-1]  # another corpus's vocabulary: one character fewer
+    manifest |= changes or {"vocab": manifest["vocab"][:-1]}
+    manifest["sha256"]["model.onnx"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
     (folder / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def hostile_pair(folder, web_model, case: str):
+    """Issue 20's pairs: a model.json of another export (its SHA-256), model.json = null, and a
+    metadata-less model.onnx whose model.json claims a larger context than the model takes."""
+    if case == "larger context":
+        return mismatched_pair(folder, web_model, keep_metadata=False, block_size=BLOCK_SIZE * 2)
+    shutil.copy(web_model / "model.onnx", folder / "model.onnx")
+    manifest = json.loads((web_model / "model.json").read_text(encoding="utf-8"))
+    manifest["sha256"]["model.onnx"] = hashlib.sha256(b"another export").hexdigest()
+    (folder / "model.json").write_text("null" if case == "null" else json.dumps(manifest), encoding="utf-8")
+
+
+HOSTILE_PAIRS = [("another export", ["does not match model.onnx", "SHA-256"]), ("null", ["not a manifest"]),
+                 ("larger context", ["does not match model.onnx", f"context of {BLOCK_SIZE * 2}"])]
 
 
 @pytest.mark.parametrize("case, words", [
@@ -159,10 +188,13 @@ def mismatched_pair(folder, web_model, keep_metadata: bool):
     ("model.json of another model, model.onnx without metadata", ["lists 64 characters, the model scores 65"]),
     ("prompt outside the vocabulary", ["outside the model's vocabulary", "☃"]),
     ("negative characters", ["tokens must be a whole number"]),
+    *HOSTILE_PAIRS,
 ])
 def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, case, words):
     query = {"temperature": 0, "autostart": 1}
-    if case.startswith("model.json of another model"):
+    if case in dict(HOSTILE_PAIRS):
+        hostile_pair(tmp_path, web_model, case)
+    elif case.startswith("model.json of another model"):
         mismatched_pair(tmp_path, web_model, keep_metadata="without metadata" not in case)
     elif case.startswith("model.onnx without metadata"):
         shutil.copy(web_model / "model.onnx", tmp_path)
@@ -179,11 +211,15 @@ def test_each_failure_is_a_message_in_the_page(chromium, web_model, tmp_path, ca
 
 def test_node_example_errors_are_one_line(web_model, tmp_path):
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "cannot read model", "make export")
-    assert_one_line_error(node_example(web_model / "model.onnx", "--tokens", "many"), "--tokens", "whole number")
+    for tokens in ["many", "1e9", "0x10"]:  # Python's int() refuses the last two as well
+        assert_one_line_error(node_example(web_model / "model.onnx", "--tokens", tokens), "--tokens", "whole number")
     assert_one_line_error(node_example(web_model / "model.onnx", "--prompt", "ROMEO ☃"),
                           "outside the model's vocabulary")
     mismatched_pair(tmp_path, web_model, keep_metadata=False)
     assert_one_line_error(node_example(tmp_path / "model.onnx"), "model.json does not match model.onnx", "make export")
+    for case, words in HOSTILE_PAIRS:
+        hostile_pair(tmp_path, web_model, case)
+        assert_one_line_error(node_example(tmp_path / "model.onnx"), *words)
 
 
 def test_node_decodes_a_character_outside_the_bmp_as_python_does(tmp_path):
@@ -194,6 +230,8 @@ def test_node_decodes_a_character_outside_the_bmp_as_python_does(tmp_path):
                              "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--lr", 0.01, "--eval-iters", 1,
                              "--sample-tokens", 0), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # loss.png's guessing line is ln of this run's vocabulary, not of Tiny Shakespeare's 65 characters.
+    assert run_vocab_size(tmp_path) == len(set(corpus.read_text(encoding="utf-8")))
     expected = python_text(tmp_path, "be 🎭", 60, "--temperature", 0)
     node = node_example(tmp_path / "model.onnx", "--prompt", "be 🎭", "--tokens", 60, "--temperature", 0)
     assert node.returncode == 0, node.stderr
@@ -230,3 +268,40 @@ def test_make_serve_on_a_busy_port_is_one_line(web_model):
         port = url.rsplit(":", 1)[1].strip("/")
         result = run([sys.executable, "-m", "web.serve", "--out", web_model, "--port", port])
     assert_one_line_error(result, f"127.0.0.1:{port}", "PORT=")
+
+
+# Issue 20, cause 4: the server's bad input.
+
+@pytest.mark.parametrize("port", [70000, -1])
+def test_a_port_out_of_range_is_one_line(tmp_path, port):
+    assert_one_line_error(run([sys.executable, "-m", "web.serve", "--out", tmp_path, f"--port={port}"]),
+                          str(port), "PORT=")
+
+
+MALFORMED = [b"GET /%00 HTTP/1.1", b"GET /node_modules/%00.mjs HTTP/1.1", b"GET /" + b"a" * 5000 + b" HTTP/1.1",
+             b"GET /" + b"a/" * 3000 + b" HTTP/1.1", b"GARBAGE", b"GET", b"GET /\xff\xfe%0a HTTP/1.1"]
+
+
+def test_malformed_requests_and_an_aborted_download_cost_at_most_a_line_each(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "web.serve", "--out", tmp_path, "--port", "0"], cwd=ROOT,
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[4].rsplit(":", 1)[1].strip("/"))
+        for request in MALFORMED:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                client.sendall(request + b"\r\n\r\n")
+                reply = client.makefile("rb").read()  # the server closes the connection after it
+                # Without a version in the request line (HTTP/0.9) the reply is the error page alone.
+                status = reply.split(b"\r\n")[0] if b"\r\n" in reply else reply
+                assert re.search(rb"\b(400|404)\b", status), request[:40]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:  # hangs up mid-download
+            client.sendall(b"GET /node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm HTTP/1.1\r\n\r\n")
+            client.recv(100)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
+            assert page.status == 200  # still serving
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert len(err.splitlines()) <= len(MALFORMED), err[-3000:]

@@ -135,26 +135,62 @@ def json_line(record: dict) -> str:
 
 
 def read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl. A last line without its newline is a write that was cut
-    short (a full disk, a crash): it is dropped with a warning. Any other bad line raises
-    json.JSONDecodeError."""
-    text = Path(path).read_text()
-    lines = text.splitlines()
-    records = []
+    """The records of a metrics.jsonl: JSON objects, each with a whole-number "step".
+
+    A last line without its newline is a write that was cut short (a full disk, a crash): it is
+    dropped with a warning. Any other line that is no such record (not JSON, not an object, no
+    step, invalid UTF-8: an edit, another program's file) is skipped, with one warning for them
+    all, so that neither --resume nor make plot stops at a line it does not need.
+    """
+    lines = Path(path).read_bytes().split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with its newline, as every whole write does
+    records, skipped = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines) or text.endswith("\n"):
-                raise
+        record, problem = parse_record(line)
+        if problem:
+            skipped.append(f"line {number}: {problem}")
+        else:
+            records.append(record)
+    if torn.strip():
+        record, problem = parse_record(torn)
+        if problem is None:
+            records.append(record)  # whole, only its newline lost
+        else:
             print(f"warning: the last line of {path} is incomplete (a write cut short, e.g. by a full "
                   "disk); it is ignored", file=sys.stderr, flush=True)
+    if skipped:
+        print(f"warning: {path} has {len(skipped)} line(s) that are not records of this trainer "
+              f"({skipped[0]}); they are ignored", file=sys.stderr, flush=True)
     return records
 
 
+def parse_record(line: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) for one line of metrics.jsonl, or (None, what is wrong with it)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except json.JSONDecodeError:
+        return None, "not JSON"
+    if not isinstance(record, dict):
+        return None, f"a JSON {type(record).__name__}, not an object"
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None, 'no whole-number "step"'
+    return record, None
+
+
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(per-step records, evaluation records) of a metrics.jsonl."""
+    """(per-step records, evaluation records) of a metrics.jsonl, their losses as floats: a
+    non-finite loss (written as null) or any other non-number is NaN, a gap in the curve."""
     records = read_records(path)
-    return [r for r in records if "loss" in r], [r for r in records if "val_loss" in r]
+    steps = [{**r, "loss": as_float(r["loss"])} for r in records if "loss" in r]
+    evals = [{**r, "train_loss": as_float(r.get("train_loss")), "val_loss": as_float(r["val_loss"])}
+             for r in records if "val_loss" in r]
+    return steps, evals
+
+
+def as_float(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan

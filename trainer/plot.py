@@ -1,9 +1,12 @@
 """loss.png from metrics.jsonl: train and val loss by step, with the course's landmarks.
 
     python -m trainer.plot [OUT]     (make plot OUT=checkpoints)
+
+The "guessing" line is the loss of a model that knows nothing, ln(vocabulary size), with the
+vocabulary of the run's own snapshot (model.pt beside metrics.jsonl).
 """
 
-import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,21 +19,32 @@ from common import defaults  # noqa: E402
 from common.cli import OneLineParser, UsageError, command  # noqa: E402
 from common.files import atomic_write  # noqa: E402
 from model import uniform_loss  # noqa: E402
+from trainer import checkpoint  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 
 COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
 
 
-def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Path:
+def run_vocab_size(out: Path) -> int | None:
+    """The vocabulary size of the run in `out`, from its snapshot; None (with a warning) without one."""
+    snapshot = Path(out) / defaults.SNAPSHOT
+    try:
+        if snapshot.is_file():
+            return len(checkpoint.load(snapshot)["vocab"])
+        problem = f"{snapshot} is missing"
+    except UsageError as exc:
+        problem = str(exc)
+    print(f"warning: loss.png has no guessing line, ln(vocabulary size): {problem}", file=sys.stderr, flush=True)
+    return None
+
+
+def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int | None = None) -> Path:
+    """Draw png_path from metrics_path. vocab_size: the run's (None: read from its snapshot)."""
     if Path(png_path).is_dir():
         raise UsageError(f"{png_path} is a directory: move it away so the picture can be written there")
     if not Path(metrics_path).is_file():
         raise UsageError(f"{metrics_path} does not exist: train first (make train) or pass the run's --out directory")
-    try:
-        steps, evals = read_metrics(metrics_path)
-    except (json.JSONDecodeError, KeyError):
-        raise UsageError(f"{metrics_path} is not a metrics file of this trainer: "
-                         "pass the run's --out directory") from None
+    steps, evals = read_metrics(metrics_path)
     if not evals:
         raise UsageError(f"{metrics_path} has no evaluation yet: plot after the first evaluation")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -38,14 +52,17 @@ def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int = 65) -> Pa
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="0.8", lw=0.6, label="batch loss")
     ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
     ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "s-", label="val loss")
-    ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1,
-               label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
+    vocab_size = run_vocab_size(Path(metrics_path).parent) if vocab_size is None else vocab_size
+    if vocab_size is not None:
+        ax.axhline(uniform_loss(vocab_size), ls="--", color="tab:red", lw=1,
+                   label=f"ln {vocab_size} = {uniform_loss(vocab_size):.2f} (guessing)")
     ax.axhline(COURSE_TARGET, ls=":", color="tab:green", lw=1, label=f"course target {COURSE_TARGET}")
     last = evals[-1]
     ax.set_title(f"step {last['step']}: train {last['train_loss']:.4f}, val {last['val_loss']:.4f}")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_ylim(bottom=min(1.0, min(r["train_loss"] for r in evals) - 0.1))
+    finite = [r["train_loss"] for r in evals if math.isfinite(r["train_loss"])]
+    ax.set_ylim(bottom=min([1.0, *(loss - 0.1 for loss in finite)]))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

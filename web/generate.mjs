@@ -6,7 +6,8 @@
 //                         [--top-k K] [--seed N]
 //
 // Needs `npm ci` in web/ once (make serve and make test do it). Only the text (prompt included)
-// goes to stdout; a problem is one line on stderr starting "error: ", exit status 2.
+// goes to stdout, each character as it is generated; Ctrl-C ends it there (a newline, exit status
+// 130). A problem is one line on stderr starting "error: ", exit status 2.
 
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -14,7 +15,7 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-web";
 
 import { openModel } from "./onnx-model.mjs";
-import { decode, encode, generateTokens, parseSettings, randomSource, UsageError } from "./sampling.mjs";
+import { encode, generateTokens, parseSettings, randomSource, UsageError } from "./sampling.mjs";
 
 const USAGE = "node web/generate.mjs MODEL.onnx [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed N]";
 
@@ -57,9 +58,17 @@ async function main(argv) {
   const model = await openModel(ort, onnx, manifest);
   const ids = encode(model.vocab, args.prompt);
   const sampling = { temperature: args.temperature, topK: args.topK, random: randomSource(args.seed) };
-  const out = [...ids];
-  for await (const id of generateTokens(model.lastLogits, ids, args.tokens, model.blockSize, sampling)) out.push(id);
-  process.stdout.write(decode(model.vocab, out) + "\n");
+  process.on("SIGINT", () => {
+    process.stdout.write("\n"); // stdout is synchronous on Linux: the text so far is out already
+    process.exit(130); // 128 + SIGINT, as a shell reports a program Ctrl-C ended
+  });
+  process.stdout.write(args.prompt);
+  for await (const id of generateTokens(model.lastLogits, ids, args.tokens, model.blockSize, sampling)) {
+    process.stdout.write(model.vocab[id]);
+    // The model's run resolves in microtasks, which never let the SIGINT handler in: a real task boundary.
+    await new Promise(setImmediate);
+  }
+  process.stdout.write("\n");
 }
 
 main(process.argv.slice(2)).catch((err) => {

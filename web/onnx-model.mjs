@@ -63,7 +63,11 @@ export function modelFacts(onnxBytes, manifestText) {
       "put the model.json written with it beside it (make export writes both)");
   }
   const manifest = parseJson(manifestText, "model.json");
-  const listed = facts(manifest.vocab, manifest.block_size, "model.json");
+  if (manifest === null || typeof manifest !== "object" || Array.isArray(manifest)) {
+    throw new UsageError(`model.json is not a manifest (a JSON ${manifest === null ? "null" : typeof manifest}, ` +
+      "not an object): put the model.json written with this model.onnx beside it (make export writes both)");
+  }
+  const listed = { ...facts(manifest.vocab, manifest.block_size, "model.json"), sha256: manifest.sha256?.["model.onnx"] };
   if (embedded && (embedded.vocab.join("") !== listed.vocab.join("") || embedded.blockSize !== listed.blockSize)) {
     throw new UsageError("model.json does not match model.onnx (a different vocabulary or context length): " +
       "use the model.json written with this model.onnx, or leave it out");
@@ -88,13 +92,29 @@ function facts(vocab, blockSize, where) {
   return { vocab: vocabularyOf(vocab), blockSize: size, where };
 }
 
-/** An onnxruntime-web session over model.onnx, checked against the vocabulary.
+const REDO = "use the model.json written with this model.onnx (make export writes both)";
+
+/** The SHA-256 of `bytes` as lowercase hex (Web Crypto: the same in the page's worker and in Node). */
+export async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** An onnxruntime-web session over model.onnx, checked against model.json (its SHA-256, the
+ * vocabulary, the context length) when there is one.
  *
  * Returns { vocab, blockSize, lastLogits }, where lastLogits(ids) gives the logits of the last of
  * at most blockSize ids, as a Float32Array of one value per vocabulary character.
  */
 export async function openModel(ort, onnxBytes, manifestText) {
-  const { vocab, blockSize, where } = modelFacts(onnxBytes, manifestText);
+  const { vocab, blockSize, where, sha256 } = modelFacts(onnxBytes, manifestText);
+  if (manifestText !== null && typeof sha256 !== "string") {
+    throw new UsageError(`model.json lists no SHA-256 for model.onnx: ${REDO}`);
+  }
+  if (manifestText !== null && (await sha256Hex(onnxBytes)) !== sha256.toLowerCase()) {
+    throw new UsageError("model.json does not match model.onnx: its SHA-256 is not the one model.json records " +
+      `(a damaged file, or a model.json from another export); ${REDO}`);
+  }
   let session;
   try {
     session = await ort.InferenceSession.create(onnxBytes);
@@ -108,11 +128,17 @@ export async function openModel(ort, onnxBytes, manifestText) {
     const size = logits.dims[logits.dims.length - 1];
     return logits.data.subarray(logits.data.length - size);
   }
-  // One character through the model before any text: the logits must be one per character.
-  const size = (await lastLogits([0])).length;
+  // A full context through the model before any text: the logits must be one per character, and
+  // the model must take the context length claimed (a runtime error mid-text otherwise).
+  let size;
+  try {
+    size = (await lastLogits(new Array(blockSize).fill(0))).length;
+  } catch {
+    throw new UsageError(`${where} does not match model.onnx: the model does not take the context of ${blockSize} ` +
+      `characters it claims; ${REDO}`);
+  }
   if (size !== vocab.length) {
-    throw new UsageError(`${where} does not match model.onnx: it lists ${vocab.length} characters, the model scores ${size}; ` +
-      "use the model.json written with this model.onnx (make export writes both)");
+    throw new UsageError(`${where} does not match model.onnx: it lists ${vocab.length} characters, the model scores ${size}; ${REDO}`);
   }
   return { vocab, blockSize, lastLogits };
 }

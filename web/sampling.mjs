@@ -29,7 +29,9 @@ export function parseSettings({ tokens, temperature, topK, seed }, names = {}) {
   const number = (key, text, fallback, { integer = false, min = 0 } = {}) => {
     if (text === undefined || text === null || String(text).trim() === "") return fallback;
     const value = Number(text);
-    if (!Number.isFinite(value) || (integer && !Number.isSafeInteger(value)) || value < min) {
+    // Number() also reads "1e9" and "0x10"; a whole number is written in digits, as Python's int() wants it.
+    const digits = /^\s*[+-]?\d+\s*$/.test(String(text));
+    if (!Number.isFinite(value) || (integer && !(digits && Number.isSafeInteger(value))) || value < min) {
       throw new UsageError(`${label[key]} must be ${integer ? "a whole number" : "a number"} of at least ${min}, not ${JSON.stringify(String(text))}`);
     }
     return value;
@@ -75,10 +77,21 @@ export function randomSource(seed) {
   return next;
 }
 
+/** logits / temperature, or null where the pick must be greedy: model/sample.py's scaled_logits.
+ *
+ * Greedy at temperature 0 and at one so small that a quotient is not finite (1e-320 makes them
+ * infinite even in float64, and their weights NaN): sampling tends to the argmax as the temperature falls.
+ */
+export function scaledLogits(logits, temperature) {
+  if (temperature === 0) return null;
+  const scaled = Float64Array.from(logits, (x) => x / temperature);
+  return scaled.every(Number.isFinite) ? scaled : null;
+}
+
 /** The next token id from one position's logits, as model/sample.py picks it. */
 export function pickToken(logits, { temperature = 0.8, topK = null, random = Math.random } = {}) {
-  if (temperature === 0) return argmax(logits);
-  const scaled = Float64Array.from(logits, (x) => x / temperature);
+  const scaled = scaledLogits(logits, temperature);
+  if (scaled === null) return argmax(logits);
   if (topK !== null && topK < scaled.length) {
     // torch.topk(...).values[-1]: the k-th largest; values tied with it stay in the running
     const kth = Float64Array.from(scaled).sort()[scaled.length - topK];

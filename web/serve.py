@@ -3,7 +3,8 @@
 The page asks for model.onnx and model.json beside itself; they come from --out, everything
 else from web/. onnxruntime-web needs wasm served as application/wasm, and its threads need
 SharedArrayBuffer, which browsers allow only on cross-origin-isolated pages (COOP and COEP).
-Only 127.0.0.1 is bound: the server is for the person at this machine.
+Only 127.0.0.1 is bound: the server is for the person at this machine. A request it cannot serve
+(a malformed path, a client that hangs up mid-download) costs at most one line in the terminal.
 """
 
 import contextlib
@@ -24,6 +25,8 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; 
                  ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".wasm": "application/wasm", ".json": "application/json; charset=utf-8",
                  ".onnx": "application/octet-stream", ".png": "image/png"}
+MAX_PORT = 65535
+LOGGED_REQUEST = 200  # characters of a request line shown in the terminal; the rest is cut
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 
@@ -36,11 +39,17 @@ def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
             self.send_file(include_body=False)
 
         def send_file(self, include_body: bool):
-            path = self.file_for(unquote(urlsplit(self.path).path))
-            if path is None:
+            try:
+                path = self.file_for(unquote(urlsplit(self.path).path))
+                body = None if path is None else path.read_bytes()
+            except ValueError:  # a NUL byte in the path, an impossible URL
+                self.send_error(HTTPStatus.BAD_REQUEST)
+                return
+            except OSError:  # a name too long for the file system, a file that vanished or is unreadable
+                body = None
+            if body is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
-            body = path.read_bytes()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", CONTENT_TYPES[path.suffix])
             self.send_header("Content-Length", str(len(body)))
@@ -59,15 +68,30 @@ def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
             return path if path.is_file() else None
 
         def log_message(self, format, *args):  # keep the terminal for the URL and real problems
-            if args and str(args[1]).startswith(("4", "5")) and not self.path.endswith("favicon.ico"):
-                sys.stderr.write(f"{self.command} {self.path}: {args[1]}\n")
+            # A request line too malformed to parse has no path; it is shown as received, on one line.
+            request = f"{self.command} {self.path}" if getattr(self, "path", None) else self.requestline
+            if args and str(args[1]).startswith(("4", "5")) and not request.endswith("favicon.ico"):
+                shown = request.encode("unicode_escape").decode("ascii")[:LOGGED_REQUEST]
+                sys.stderr.write(f"{shown}: {args[1]}\n")
 
     return PageHandler
 
 
+class PageServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hangs up (an aborted download, a closed tab) is no problem of the server's:
+        nothing is printed. Anything else is one line, never socketserver's traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            sys.stderr.write(f"a request from port {client_address[1]} failed: {type(error).__name__}: {error}\n")
+
+
 def make_server(out: Path, port: int) -> ThreadingHTTPServer:
+    if not 0 <= port <= MAX_PORT:
+        raise UsageError(f"port {port} is not a TCP port: pick one from 1 to {MAX_PORT} with PORT=... "
+                         "(0 picks a free one)")
     try:
-        return ThreadingHTTPServer(("127.0.0.1", port), handler_for(Path(out).resolve()))
+        return PageServer(("127.0.0.1", port), handler_for(Path(out).resolve()))
     except OSError as exc:
         raise UsageError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
                          "pick another port with PORT=...") from None

@@ -2,8 +2,10 @@
 //
 //   generate MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //
-// It samples at temperature 0.8 like `make generate` (--temperature 0 is greedy), and with the
-// same --seed it draws the same characters. The vocabulary (one UTF-8 string, index = id) and the
+// It samples at temperature 0.8 like `make generate` (--temperature 0 is greedy, and so is a
+// temperature so small that the scaled logits are not finite), and with the same --seed it draws
+// the same characters. Each character is printed as it is generated; Ctrl-C ends the text there
+// (a newline, exit status 130). The vocabulary (one UTF-8 string, index = id) and the
 // block size travel inside model.ts as the extra files "vocab.txt" and "block_size.txt". The file
 // is used only if its SHA-256 is the one model.json beside it records, so a damaged model or one
 // from another export is refused. Built by `make cpp-generate` (python -m export.cpp) against the
@@ -11,6 +13,7 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +59,24 @@ static std::string recorded_sha256(const std::string& manifest, const std::strin
   const size_t open = manifest.find('"', manifest.find(':', key));
   const size_t close = manifest.find('"', open + 1);
   return close == std::string::npos ? "" : manifest.substr(open + 1, close - open - 1);
+}
+
+// Set by Ctrl-C (SIGINT): the loop stops after the character it is computing.
+static volatile std::sig_atomic_t interrupted = 0;
+static void on_interrupt(int) { interrupted = 1; }
+
+// The next token id from one position's logits: model/sample.py's pick_token, rule for rule.
+// Greedy at temperature 0 and where logits / temperature is not finite (scaled_logits there):
+// 1e-39 turns fp32 logits into infinities, whose softmax is NaN and would abort multinomial.
+static int64_t pick_token(const torch::Tensor& logits, double temperature, bool top_k_given, long top_k) {
+  if (temperature == 0) return logits.argmax().item<int64_t>();
+  auto scaled = logits / temperature;
+  if (!torch::isfinite(scaled).all().item<bool>()) return logits.argmax().item<int64_t>();
+  if (top_k_given && top_k < scaled.numel()) {
+    const auto kth = std::get<0>(torch::topk(scaled, top_k)).index({-1});
+    scaled = scaled.masked_fill(scaled < kth, -INFINITY);
+  }
+  return torch::multinomial(torch::softmax(scaled, -1), 1).item<int64_t>();
 }
 
 // UTF-8 text as one string per character (a character is 1 to 4 bytes).
@@ -134,28 +155,21 @@ int main(int argc, char** argv) {
     ids.push_back(found->second);
   }
 
-  // Sampling as in model/sample.py: scale by the temperature, keep the top k, draw from the
-  // softmax. Seeding the default generator gives the draws of Python's Generator().manual_seed.
+  // Sampling as in model/sample.py. Seeding the default generator gives the draws of Python's
+  // Generator().manual_seed.
   if (seeded) torch::manual_seed(seed);
   torch::NoGradGuard no_grad;
-  for (long step = 0; step < tokens; ++step) {
+  std::signal(SIGINT, on_interrupt);
+  std::cout << prompt << std::flush;
+  for (long step = 0; step < tokens && !interrupted; ++step) {
     const size_t start = ids.size() > block_size ? ids.size() - block_size : 0;
     std::vector<int64_t> context(ids.begin() + start, ids.end());
     auto input = torch::from_blob(context.data(), {1, static_cast<int64_t>(context.size())}, torch::kLong);
     auto logits = model.forward({input}).toTensor().index({0, -1}).to(torch::kFloat);
-    if (temperature == 0) {
-      ids.push_back(logits.argmax().item<int64_t>());
-      continue;
-    }
-    logits = logits / temperature;
-    if (top_k_given && top_k < logits.numel()) {
-      const auto kth = std::get<0>(torch::topk(logits, top_k)).index({-1});
-      logits = logits.masked_fill(logits < kth, -INFINITY);
-    }
-    ids.push_back(torch::multinomial(torch::softmax(logits, -1), 1).item<int64_t>());
+    ids.push_back(pick_token(logits, temperature, top_k_given, top_k));
+    std::cout << vocab[ids.back()] << std::flush;  // as it comes: a long generation shows progress
   }
-  std::string text;
-  for (int64_t id : ids) text += vocab[id];
-  std::cout << text << std::endl;
+  std::cout << std::endl;
+  if (interrupted) return 130;  // 128 + SIGINT, as a shell reports a program Ctrl-C ended
   return 0;
 }

@@ -1,10 +1,12 @@
-"""trainer.metrics.MetricsLog: the records of metrics.jsonl, the eval line's speed and the last line."""
+"""trainer.metrics.MetricsLog: the records of metrics.jsonl, the eval line's speed and the last line;
+its readers, and the picture drawn from them."""
 
 import json
+import math
 
 import pytest
 
-from trainer.metrics import MetricsLog, speed_label
+from trainer.metrics import MetricsLog, read_metrics, read_records, speed_label
 
 LOSSES = {"train": 2.123456789, "val": 2.5}
 
@@ -102,3 +104,54 @@ def test_a_resumed_log_drops_the_records_after_the_resume_step(tmp_path):
     resumed.step(5, 1.5, 1e-3, 0.1)
     resumed.close()
     assert records(tmp_path)[-1] == {"step": 5, "loss": 1.5, "lr": 1e-3}
+
+
+# Issue 20, cause 5: a reader of metrics.jsonl survives any line with one warning.
+
+GOOD = b'{"step": 1, "loss": 4.1, "lr": 0.001}\n{"step": 1, "train_loss": 4.0, "val_loss": 4.2}\n'
+HOSTILE = [b"[1, 2]", b'"text"', b"null", b'{"loss": 3.0}', b'{"step": "7"}', b'{"step": true}', b"\xff\xfe{}",
+           b"not json"]
+
+
+@pytest.mark.parametrize("line", HOSTILE)
+def test_a_line_that_is_no_record_is_skipped_with_one_warning(tmp_path, capsys, line):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(GOOD + line + b"\n" + line + b"\n" + b'{"step": 2, "loss": 3.9, "lr": 0.001}\n')
+    assert [r["step"] for r in read_records(path)] == [1, 1, 2]
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "2 line(s)" in warnings[0]
+
+
+def test_a_torn_last_line_is_dropped_and_a_whole_one_without_its_newline_kept(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(GOOD + b'{"step": 2, "lo')
+    assert len(read_records(path)) == 2 and "incomplete" in capsys.readouterr().err
+    path.write_bytes(GOOD + b'{"step": 2, "loss": 3.9}')
+    assert len(read_records(path)) == 3 and capsys.readouterr().err == ""
+
+
+def test_a_null_loss_is_nan_for_the_picture(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "loss": null}\n{"step": 1, "train_loss": null, "val_loss": 2.5}\n')
+    steps, evals = read_metrics(path)
+    assert math.isnan(steps[0]["loss"]) and math.isnan(evals[0]["train_loss"]) and evals[0]["val_loss"] == 2.5
+
+
+def test_resume_keeps_the_records_up_to_its_step_despite_a_bad_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(GOOD + b"[1]\n" + b'{"step": 2, "loss": 3.9, "lr": 0.001}\n')
+    MetricsLog(tmp_path, resume_step=1, tensorboard=False).close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 1]
+
+
+def test_the_guessing_line_is_ln_of_the_run_s_vocabulary(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from model import uniform_loss
+    from trainer.plot import plot_metrics
+
+    drawn, axhline = [], Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda ax, y, **kw: drawn.append(y) or axhline(ax, y, **kw))
+    (tmp_path / "metrics.jsonl").write_bytes(GOOD)
+    plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "loss.png", vocab_size=33)
+    assert uniform_loss(33) in drawn and uniform_loss(65) not in drawn
