@@ -36,7 +36,8 @@ def without_make(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("variable, value", [("NPROC", "0"), ("NPROC", "abc"), ("NPROC", "-2"), ("NNODES", "0"),
-                                             ("NODE_RANK", "1")])
+                                             ("NODE_RANK", "1"), ("OMP_NUM_THREADS", "0"),
+                                             ("OMP_NUM_THREADS", "abc")])
 def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus, variable, value):
     out = tmp_path / "out"
     result = subprocess.run(make_train(out, corpus, "--steps", 2, **{variable: value}),

@@ -65,6 +65,8 @@ class Launch:
         self.master_port = whole_number(opts.master_port, "MASTER_PORT", 1, 65535)
         self.max_restarts = whole_number(opts.max_restarts, "MAX_RESTARTS", 0)
         self.rdzv_timeout = whole_number(opts.rdzv_timeout, "RDZV_TIMEOUT", 1)
+        if os.environ.get("OMP_NUM_THREADS"):  # libgomp would warn about 0 or "abc" and run one thread
+            whole_number(os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS", 1)
         self.master_addr = opts.master_addr
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
