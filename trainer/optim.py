@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from model import GPT
 
-# Keller Jordan's quintic: pushes the singular values into roughly [0.7, 1.2] in 5 steps.
+# Keller Jordan's quintic: brings every singular value into roughly [0.5, 1.5] in 5 steps.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 
@@ -40,8 +40,7 @@ def orthogonalize_shared(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """orthogonalize, with the batch's matrices shared out across the ranks and the results gathered.
 
     Every rank holds the same all-reduced gradients, so each orthogonalises 1/world_size of the
-    matrices and an all-gather hands every rank all of them: the same numbers as one rank doing
-    all the work, in a fraction of the time.
+    matrices and an all-gather hands every rank all of them: the work of one rank, shared out.
     """
     world = dist.get_world_size() if dist.is_initialized() else 1
     if world == 1:
@@ -66,7 +65,7 @@ class Muon(torch.optim.Optimizer):
 
     Every matrix moves by lr times its orthogonalised update, tall ones included (Keller Jordan's
     version moves a matrix of r rows and c < r columns sqrt(r / c) times further: fc by 2x here,
-    which trained worse in this model, see docs/training.md).
+    which trained no better in this model, docs/training.md).
 
     A param group's `split` says into how many matrices (stacked on dim 0) a weight falls:
     3 for the fused qkv. Decoupled weight decay: p <- p * (1 - lr * weight_decay).
