@@ -26,12 +26,12 @@ COURSE_TARGET = 1.5  # the chapter's "loss drops to around 1.3-1.5"
 
 
 def run_vocab_size(out: Path) -> int | None:
-    """The vocabulary size of the run in `out`, from its snapshot; None (with a warning) without one."""
-    snapshot = Path(out) / defaults.SNAPSHOT
+    """The vocabulary size of the run in `out`, from its checkpoint; None (with a warning) without one."""
+    path = Path(out) / defaults.CHECKPOINT
     try:
-        if snapshot.is_file():
-            return len(checkpoint.load(snapshot)["vocab"])
-        problem = f"{snapshot} is missing"
+        if path.is_file():
+            return len(checkpoint.load(path)["vocab"])
+        problem = f"{path} is missing"
     except UsageError as exc:
         problem = str(exc)
     print(f"warning: loss.png has no guessing line, ln(vocabulary size): {problem}", file=sys.stderr, flush=True)

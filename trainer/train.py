@@ -320,7 +320,7 @@ def finish_run(trainer: Trainer) -> None:
     print(f"writing {what} to {folder.path} ...", flush=True)
     written = []
     try:
-        written.append(plot_metrics(folder.metrics, folder.loss_plot))
+        written.append(plot_metrics(folder.metrics, folder.loss_plot, vocab_size=len(trainer.corpus.vocab)))
     except UsageError as exc:  # the run is trained and saved; a picture that cannot be drawn does not undo that
         print(f"warning: {exc}", file=sys.stderr, flush=True)
     if trainer.cfg.export:
