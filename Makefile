@@ -73,7 +73,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
 #> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
 #> export CKPT the training snapshot to export
-#> generate MODEL model.pt, model.ts, model.pt2 or model.onnx
+#> generate MODEL model.pt, model.ts, model.pt2, model.onnx or the hf folder (through transformers)
 #> generate PROMPT text the generated characters follow
 #> generate TOKENS characters to generate
 #> generate TEMPERATURE sampling temperature; 0 = always the likeliest character
@@ -133,14 +133,14 @@ test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real 
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/unit
 
-export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
+export: $(STAMP) ## write model.ts, model.pt2, model.onnx, hf/, model.json beside CKPT (default checkpoints/model.pt)
 	$(PY) -m export "$(CKPT)"
 
 # The prompt and the model path reach the programs through the environment, as typed: in the
 # recipe, make would expand `$` in them and the shell would take their quotes.
 generate: export GENERATE_PROMPT := $(value PROMPT)
 generate: export GENERATE_MODEL := $(MODEL)
-generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
+generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx hf/): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
 	@$(PY) -m export.generate "$$GENERATE_MODEL" --prompt="$$GENERATE_PROMPT" $(SAMPLING_FLAGS)
 
 # The C++ program loads TorchScript only: MODEL defaults to OUT/model.ts here, and any other file is refused.
