@@ -54,7 +54,7 @@ class Parser(argparse.ArgumentParser):
         fail(f"{message} (see --help)")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = Parser(description="Greedy or sampled text from model.onnx")
     p.add_argument("model", type=Path)
     p.add_argument("--prompt", default=PROMPT)
@@ -68,26 +68,36 @@ def main() -> None:
         fail("--tokens and --seed must not be negative")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+    return args
 
-    manifest = args.model.with_name("model.json")
+
+def load(model_path: Path):
+    """(session, vocab, block_size, input name, output name) of a model.onnx checked against its model.json."""
+    manifest = model_path.with_name("model.json")
     redo = "copy model.onnx and model.json from one export, or export again with make export"
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
         # An array of characters (a plain string in manifests before format 2: list() reads both).
-        vocab, block_size, expected = list(meta["vocab"]), int(meta["block_size"]), meta["sha256"][args.model.name]
+        vocab, block_size, expected = list(meta["vocab"]), int(meta["block_size"]), meta["sha256"][model_path.name]
         input_name, output_name = meta["input"]["name"], meta["output"]["name"]
-        model = args.model.read_bytes()
+        model = model_path.read_bytes()
     except FileNotFoundError as exc:
         fail(f"{exc.filename} is missing: {redo}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"{manifest} is not a manifest for {args.model.name} ({type(exc).__name__}): {redo}")
+        fail(f"{manifest} is not a manifest for {model_path.name} ({type(exc).__name__}): {redo}")
     if hashlib.sha256(model).hexdigest() != expected:
-        fail(f"{args.model} does not match its SHA-256 in {manifest} (damaged, or from another export): {redo}")
+        fail(f"{model_path} does not match its SHA-256 in {manifest} (damaged, or from another export): {redo}")
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes just checked
     # model.onnx carries its own vocabulary and block size too (since format 2): they must agree.
     own = session.get_modelmeta().custom_metadata_map
     if "vocab" in own and (json.loads(own["vocab"]), int(own["block_size"])) != (vocab, block_size):
-        fail(f"{manifest} does not match {args.model} (vocabulary or block size): {redo}")
+        fail(f"{manifest} does not match {model_path} (vocabulary or block size): {redo}")
+    return session, vocab, block_size, input_name, output_name
+
+
+def main() -> None:
+    args = parse_args()
+    session, vocab, block_size, input_name, output_name = load(args.model)
 
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(args.prompt) - set(index))

@@ -30,51 +30,55 @@ LOGGED_REQUEST = 200  # characters of a request line shown in the terminal; the 
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 
+class PageHandler(BaseHTTPRequestHandler):
+    out: Path  # the run's folder, whose model files are served: set by handler_for
+
+    def do_GET(self):
+        self.send_file(include_body=True)
+
+    def do_HEAD(self):
+        self.send_file(include_body=False)
+
+    def send_file(self, include_body: bool):
+        try:
+            path = self.file_for(unquote(urlsplit(self.path).path))
+            body = None if path is None else path.read_bytes()
+        except ValueError:  # a NUL byte in the path, an impossible URL
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return
+        except OSError:  # a name too long for the file system, a file that vanished or is unreadable
+            body = None
+        if body is None:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", CONTENT_TYPES[path.suffix])
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")  # a re-exported model is picked up on reload
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if include_body:
+            self.wfile.write(body)
+
+    def file_for(self, url_path: str) -> Path | None:
+        name = url_path.lstrip("/") or "index.html"
+        path = (self.out / name) if name in MODEL_FILES else (WEB / name).resolve()
+        if name not in MODEL_FILES and (WEB not in path.parents or path.suffix not in CONTENT_TYPES):
+            return None
+        return path if path.is_file() else None
+
+    def log_message(self, format, *args):  # keep the terminal for the URL and real problems
+        # A request line too malformed to parse has no path; it is shown as received, on one line.
+        request = f"{self.command} {self.path}" if getattr(self, "path", None) else self.requestline
+        if args and str(args[1]).startswith(("4", "5")) and not request.endswith("favicon.ico"):
+            shown = request.encode("unicode_escape").decode("ascii")[:LOGGED_REQUEST]
+            sys.stderr.write(f"{shown}: {args[1]}\n")
+
+
 def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
-    class PageHandler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_file(include_body=True)
-
-        def do_HEAD(self):
-            self.send_file(include_body=False)
-
-        def send_file(self, include_body: bool):
-            try:
-                path = self.file_for(unquote(urlsplit(self.path).path))
-                body = None if path is None else path.read_bytes()
-            except ValueError:  # a NUL byte in the path, an impossible URL
-                self.send_error(HTTPStatus.BAD_REQUEST)
-                return
-            except OSError:  # a name too long for the file system, a file that vanished or is unreadable
-                body = None
-            if body is None:
-                self.send_error(HTTPStatus.NOT_FOUND)
-                return
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", CONTENT_TYPES[path.suffix])
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-cache")  # a re-exported model is picked up on reload
-            for name, value in ISOLATION_HEADERS.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if include_body:
-                self.wfile.write(body)
-
-        def file_for(self, url_path: str) -> Path | None:
-            name = url_path.lstrip("/") or "index.html"
-            path = (out / name) if name in MODEL_FILES else (WEB / name).resolve()
-            if name not in MODEL_FILES and (WEB not in path.parents or path.suffix not in CONTENT_TYPES):
-                return None
-            return path if path.is_file() else None
-
-        def log_message(self, format, *args):  # keep the terminal for the URL and real problems
-            # A request line too malformed to parse has no path; it is shown as received, on one line.
-            request = f"{self.command} {self.path}" if getattr(self, "path", None) else self.requestline
-            if args and str(args[1]).startswith(("4", "5")) and not request.endswith("favicon.ico"):
-                shown = request.encode("unicode_escape").decode("ascii")[:LOGGED_REQUEST]
-                sys.stderr.write(f"{shown}: {args[1]}\n")
-
-    return PageHandler
+    """PageHandler serving `out`'s model files beside the page."""
+    return type("PageHandlerForRun", (PageHandler,), {"out": out})
 
 
 class PageServer(ThreadingHTTPServer):
