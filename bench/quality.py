@@ -80,20 +80,12 @@ def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int
 
 def train_textbook(data: str, steps: int, eval_every: int) -> tuple[list[dict], float]:
     """The textbook loop's evaluation records (the trainer's batches and evaluation), and its wall seconds."""
-    from bench.textbook import block_size, estimate_loss, make_step
+    from bench.textbook import block_size, train
     from trainer.config import TrainConfig
     from trainer.data import load_corpus
 
-    corpus = load_corpus(data, block_size)
-    model, step = make_step(corpus)
-    records, train_s, started = [], 0.0, time.perf_counter()
-    for i in range(1, steps + 1):
-        t0 = time.perf_counter()
-        step(i)
-        train_s += time.perf_counter() - t0
-        if i == 1 or i % eval_every == 0 or i == steps:
-            losses = estimate_loss(model, corpus, i, TrainConfig.eval_iters)
-            records.append({"step": i, "train_loss": losses["train"], "val_loss": losses["val"], "train_s": train_s})
+    started = time.perf_counter()
+    records = train(load_corpus(data, block_size), steps, eval_every, TrainConfig.eval_iters)
     return records, time.perf_counter() - started
 
 

@@ -11,6 +11,7 @@ the same Batches, so the two differ only in how the work is done.
 
 import sys
 import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -173,6 +174,24 @@ def estimate_loss(model: GPTLanguageModel, corpus: Corpus, step: int, eval_iters
     return losses
 
 
+def train(corpus: Corpus, steps: int, eval_every: int, eval_iters: int,
+          on_evaluation: Callable[[dict], None] = lambda record: None) -> list[dict]:
+    """Train the textbook loop `steps` steps, evaluating at step 1, every `eval_every` steps and at
+    the last: the records {step, train_loss, val_loss, train_s}, train_s the seconds in training
+    steps so far (evaluation excluded); each is also passed to on_evaluation as it is made."""
+    model, step = make_step(corpus)
+    records, train_s = [], 0.0
+    for i in range(1, steps + 1):
+        t0 = time.perf_counter()
+        step(i)
+        train_s += time.perf_counter() - t0
+        if i == 1 or i % eval_every == 0 or i == steps:
+            losses = estimate_loss(model, corpus, i, eval_iters)
+            records.append({"step": i, "train_loss": losses["train"], "val_loss": losses["val"], "train_s": train_s})
+            on_evaluation(records[-1])
+    return records
+
+
 @command
 def main(argv: list[str]) -> int:
     p = OneLineParser(prog="python -m bench.textbook", description="Train the textbook loop and time it.")
@@ -185,18 +204,15 @@ def main(argv: list[str]) -> int:
     if args.steps < 1 or args.eval_every < 1 or args.eval_iters < 1:
         raise UsageError("--steps, --eval-every and --eval-iters must be at least 1")
     corpus = load_corpus(resolve_corpus(args.data, download=True), block_size)
-    model, step = make_step(corpus)
     print(f"textbook loop: {args.steps} steps, {torch.get_num_threads()} threads, Adam {learning_rate:g}", flush=True)
-    start, train_time = time.perf_counter(), 0.0
-    for i in range(1, args.steps + 1):
-        t0 = time.perf_counter()
-        step(i)
-        train_time += time.perf_counter() - t0
-        if i == 1 or i % args.eval_every == 0 or i == args.steps:
-            losses = estimate_loss(model, corpus, i, args.eval_iters)
-            print(f"step {i} | train loss: {losses['train']:.4f} | val loss: {losses['val']:.4f} | "
-                  f"{i / train_time:.2f} steps/s", flush=True)
-    print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s ({train_time:.0f} s training)")
+    start = time.perf_counter()
+
+    def show(record: dict) -> None:
+        print(f"step {record['step']} | train loss: {record['train_loss']:.4f} | val loss: "
+              f"{record['val_loss']:.4f} | {record['step'] / record['train_s']:.2f} steps/s", flush=True)
+
+    records = train(corpus, args.steps, args.eval_every, args.eval_iters, show)
+    print(f"done: {args.steps} steps in {time.perf_counter() - start:.0f} s ({records[-1]['train_s']:.0f} s training)")
     return 0
 
 
