@@ -42,17 +42,18 @@ def orthogonalize_shared(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     Every rank holds the same all-reduced gradients, so each orthogonalises 1/world_size of the
     matrices and an all-gather hands every rank all of them: the work of one rank, shared out.
     """
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world, n = (dist.get_world_size() if dist.is_initialized() else 1), g.size(0)
     if world == 1:
         return orthogonalize(g, dtype)
-    share = -(-g.size(0) // world)  # ceil: the last ranks' shares are padded with zero matrices
-    padded = torch.cat([g, g.new_zeros(share * world - g.size(0), *g.shape[1:])])
-    mine = orthogonalize(padded[dist.get_rank() * share:][:share], dtype, keep_dtype=True).contiguous()
+    share = -(-n // world)  # ceil: the last ranks' shares are padded with zero matrices
+    if share * world > n:
+        g = torch.cat([g, g.new_zeros(share * world - n, *g.shape[1:])])
+    mine = orthogonalize(g[dist.get_rank() * share:][:share], dtype, keep_dtype=True).contiguous()
     # gloo has no bf16 collectives; an all-gather only copies bits, so bf16 travels as float16 bits.
     wire = mine.view(torch.float16) if mine.dtype == torch.bfloat16 else mine
     gathered = [torch.empty_like(wire) for _ in range(world)]
     dist.all_gather(gathered, wire)
-    return torch.cat(gathered)[:g.size(0)].view(mine.dtype).to(g.dtype)
+    return torch.cat(gathered)[:n].view(mine.dtype).to(g.dtype)
 
 
 def pieces(p: torch.Tensor, split: int) -> list[torch.Tensor]:
