@@ -27,13 +27,40 @@ def orthogonalize(g: torch.Tensor, dtype: torch.dtype, keep_dtype: bool = False)
     Divides by the Frobenius norm first, which bounds the spectral norm by 1 so the iteration
     converges; runs in `dtype` (bf16 where the CPU multiplies it natively, else fp32).
     """
-    a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
     x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
-    for _ in range(NS_STEPS):  # x <- a x + (b G + c G^2) x, G = x x^T; baddbmm fuses the scaling and sums
+    wide = x.size(2) >= 2 * x.size(1)
+    x = newton_schulz_gram(x) if wide and dtype == torch.float32 else newton_schulz(x)
+    return x if keep_dtype else x.to(g.dtype)
+
+
+def newton_schulz(x: torch.Tensor) -> torch.Tensor:
+    """x <- a x + (b G + c G^2) x with G = x x^T, NS_STEPS times; baddbmm fuses the scaling and sums."""
+    a, b, c = NS_COEFFICIENTS
+    for _ in range(NS_STEPS):
         gram = torch.bmm(x, x.mT)
         x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x if keep_dtype else x.to(g.dtype)
+    return x
+
+
+def newton_schulz_gram(x: torch.Tensor) -> torch.Tensor:
+    """The same iterations, done on the rows x rows Gram matrix: cheaper for a wide matrix.
+
+    Each step multiplies x on the left by P = a + b G + c G^2, a polynomial in G = x x^T, so after
+    all steps x = Q x0 with Q the product of the P's, and the next G is P G P. Only Q and G are
+    carried (rows x rows), and x0 is multiplied once at the end: for 128 x 512, 44% fewer
+    multiply-adds. Run in fp32 only: in bf16 the rounding of G swamps its small eigenvalues and
+    the result's singular values stray far above 1.
+    """
+    a, b, c = NS_COEFFICIENTS
+    gram, q = torch.bmm(x, x.mT), None
+    for step in range(NS_STEPS):
+        p = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        p.diagonal(dim1=1, dim2=2).add_(a)
+        q = p if q is None else torch.bmm(p, q)
+        if step < NS_STEPS - 1:
+            gram = torch.bmm(torch.bmm(p, gram), p)
+    return torch.bmm(q, x)
 
 
 def orthogonalize_shared(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from model import GPT, GPTConfig, next_token_loss
 from trainer.config import parse_config
-from trainer.optim import make_optimizer, muon_matrices, orthogonalize, pieces
+from trainer.optim import make_optimizer, muon_matrices, newton_schulz, newton_schulz_gram, orthogonalize, pieces
 
 
 def model_and_optimizer(*flags: str):
@@ -58,6 +58,12 @@ def test_newton_schulz_brings_every_singular_value_near_one(dtype):
     g = torch.randn(3, 64, 256) * torch.logspace(-1, 1, 64)[:, None]  # singular values over two decades
     s = torch.linalg.svdvals(orthogonalize(g, dtype).float())
     assert s.min() > 0.5 and s.max() < 1.3, (s.min(), s.max())
+
+
+def test_the_gram_form_of_newton_schulz_is_the_same_iteration():
+    x = torch.randn(4, 32, 128, dtype=torch.float64) * torch.logspace(-2, 0, 32, dtype=torch.float64)[:, None]
+    x = x / x.norm(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(newton_schulz_gram(x), newton_schulz(x), rtol=1e-9, atol=1e-9)
 
 
 def test_a_step_moves_each_matrix_by_an_orthogonal_update_of_size_lr():
