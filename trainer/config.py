@@ -63,7 +63,7 @@ class TrainConfig:
     dropout: float = option(0.0, "dropout on residual branches and embeddings", group=SHAPE,
                             recipes=dict(adamw=0.0, course=0.0), within="[0, 1)")
     # optimiser and schedule (defaults come from the recipe)
-    recipe: str = option("muon", "muon: Muon for the blocks' matrices + AdamW, warm-up + cosine; adamw: AdamW "
+    recipe: str = option("muon", "muon: Muon for the blocks' matrices + AdamW, cosine from step 1; adamw: AdamW "
                          "alone, warm-up + cosine; course: the chapter's Adam at constant 3e-4",
                          group=OPTIMISER, choices=("muon", "adamw", "course"))  # the names of RECIPES below
     # Adam moves each weight by about lr a step: above 1, nothing is learnt.
@@ -74,7 +74,7 @@ class TrainConfig:
                            recipes=dict(adamw=1e-4, course=3e-4), within="[0, 1]")
     schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER,
                            recipes=dict(adamw="cosine", course="constant"), choices=("cosine", "wsd", "constant"))
-    warmup_steps: int = option(100, "linear warm-up steps", group=OPTIMISER, recipes=dict(adamw=100, course=0),
+    warmup_steps: int = option(0, "linear warm-up steps", group=OPTIMISER, recipes=dict(adamw=100, course=0),
                                at_least=0)
     beta1: float = option(0.9, group=OPTIMISER, within="[0, 1)")  # Adam's moving averages need a factor below 1
     beta2: float = option(0.99, "Adam beta2", group=OPTIMISER, recipes=dict(adamw=0.99, course=0.999),
