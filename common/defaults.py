@@ -22,3 +22,5 @@ MANIFEST = "model.json"  # the vocabulary, the block size and the exports' SHA-2
 PROMPT = "ROMEO:"
 TOKENS = 200
 TEMPERATURE = 0.8
+# The largest seed torch's generators take (64 bits, unsigned): --seed of the trainer and the generators.
+MAX_SEED = 2 ** 64 - 1
