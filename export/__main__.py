@@ -1,4 +1,4 @@
-"""python -m export [CHECKPOINT]: write model.ts, model.pt2, model.onnx and model.json beside it."""
+"""python -m export [CHECKPOINT]: write model.ts, model.pt2, model.onnx, hf/ and model.json beside it."""
 
 import sys
 
@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from export.artifacts import export_checkpoint  # after parsing: --help needs no torch
 
-    written = export_checkpoint(args.checkpoint)
+    written = export_checkpoint(args.checkpoint, strict=True)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

@@ -1,10 +1,11 @@
-"""A checkpoint as files other runtimes load: model.ts, model.pt2, model.onnx and model.json.
+"""A checkpoint as files other runtimes load: model.ts, model.pt2, model.onnx, hf/ and model.json.
 
 Every format takes token ids (batch, time), int64, batch dynamic and time from 1 to the block
 size, and returns logits (batch, time, vocab). model.json carries what a runtime without
 Python needs to tokenize (export/manifest.py: the vocabulary as an array of characters, the
 block size) and the SHA-256 of each file; model.onnx and model.pt2 carry the vocabulary and the
 block size inside themselves too, model.ts as the plain-text files the C++ program reads.
+hf/ is the Hugging Face folder of export/hf.py; model.json lists its files' SHA-256 too.
 The set is written whole (write_set): a failed or killed export leaves the previous set.
 """
 
@@ -14,6 +15,7 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch
 from common import defaults
 from common.cli import UsageError
 from common.files import atomic_write, fsync_dir
+from export import hf
 from export.manifest import embedded_facts, manifest_text
 from model import GPT, GPTConfig
 from trainer import checkpoint
@@ -41,11 +44,23 @@ def load_trained_model(path: Path) -> tuple[GPT, dict]:
     return model.eval(), snapshot
 
 
-def export_checkpoint(path: Path) -> list[Path]:
-    """Write model.ts, model.pt2, model.onnx and model.json beside the checkpoint; return their paths."""
+def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
+    """Write model.ts, model.pt2, model.onnx, hf/ and model.json beside the checkpoint; return their paths.
+
+    A model that is not exactly GPT-2 (hf.NotRepresentable) gets the rest of the set without hf/:
+    then strict (make export) raises that one line after writing, and otherwise (the end of a
+    training run, whose model is saved and exported all the same) it is printed as a warning.
+    """
     path = Path(path)
     model, snapshot = load_trained_model(path)
     files = _serialized(model, snapshot["vocab"])
+    refused = None
+    try:
+        with _quiet_exporters():
+            hf_set = hf.hf_files(model, snapshot, ONNX_OPSET)
+        files |= {f"{hf.FOLDER}/{name}": data for name, data in hf_set.items()}
+    except hf.NotRepresentable as exc:
+        refused = exc
     text = manifest_text(
         snapshot["vocab"], model.config.block_size,
         {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
@@ -54,7 +69,12 @@ def export_checkpoint(path: Path) -> list[Path]:
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
         onnx_opset=ONNX_OPSET, torch_version=torch.__version__)
     files[defaults.MANIFEST] = text.encode("utf-8")  # last: the set is complete once it is in place
-    return write_set(path.parent, files)
+    written = write_set(path.parent, files)
+    if refused and strict:
+        raise refused
+    if refused:
+        print(f"warning: {refused}", file=sys.stderr, flush=True)
+    return written
 
 
 def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
@@ -77,10 +97,11 @@ def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
 def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
     """Put `files` (name -> bytes) into `out` as one set, in their order: all or none of them.
 
-    Every file is first written whole (fsynced) into a staging directory inside `out`, then all
-    are renamed into place. A full disk, an error or a kill before the renames leaves the previous
-    set untouched; the renames take microseconds, and a kill between two of them leaves files that
-    the loaders refuse by the SHA-256 in model.json (which is renamed last).
+    Every file is first written whole (fsynced) into a staging directory inside `out`, then all are
+    renamed into place; a name may hold folders (hf/onnx/model.onnx), made as needed. A full disk,
+    an error or a kill before the renames leaves the previous set untouched; the renames take
+    microseconds, and a kill between two of them leaves files that the loaders refuse by the SHA-256
+    in model.json (which is renamed last).
     """
     _remove_abandoned_staging(out)
     try:
@@ -90,12 +111,14 @@ def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
     try:
         for name, data in files.items():
             try:
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(staging / name, lambda f: f.write(data))
             except OSError as exc:
                 raise UsageError(f"cannot write {out / name} ({exc.strerror}): free some space or make the "
                                  "directory writable, then run make export; the previous export set is "
                                  "unchanged") from None
         for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

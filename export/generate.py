@@ -6,6 +6,7 @@ written beside the other formats, which must record the exported file's SHA-256 
 the vocabulary and block size inside it. Only the text (prompt included) goes to stdout, each
 character as soon as it is picked: a long generation shows progress, and Ctrl-C keeps what was
 printed (exit status 130).
+An hf/ folder (make export writes one) is loaded through transformers: export/hf_load.py.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import torch
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
 from common.vocab import encode
+from export import hf
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
 from model.sample import stream
@@ -43,8 +45,12 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """A model file ready to generate from; an exported one only when model.json vouches for it."""
     path = Path(path)
+    if path.is_dir() and path.name == hf.FOLDER:
+        from export.hf_load import load_hf_folder  # transformers loads slowly: only for this format
+
+        return load_hf_folder(path)
     if path.suffix not in FORMATS:
-        raise UsageError(f"{path} is not a model file: pass a .pt, .ts, .pt2 or .onnx file")
+        raise UsageError(f"{path} is not a model file: pass a .pt, .ts, .pt2 or .onnx file or an hf folder")
     if not path.is_file():
         raise UsageError(f"model {path} does not exist: train (make train) and export (make export) first")
     runtime = FORMATS[path.suffix]

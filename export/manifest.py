@@ -27,11 +27,13 @@ class Manifest:
     sha256: dict[str, str]  # file name -> hex digest of the files of the set
     path: Path
 
-    def verify(self, model: Path) -> None:
-        """Refuse a model file whose bytes are not the ones this manifest was written with."""
-        expected = self.sha256.get(model.name)
+    def verify(self, model: Path, name: str | None = None) -> None:
+        """Refuse a model file whose bytes are not the ones this manifest was written with.
+        `name` is the file's key in the table when it is not the file name (hf/config.json)."""
+        name = name or model.name
+        expected = self.sha256.get(name)
         if expected is None:
-            raise UsageError(f"{self.path} lists no SHA-256 for {model.name}: {REDO}")
+            raise UsageError(f"{self.path} lists no SHA-256 for {name}: {REDO}")
         try:
             digest = hashlib.sha256(model.read_bytes()).hexdigest()
         except OSError as exc:
