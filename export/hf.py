@@ -15,6 +15,7 @@ KV cache. Writing the folder needs safetensors and tokenizers only, not transfor
 """
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -170,8 +171,23 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
                                     input_names=inputs, output_names=outputs, opset_version=opset,
                                     external_data=False, verbose=False)
     proto = program.model_proto
+    _name_dims(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def _name_dims(proto) -> None:
+    """Give the inferred sizes (s0, s1, ...) the names transformers.js reads: it makes the first,
+    empty cache from the inputs' shapes, with "batch_size" as the batch and 0 for other names."""
+    inputs = {value.name: value.type.tensor_type.shape.dim for value in proto.graph.input}
+    names = {inputs["input_ids"][0].dim_param: "batch_size", inputs["input_ids"][1].dim_param: "sequence_length",
+             inputs["attention_mask"][1].dim_param: "total_sequence_length",
+             inputs["past_key_values.0.key"][2].dim_param: "past_sequence_length"}
+    symbol = re.compile("|".join(rf"\b{re.escape(old)}\b" for old in names if old))
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = symbol.sub(lambda m: names[m.group(0)], dim.dim_param)
 
 
 def model_card(model: GPT, snapshot: dict) -> str:

@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// Shakespeare from the hf/ folder in Node, through transformers.js: pipeline("text-generation")
+// on the folder's tokenizer and onnx/model.onnx, a decoder that reuses its KV cache.
+//
+//   node web/hf-generate.mjs checkpoints/hf --prompt ROMEO: --tokens 100 [--temperature T]
+//
+// Local files only: nothing is fetched from a model hub. Greedy by default (temperature 0), which
+// gives make generate's text. The context is the model's 128 characters and transformers.js does
+// not slide it: the prompt and the new characters must fit in it. Only the text (prompt included)
+// goes to stdout; a problem is one line on stderr starting "error: ", exit status 2.
+
+import { existsSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { env, pipeline } from "@huggingface/transformers";
+
+import { parseSettings, UsageError } from "./sampling.mjs";
+
+const USAGE = "node web/hf-generate.mjs HF_FOLDER [--prompt TEXT] [--tokens N] [--temperature T]";
+const NEEDED = ["config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
+
+function options(argv) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, allowPositionals: true,
+      options: { prompt: { type: "string", default: "ROMEO:" }, tokens: { type: "string" }, temperature: { type: "string" } },
+    });
+  } catch (err) {
+    throw new UsageError(`${err.message} (usage: ${USAGE})`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError(`give one hf folder (usage: ${USAGE})`);
+  if (!values.prompt) throw new UsageError("--prompt is empty: give at least one character to start from");
+  const settings = parseSettings({ tokens: values.tokens, temperature: values.temperature ?? "0" },
+    { tokens: "--tokens", temperature: "--temperature" });
+  return { folder: resolve(positionals[0]), prompt: values.prompt, ...settings };
+}
+
+/** The text-generation pipeline of a local folder; transformers.js reads no other place. */
+export async function localPipeline(folder) {
+  const missing = NEEDED.filter((name) => !existsSync(join(folder, name)));
+  if (missing.length) {
+    throw new UsageError(`${join(folder, missing[0])} is missing: train (make train) and export (make export) first`);
+  }
+  env.allowRemoteModels = false;
+  env.localModelPath = dirname(folder) + "/";
+  try {
+    return await pipeline("text-generation", basename(folder), { dtype: "fp32", device: "cpu" });
+  } catch (err) {
+    throw new UsageError(`transformers.js cannot load ${folder} (${err.message.split("\n")[0]}): export it again with make export`);
+  }
+}
+
+async function main(argv) {
+  const args = options(argv);
+  const generator = await localPipeline(args.folder);
+  const limit = generator.model.config.max_position_embeddings ?? generator.model.config.n_positions;
+  const ids = generator.tokenizer.encode(args.prompt);
+  if (ids.length + args.tokens > limit) {
+    throw new UsageError(`the prompt (${ids.length} characters) and --tokens ${args.tokens} exceed the model's context ` +
+      `of ${limit}: transformers.js does not slide it; ask for fewer characters`);
+  }
+  const sampling = args.temperature === 0 ? { do_sample: false } : { do_sample: true, temperature: args.temperature };
+  const [{ generated_text: text }] = await generator(args.prompt, { max_new_tokens: args.tokens, ...sampling });
+  process.stdout.write(text + "\n");
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
+  main(process.argv.slice(2)).catch((err) => {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`error: ${err.message}\n`);
+    process.exitCode = 2;
+  });
+}
