@@ -23,7 +23,6 @@ import torch
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
 from common.vocab import encode
-from export import hf
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
 from model.sample import stream
@@ -45,7 +44,7 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """A model file ready to generate from; an exported one only when model.json vouches for it."""
     path = Path(path)
-    if path.is_dir() and path.name == hf.FOLDER:
+    if path.is_dir() and path.name == defaults.HF_FOLDER:
         from export.hf_load import load_hf_folder  # transformers loads slowly: only for this format
 
         return load_hf_folder(path)

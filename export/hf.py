@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from common import defaults
 from common.cli import UsageError
 from model import GPT, count_parameters
 
-FOLDER = "hf"
+FOLDER = defaults.HF_FOLDER
 ONNX_DECODER = "onnx/model.onnx"
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
          ONNX_DECODER, "README.md")

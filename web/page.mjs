@@ -8,6 +8,9 @@ const $ = (id) => document.getElementById(id);
 const output = $("output"), errorBox = $("error"), notice = $("notice"), stats = $("stats");
 let model = { url: new URL(".", location.href).href }; // or { key, onnx, json } chosen from disk
 let worker = null;
+// The generator behind the page: model.onnx through worker.mjs, or the hf/ folder (KV cache) through hf-worker.mjs.
+const WORKERS = { onnx: "worker.mjs", hf: "hf-worker.mjs" };
+let workerRuntime = null;
 let filesChosen = 0;
 
 function setState(state) {
@@ -31,17 +34,20 @@ function showNotice(text) {
 function readQuery() {
   const query = new URLSearchParams(location.search);
   for (const name of FIELDS) if (query.has(name)) $(name).value = query.get(name);
+  if (query.get("runtime") in WORKERS) $("runtime").value = query.get("runtime");
   return query.get("autostart") === "1";
 }
 
 function writeQuery(autostart) {
   const query = new URLSearchParams(FIELDS.map((name) => [name, $(name).value]));
+  if ($("runtime").value !== "onnx") query.set("runtime", $("runtime").value);
   if (autostart || new URLSearchParams(location.search).get("autostart") === "1") query.set("autostart", "1");
   history.replaceState(null, "", `${location.pathname}?${query}`);
 }
 
 function startWorker() {
-  worker = new Worker(new URL("worker.mjs", import.meta.url), { type: "module" });
+  workerRuntime = $("runtime").value;
+  worker = new Worker(new URL(WORKERS[workerRuntime], import.meta.url), { type: "module" });
   worker.onmessage = ({ data }) => handlers[data.type](data);
   worker.onerror = (event) => {
     event.preventDefault();
@@ -62,7 +68,8 @@ const handlers = {
     const rate = seconds > 0 ? tokens / seconds : 0;
     stats.dataset.tokensPerSecond = rate.toFixed(1);
     stats.textContent = `${stopped ? "Stopped after" : "Generated"} ${tokens} characters in ${seconds.toFixed(2)} s: ` +
-      `${rate.toFixed(0)} tokens/s (onnxruntime-web, wasm, ${stats.dataset.threads} thread(s)).`;
+      `${rate.toFixed(0)} tokens/s (${workerRuntime === "hf" ? "transformers.js, KV cache" : "onnxruntime-web"}, wasm, ` +
+      `${stats.dataset.threads} thread(s)).`;
     output.dataset.stopped = stopped;
     setState("done");
   },
@@ -84,6 +91,10 @@ function generate() {
     return showError(err.message);
   }
   setState("running");
+  if (worker && workerRuntime !== $("runtime").value) {
+    worker.terminate();
+    worker = null;
+  }
   if (!worker) startWorker();
   worker.postMessage({ type: "generate", model, prompt: $("prompt").value, settings });
 }
@@ -110,6 +121,7 @@ function acceptDrops(zone) {
 
 $("controls").addEventListener("submit", (event) => { event.preventDefault(); generate(); });
 $("controls").addEventListener("input", () => writeQuery(false));
+$("runtime").addEventListener("change", () => writeQuery(false));
 $("stop").addEventListener("click", () => worker?.postMessage({ type: "stop" }));
 $("model-files").addEventListener("change", (event) => useFiles([...event.target.files]));
 acceptDrops($("model"));

@@ -19,7 +19,7 @@ from common import defaults
 from common.cli import OneLineParser, UsageError, command
 
 WEB = Path(__file__).resolve().parent
-MODEL_FILES = ("model.onnx", defaults.MANIFEST)
+MODEL_FILES = ("model.onnx", defaults.MANIFEST, *defaults.HF_BROWSER_FILES)  # the last: what transformers.js reads
 # Only these are served from web/: its Python files and caches are not for the browser.
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
