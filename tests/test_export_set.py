@@ -11,16 +11,18 @@ from pathlib import Path
 
 import torch
 
+from export import hf
 from export.artifacts import STAGING_PREFIX
 from tests.conftest import ROOT, assert_one_line_error, child_env, run
 
-SET = ["model.ts", "model.pt2", "model.onnx", "model.json"]
+SET = ["model.ts", "model.pt2", "model.onnx", *(f"hf/{name}" for name in hf.FILES), "model.json"]
 
 
 def copy_run(trained_run: Path, folder: Path) -> dict[str, bytes]:
     """The checkpoint and its export set copied into `folder`; the set's bytes by name."""
     folder.mkdir(exist_ok=True)
     for name in ["model.pt", *SET]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(trained_run / name, folder / name)
     return {name: (folder / name).read_bytes() for name in SET}
 
@@ -87,6 +89,6 @@ def test_an_export_on_a_full_disk_is_one_line_and_keeps_the_previous_set(trained
         line = assert_one_line_error(run([sys.executable, "-m", "export", disk / "model.pt"]),
                                      "No space left on device", "make export", str(disk / "model."))
         assert {name: (disk / name).read_bytes() for name in SET} == before, line
-        assert sorted(p.name for p in disk.iterdir()) == sorted(["model.pt", *SET])
+        assert sorted(p.name for p in disk.iterdir()) == sorted({"model.pt", *(name.split("/")[0] for name in SET)})
     finally:
         subprocess.run(["umount", str(disk)], check=True)
