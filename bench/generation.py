@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bench.hf_generation import measure_cached_generation
 from bench.processes import run_module
 from common import defaults
 
@@ -30,7 +31,9 @@ def measure_generation(ckpt: Path | None, data: str | None, tokens: int = TOKENS
             model = load_model(path)
             rows.append({"format": path.suffix, "runtime": model.runtime, **_time_generation(model, tokens)})
         rows.append(_time_browser_generation(files[-1].parent, tokens))
-    return {"source": source, "prompt": PROMPT, "tokens": tokens, "threads": torch.get_num_threads(), "rows": rows}
+        kv_cache = measure_cached_generation(files[-1].parent)
+    return {"source": source, "prompt": PROMPT, "tokens": tokens, "threads": torch.get_num_threads(), "rows": rows,
+            "kv_cache": kv_cache}
 
 
 def _time_generation(model, tokens: int) -> dict:

@@ -44,6 +44,11 @@ def print_results(results: dict) -> None:
         print(f"\ngeneration: greedy, {generation['tokens']} characters after {generation['prompt']!r}, batch 1, "
               f"{generation['threads']} thread(s), from {generation['source']}\n")
         print(generation_table(generation["rows"]))
+    if generation and generation.get("kv_cache"):
+        kv = generation["kv_cache"]
+        print(f"\ngeneration with and without a KV cache: greedy, {kv['tokens']} characters after {kv['prompt']!r}, "
+              "batch 1\n")
+        print(generation_table(kv["rows"]))
 
 
 def training_table(rows: list[dict], eta_steps: int) -> str:
