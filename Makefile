@@ -78,7 +78,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
 #> test DATA Tiny Shakespeare for the tests (empty: data/ or ../shared/data/)
 #> export CKPT the training checkpoint to export
-#> generate MODEL model.pt, model.ts, model.pt2 or model.onnx
+#> generate MODEL model.pt, model.ts, model.pt2, model.onnx or the hf folder (through transformers)
 #> generate PROMPT text the generated characters follow
 #> generate TOKENS characters to generate
 #> generate TEMPERATURE sampling temperature; 0 = always the likeliest character
@@ -158,12 +158,12 @@ test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real 
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/unit
 
-export: $(STAMP) ## write model.ts, model.pt2, model.onnx, model.json beside CKPT (default checkpoints/model.pt)
+export: $(STAMP) ## write model.ts, model.pt2, model.onnx, hf/, model.json beside CKPT (default checkpoints/model.pt)
 	$(call require,OUT CKPT)
 	$(PY) -m export $(call shell_quote,$(CKPT))
 
 # --prompt=...: a prompt that starts with "-" is still the prompt.
-generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
+generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx hf/): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
 	$(call require,OUT MODEL)
 	@$(PY) -m export.generate $(call shell_quote,$(MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
 

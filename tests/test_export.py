@@ -79,7 +79,8 @@ def test_make_export_rewrites_the_files_from_a_checkpoint(trained_run, tmp_path)
     shutil.copy(trained_run / "model.pt", tmp_path / "model.pt")
     result = run(["make", "--no-print-directory", "export", f"CKPT={tmp_path / 'model.pt'}"], timeout=600)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", *defaults.EXPORTS, defaults.MANIFEST])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", *defaults.EXPORTS, defaults.MANIFEST,
+                                                                  defaults.HF_FOLDER])
 
 
 @pytest.mark.parametrize("content", ["truncated", "foreign", "missing"])

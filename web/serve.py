@@ -3,6 +3,7 @@
 The page asks for model.onnx and model.json beside itself; they come from --out, everything
 else from web/. onnxruntime-web needs wasm served as application/wasm, and its threads need
 SharedArrayBuffer, which browsers allow only on cross-origin-isolated pages (COOP and COEP).
+The page's hf/ Runtime asks for the hf/ folder's files that transformers.js reads, also from --out.
 Only 127.0.0.1 is bound: the server is for the person at this machine. A request it cannot serve
 (a malformed path, a client that hangs up mid-download) costs at most one line in the terminal.
 """
@@ -19,7 +20,8 @@ from common import defaults
 from common.cli import OneLineParser, UsageError, command
 
 WEB = Path(__file__).resolve().parent
-MODEL_FILES = ("model.onnx", defaults.MANIFEST, *defaults.HF_BROWSER_FILES)  # the last: what transformers.js reads
+ONNX_FILES = ("model.onnx", defaults.MANIFEST)
+MODEL_FILES = (*ONNX_FILES, *defaults.HF_BROWSER_FILES)  # and what transformers.js reads of hf/ (the page's Runtime)
 # Only these are served from web/: its Python files and caches are not for the browser.
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -127,7 +129,7 @@ def main(argv: list[str]) -> int:
     if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
         raise UsageError("onnxruntime-web is not installed: run make serve (it runs npm ci in web/)")
     server = make_server(args.out, args.port)
-    missing = [name for name in MODEL_FILES if not (args.out / name).is_file()]
+    missing = [name for name in ONNX_FILES if not (args.out / name).is_file()]
     print(f"serving the page at {url_of(server)} (Ctrl-C stops)", flush=True)
     if missing:
         print(f"note: {args.out} has no {' or '.join(missing)}: train and export first (make train OUT={args.out}), "
