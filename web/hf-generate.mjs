@@ -61,7 +61,8 @@ async function main(argv) {
     throw new UsageError(`the prompt (${ids.length} characters) and --tokens ${args.tokens} exceed the model's context ` +
       `of ${limit}: transformers.js does not slide it; ask for fewer characters`);
   }
-  const sampling = args.temperature === 0 ? { do_sample: false } : { do_sample: true, temperature: args.temperature };
+  // top_k 0 samples among all characters, as make generate does (transformers.js would default to 50)
+  const sampling = args.temperature === 0 ? { do_sample: false } : { do_sample: true, temperature: args.temperature, top_k: 0 };
   const [{ generated_text: text }] = await generator(args.prompt, { max_new_tokens: args.tokens, ...sampling });
   process.stdout.write(text + "\n");
 }

@@ -58,7 +58,7 @@ async function generate({ prompt, settings }) {
     end() {},
   };
   const sampling = settings.temperature === 0 ? { do_sample: false }
-    : { do_sample: true, temperature: settings.temperature, top_k: settings.topK ?? 0 };
+    : { do_sample: true, temperature: settings.temperature, top_k: settings.topK ?? 0 }; // 0: all characters, as in Python
   const start = performance.now();
   await pipe(prompt, { max_new_tokens: settings.tokens, ...sampling, streamer, stopping_criteria: stopping });
   postMessage({ type: "done", tokens, seconds: (performance.now() - start) / 1000, stopped: stopping.interrupted });
