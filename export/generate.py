@@ -45,9 +45,9 @@ def load_model(path: str | Path) -> LoadedModel:
     """A model file ready to generate from; an exported one only when model.json vouches for it."""
     path = Path(path)
     if path.is_dir() and path.name == defaults.HF_FOLDER:
-        from export.hf_load import load_hf_folder  # transformers loads slowly: only for this format
+        from export import hf_load  # transformers loads slowly: only for this format
 
-        return load_hf_folder(path)
+        return LoadedModel(*hf_load.load_hf_folder(path), hf_load.RUNTIME)
     if path.suffix not in FORMATS:
         raise UsageError(f"{path} is not a model file: pass a .pt, .ts, .pt2 or .onnx file or an hf folder")
     if not path.is_file():

@@ -7,19 +7,20 @@ size. Files are read from the folder only (local_files_only): nothing is fetched
 """
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from common import defaults
 from common.cli import UsageError
 from export import hf
-from export.generate import LoadedModel
 from export.manifest import REDO, read_manifest
 
 RUNTIME = "transformers"
 
 
-def load_hf_folder(folder: Path) -> LoadedModel:
+def load_hf_folder(folder: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, int]:
+    """The folder's logits function (token ids (B, T) -> logits (B, T, V)), vocabulary and block size."""
     manifest = read_manifest(folder.parent / defaults.MANIFEST)
     for name in hf.FILES:
         path = folder / name
@@ -35,7 +36,7 @@ def load_hf_folder(folder: Path) -> LoadedModel:
     def logits(ids: torch.Tensor) -> torch.Tensor:
         return model(ids).logits
 
-    return LoadedModel(logits, vocab, block_size, RUNTIME)
+    return logits, vocab, block_size
 
 
 def _from_pretrained(folder: Path):
