@@ -17,6 +17,7 @@ import numpy as np
 from common import defaults
 from common.vocab import encode
 from export import hf
+from export.manifest import read_manifest
 
 PROMPT, TOKENS = defaults.PROMPT, 100
 WEB = Path(__file__).resolve().parents[1] / "web"
@@ -33,8 +34,7 @@ def measure_cached_generation(model_dir: Path, tokens: int = TOKENS) -> dict:
     if not (folder / hf.ONNX_DECODER).is_file():
         return {"prompt": PROMPT, "tokens": tokens, "rows": rows + [
             {"format": "hf/", "runtime": "all", "not_measured": "no hf/ folder (make export says why)"}]}
-    manifest = json.loads((model_dir / defaults.MANIFEST).read_text(encoding="utf-8"))
-    vocab = "".join(manifest["vocab"])
+    vocab = read_manifest(model_dir / defaults.MANIFEST).vocab
     rows.append({"format": "hf/onnx/model.onnx", "runtime": "onnxruntime, KV cache",
                  **_timed(_cached_onnx_generator(folder, vocab), tokens)})
     for use_cache in (True, False):
@@ -81,11 +81,10 @@ def _cached_onnx_generator(folder: Path, vocab: str):
 
 def _transformers_generator(folder: Path, use_cache: bool):
     import torch
-    import transformers
 
-    transformers.utils.logging.disable_progress_bar()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    from export.hf_load import from_pretrained
+
+    model, tokenizer = from_pretrained(folder)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
 
     def generate(tokens: int) -> None:

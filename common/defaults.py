@@ -17,8 +17,10 @@ LOSS_PLOT = "loss.png"
 EXPORTS = ("model.ts", "model.pt2", "model.onnx")  # TorchScript, torch.export, ONNX
 MANIFEST = "model.json"  # the vocabulary, the block size and the exports' SHA-256
 HF_FOLDER = "hf"  # the Hugging Face folder (export/hf.py), beside the other exports
-HF_BROWSER_FILES = tuple(f"{HF_FOLDER}/{name}" for name in (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"))
+HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "onnx/model.onnx", "README.md")  # inside HF_FOLDER
+# What transformers.js reads of them (the page's hf Runtime): the ONNX decoder, not the safetensors.
+HF_BROWSER_FILES = tuple(f"{HF_FOLDER}/{name}" for name in HF_FILES if name not in ("model.safetensors", "README.md"))
 
 # Generation: the prompt and length of a sample, and its temperature (0 = always the likeliest
 # character), for every generator: the trainer's samples, make generate, the C++ program, the examples.

@@ -27,8 +27,7 @@ from model import GPT, count_parameters
 
 FOLDER = defaults.HF_FOLDER
 ONNX_DECODER = "onnx/model.onnx"
-FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-         ONNX_DECODER, "README.md")
+FILES = defaults.HF_FILES
 FOLD_TOLERANCE = 1e-6  # |W d - b| after the fold, relative to |b|: float64 pinv of a full-rank W gives ~1e-15
 
 

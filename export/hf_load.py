@@ -27,7 +27,7 @@ def load_hf_folder(folder: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor]
         if not path.is_file():
             raise UsageError(f"{path} is missing: {REDO}")
         manifest.verify(path, f"{hf.FOLDER}/{name}")
-    model, tokenizer = _from_pretrained(folder)
+    model, tokenizer = from_pretrained(folder)
     vocab = "".join(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
     block_size = model.config.n_positions
     if (vocab, block_size) != (manifest.vocab, manifest.block_size):
@@ -39,7 +39,8 @@ def load_hf_folder(folder: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor]
     return logits, vocab, block_size
 
 
-def _from_pretrained(folder: Path):
+def from_pretrained(folder: Path):
+    """transformers' model (eval mode) and tokenizer of the folder, quietly, from local files only."""
     import transformers
 
     transformers.logging.set_verbosity_error()
