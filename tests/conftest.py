@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_CANDIDATES = [ROOT / "data" / "tinyshakespeare.txt", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"]
@@ -49,15 +51,39 @@ def trainer_cmd(nproc: int | None, *args) -> list[str]:
     return [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer", *map(str, args)]
 
 
+def session_folder(tmp_path_factory, worker_id) -> Path:
+    """This test session's temporary folder, the same for every pytest-xdist worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, corpus) -> Path:
-    """One 60-step single-process run with exports: its --out directory, its stdout in train.log."""
-    out = tmp_path_factory.mktemp("trained")
-    result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
-                             "--eval-iters", 2, "--sample-tokens", 40), timeout=600)
-    assert result.returncode == 0, result.stderr
-    (out / "train.log").write_text(result.stdout + result.stderr)
+def trained_run(tmp_path_factory, worker_id, corpus) -> Path:
+    """One 60-step single-process run with exports: its --out directory, its stdout in train.log.
+
+    Trained once per test session: pytest-xdist's workers share it through a lock in the session's
+    temporary folder (the first to take the lock trains; the others wait and reuse). Tests only
+    read it, and copy what they change."""
+    shared = session_folder(tmp_path_factory, worker_id)
+    out, log = shared / "trained", shared / "trained" / "train.log"
+    with FileLock(shared / "trained.lock"):
+        if not log.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left
+            result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
+                                     "--eval-iters", 2, "--sample-tokens", 40), timeout=600)
+            assert result.returncode == 0, result.stderr
+            log.write_text(result.stdout + result.stderr)  # written last: the run is complete
     return out
+
+
+@pytest.fixture(scope="session")
+def cpp_program(tmp_path_factory, worker_id) -> Path:
+    """The C++ generator, built once per session into build/, where make cpp-generate finds it
+    (a build takes a minute on a slow CPU; workers that need it wait for the first)."""
+    with FileLock(session_folder(tmp_path_factory, worker_id) / "cpp.lock"):
+        result = run([sys.executable, "-c", "from export.cpp import build; print(build())"], timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return ROOT / result.stdout.strip()
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -68,7 +68,7 @@ def test_onnx_example_runs_with_torch_unimportable(trained_run, tmp_path):
     assert result.stdout == greedy_text(trained_run / "model.pt")
 
 
-def test_cpp_program_builds_against_the_wheel_and_matches_python(trained_run):
+def test_cpp_program_builds_against_the_wheel_and_matches_python(trained_run, cpp_program):
     result = run(["make", "--no-print-directory", "cpp-generate", f"MODEL={trained_run / 'model.ts'}",
                   f"PROMPT={PROMPT}", f"TOKENS={TOKENS}", "TEMPERATURE=0"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

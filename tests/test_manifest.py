@@ -72,7 +72,7 @@ def test_onnx_and_pt2_carry_the_vocabulary_and_block_size_themselves(emoji_run):
     assert read_embedded_facts(extra, "model.pt2") == expected
 
 
-def test_an_emoji_prompt_gives_the_same_text_from_every_reader(emoji_run):
+def test_an_emoji_prompt_gives_the_same_text_from_every_reader(emoji_run, cpp_program):
     text = generated(emoji_run / "model.pt")
     assert text.startswith(PROMPT) and len(text) == len(PROMPT) + 30 + 1
     for name in ("model.ts", "model.pt2", "model.onnx"):

@@ -65,20 +65,21 @@ def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
 
 # fp32: the same sums in another order, so float rounding only. bf16: each rank's products are
 # rounded to bf16 before the gradients are summed, so the curves may part by more; measured here,
-# 6e-5 at most over these 10 steps at NPROC=2, held to 1e-3.
-@pytest.mark.parametrize("dtype, nprocs, tolerance", [("fp32", (2, 4), 1e-4), ("bf16", (2,), 1e-3)])
-def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, tolerance):
+# 6e-5 at most over 10 steps at NPROC=2, held to 1e-3. bf16 runs 3 steps (two updates): where the
+# CPU has no native bf16 it is emulated, about 15 times slower than fp32.
+@pytest.mark.parametrize("dtype, nprocs, steps, tolerance", [("fp32", (2, 4), 10, 1e-4), ("bf16", (2,), 3, 1e-3)])
+def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, steps, tolerance):
     curves = {}
     for nproc in (1, *nprocs):
         out = tmp_path / f"n{nproc}"
-        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--steps", 10, "--eval-every", 10,
+        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--steps", steps, "--eval-every", steps,
                                  "--dropout", 0, "--dtype", dtype, *QUICK), timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         curves[nproc] = step_losses(out)
         assert eval_records(out)[-1]["world_size"] == nproc
-    assert sorted(curves[1]) == list(range(1, 11))
+    assert sorted(curves[1]) == list(range(1, steps + 1))
     assert abs(curves[1][1] - math.log(65)) < 0.15  # the trainer's own first-step loss
-    assert curves[1][10] < curves[1][1] - 0.15  # it learns (10 steps into the 100 of warm-up)
+    assert curves[1][steps] < curves[1][1] - 0.3  # it learns (fp32, measured: 4.16 -> 3.63 at step 3, 3.19 at 10)
     for nproc in nprocs:
         for step, loss in curves[1].items():
             assert abs(curves[nproc][step] - loss) < tolerance, (nproc, step, curves[nproc][step], loss)
