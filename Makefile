@@ -154,9 +154,11 @@ lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, p
 # The linter and the millisecond unit tests first: a broken function fails in seconds, not after
 # the tests that start processes. Those run in two pytest workers (pytest-xdist): they spend much
 # of their time waiting (process start-up, timeouts, signals), so two overlap well even on 2 cores.
+# --dist loadfile: a test file runs on one worker, so its module fixtures (reference runs, exports, the
+# page) are made once, not once on each.
 test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real model, gloo, torchrun, Chromium)
 	$(PY) -m pytest -q tests/unit
-	$(PY) -m pytest -q -n 2 tests --ignore=tests/unit
+	$(PY) -m pytest -q -n 2 --dist loadfile tests --ignore=tests/unit
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, hf/, model.json beside CKPT (default checkpoints/model.pt)
 	$(call require,OUT CKPT)

@@ -27,18 +27,25 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def matmul_peak_gflops(threads: int, dtype: str = "fp32", size: int = 1024, budget_s: float = 2.0) -> float:
-    """Best GFLOP/s of size x size matmuls in `dtype` at `threads` threads, over about budget_s seconds.
+    """Best GFLOP/s of size x size matmuls in `dtype` at `threads` threads, over about budget_s seconds
+    (smaller matrices where one product would take more than a twentieth of it).
 
     The best round, not the mean: the peak is what the hardware can do, and a shared machine
     only ever makes a round slower. bf16 products accumulate in fp32 inside oneDNN, as under
     autocast; on a CPU without native bf16 this measures the emulation.
     """
-    a, b = (torch.randn(size, size).to(PEAK_DTYPES[dtype]) for _ in range(2))
-    out = torch.empty(size, size, dtype=PEAK_DTYPES[dtype])
-    flops = 2 * size ** 3
-    best = 0.0
     with torch_threads(threads):
-        torch.mm(a, b, out=out)  # warm-up: thread pool and caches
+        # A 256 x 256 product warms the thread pool up and sizes the matrices: emulated bf16 runs
+        # near 1 GFLOP/s, where one 1024 x 1024 product would take seconds.
+        start = time.perf_counter()
+        torch.mm(*(torch.randn(256, 256).to(PEAK_DTYPES[dtype]) for _ in range(2)))
+        rate = 2 * 256 ** 3 / (time.perf_counter() - start)
+        while size > 128 and 2 * size ** 3 / rate > budget_s / 20:
+            size //= 2
+        a, b = (torch.randn(size, size).to(PEAK_DTYPES[dtype]) for _ in range(2))
+        out = torch.empty(size, size, dtype=PEAK_DTYPES[dtype])
+        torch.mm(a, b, out=out)  # caches
+        flops, best = 2 * size ** 3, 0.0
         deadline = time.perf_counter() + budget_s
         while time.perf_counter() < deadline:
             start = time.perf_counter()

@@ -24,6 +24,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--data", help="UTF-8 corpus (default data/tinyshakespeare.txt)")
     p.add_argument("--steps", type=int, default=3000, help="training steps of every run (default 3000)")
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations (default 100)")
+    p.add_argument("--eval-iters", type=int, default=20, help="batches per split in each evaluation (default 20, "
+                   "the trainer's)")
     p.add_argument("--target", type=float, default=TARGET, help=f"validation loss to reach (default {TARGET})")
     p.add_argument("--nproc", type=int, default=2, help="processes of each recipe's run (default 2)")
     p.add_argument("--recipes", default="muon,adamw", help="comma-separated trainer recipes (default muon,adamw)")
@@ -61,7 +63,8 @@ def quality_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int) -> tuple[list[dict], float]:
+def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int,
+                 eval_iters: int) -> tuple[list[dict], float]:
     """The evaluation records of one trainer run under torchrun, and its wall seconds."""
     from bench.processes import run_module
     from common.dist_env import DistEnv
@@ -72,20 +75,20 @@ def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int
         started = time.perf_counter()
         run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer",
                    "--data", data, "--out", out, "--recipe", recipe, "--steps", steps, "--eval-every", eval_every,
-                   "--sample-tokens", 0, "--no-export", "--progress", "lines", what=f"the {recipe} run",
+                   "--eval-iters", eval_iters, "--sample-tokens", 0, "--no-export", "--progress", "lines",
+                   what=f"the {recipe} run",
                    OMP_NUM_THREADS=threads_per_rank(DistEnv(local_world_size=nproc)))
         wall = time.perf_counter() - started
         return read_metrics(Path(out) / "metrics.jsonl")[1], wall
 
 
-def train_textbook(data: str, steps: int, eval_every: int) -> tuple[list[dict], float]:
+def train_textbook(data: str, steps: int, eval_every: int, eval_iters: int) -> tuple[list[dict], float]:
     """The textbook loop's evaluation records (the trainer's batches and evaluation), and its wall seconds."""
     from bench.textbook import block_size, train
-    from trainer.config import TrainConfig
     from trainer.data import load_corpus
 
     started = time.perf_counter()
-    records = train(load_corpus(data, block_size), steps, eval_every, TrainConfig.eval_iters)
+    records = train(load_corpus(data, block_size), steps, eval_every, eval_iters)
     return records, time.perf_counter() - started
 
 
@@ -99,8 +102,8 @@ def main(argv: list[str]) -> int:
     if unknown or not (recipes or args.textbook):
         raise UsageError(f"--recipes {args.recipes!r}: name recipes of the trainer ({', '.join(RECIPES)}), "
                          "comma-separated")
-    if args.steps < 1 or args.eval_every < 1 or args.nproc < 1:
-        raise UsageError("--steps, --eval-every and --nproc must be at least 1")
+    if min(args.steps, args.eval_every, args.eval_iters, args.nproc) < 1:
+        raise UsageError("--steps, --eval-every, --eval-iters and --nproc must be at least 1")
     check_split(TrainConfig.batch_size, args.nproc, f"use an --nproc that divides {TrainConfig.batch_size}")
     from bench.__main__ import check_out_file
     from bench.run import cpu_name, progress
@@ -112,11 +115,11 @@ def main(argv: list[str]) -> int:
     rows = []
     for recipe in recipes:
         progress(f"the {recipe} recipe at NPROC={args.nproc}: {args.steps} steps")
-        evaluations, wall = train_recipe(recipe, args.nproc, data, args.steps, args.eval_every)
+        evaluations, wall = train_recipe(recipe, args.nproc, data, args.steps, args.eval_every, args.eval_iters)
         rows.append(quality_row(f"{recipe} recipe, NPROC={args.nproc}", evaluations, args.target, args.steps, wall))
     if args.textbook:
         progress(f"the textbook loop: {args.steps} steps")
-        evaluations, wall = train_textbook(data, args.steps, args.eval_every)
+        evaluations, wall = train_textbook(data, args.steps, args.eval_every, args.eval_iters)
         rows.append(quality_row("textbook loop", evaluations, args.target, args.steps, wall))
     results = {"cpu": cpu_name(), "steps": args.steps, "eval_every": args.eval_every, "target": args.target,
                "rows": rows}

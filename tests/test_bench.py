@@ -87,8 +87,8 @@ def test_profile_groups_the_step_for_each_dtype(corpus):
 def test_quality_bench_trains_each_recipe_and_the_textbook_loop_and_finds_the_first_step_at_target(tmp_path, corpus):
     out = tmp_path / "quality.json"
     # A fresh model's loss is ln 65 = 4.17: a target of 4.5 is reached at the first evaluation.
-    result = run([sys.executable, "-m", "bench.quality", "--steps", 4, "--eval-every", 2, "--target", 4.5,
-                  "--nproc", 2, "--recipes", "muon", "--data", corpus, "--out", out], timeout=300)
+    result = run([sys.executable, "-m", "bench.quality", "--steps", 4, "--eval-every", 2, "--eval-iters", 2,
+                  "--target", 4.5, "--nproc", 2, "--recipes", "muon", "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["run"] for r in rows] == ["muon recipe, NPROC=2", "textbook loop"]
