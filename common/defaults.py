@@ -27,3 +27,5 @@ HF_BROWSER_FILES = tuple(f"{HF_FOLDER}/{name}" for name in HF_FILES if name not 
 PROMPT = "ROMEO:"
 TOKENS = 200
 TEMPERATURE = 0.8
+# The largest seed torch's generators take (64 bits, unsigned): --seed of the trainer and the generators.
+MAX_SEED = 2 ** 64 - 1

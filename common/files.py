@@ -1,13 +1,21 @@
-"""Files are written whole or not at all (a temporary file beside the target, fsync, rename), and a
-folder is checked for writing before the work that ends in a write begins.
+"""Files are written whole or not at all (a temporary file beside the target, fsync, rename), a
+folder is checked for writing before the work that ends in a write begins, and a path that is
+not a regular file is named as what it is.
 
 A crash, a kill or a full disk during a write leaves the previous file untouched.
 """
 
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from common.cli import UsageError
+
+# What a path is, by the type bits of its stat, for the errors that name it.
+KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+         (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
 
 
 def atomic_write(path: Path, write) -> None:
@@ -56,3 +64,28 @@ def check_writable(directory: Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tempfile.TemporaryFile(dir=directory).close()
+
+
+def not_a_file(path: Path) -> str | None:
+    """None when `path` is a regular file (or a link to one); else what it is instead, for an
+    error message: "does not exist", "is a directory, not a file", "is a FIFO (named pipe), not a
+    file" and so on. Only stat(2) is called: a FIFO is never opened (which would wait for a writer)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in KINDS if test(mode)), None)
+    return f"is {kind}, not a file" if kind else "is not a regular file"
+
+
+def existing_file(path: Path, what: str, fix: str) -> Path:
+    """`path` when it is a regular file; else a UsageError "{what} {path} is a directory, not a
+    file: {fix}" (or "does not exist", and so on)."""
+    problem = not_a_file(path)
+    if problem:
+        raise UsageError(f"{what} {path} {problem}: {fix}")
+    return Path(path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from common.cli import UsageError, command
+from common.files import existing_file
 from export.generate import EXIT_INTERRUPTED, parse_generator_flags
 
 SOURCE = Path(__file__).with_name("cpp") / "generate.cpp"
@@ -67,8 +68,7 @@ def main(argv: list[str]) -> int:
     if Path(args.model).suffix != ".ts":
         raise UsageError(f"{args.model} is not TorchScript: the C++ program loads a .ts file "
                          "(make cpp-generate MODEL=checkpoints/model.ts)")
-    if not Path(args.model).is_file():
-        raise UsageError(f"model {args.model} does not exist: train and export first (make train, make export)")
+    existing_file(args.model, "model", "name a model.ts, or train and export first (make train, make export)")
     flags = {"--prompt": args.prompt, "--tokens": args.tokens, "--temperature": args.temperature,
              "--top-k": args.top_k, "--seed": args.seed}
     try:

@@ -22,12 +22,12 @@ import torch
 
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
+from common.files import existing_file
 from common.vocab import encode
 from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
 from model.sample import stream
 
-MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (| head)
 FORMATS = {".pt": "eager", ".ts": "torchscript", ".pt2": "torch.export", ".onnx": "onnxruntime"}
@@ -50,8 +50,7 @@ def load_model(path: str | Path) -> LoadedModel:
         return LoadedModel(*hf_load.load_hf_folder(path), hf_load.RUNTIME)
     if path.suffix not in FORMATS:
         raise UsageError(f"{path} is not a model file: pass a .pt, .ts, .pt2 or .onnx file or an hf folder")
-    if not path.is_file():
-        raise UsageError(f"model {path} does not exist: train (make train) and export (make export) first")
+    existing_file(path, "model", "name a model file, or train (make train) and export (make export) first")
     runtime = FORMATS[path.suffix]
     if path.suffix == ".pt":
         model, snapshot = load_trained_model(path)
@@ -179,7 +178,7 @@ def check_sampling(prompt: str, tokens: int, temperature: float, top_k: int | No
         raise UsageError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    if seed is not None and not 0 <= seed <= MAX_SEED:
+    if seed is not None and not 0 <= seed <= defaults.MAX_SEED:
         raise UsageError(f"--seed must be a whole number from 0 to 2**64-1, got {seed}")
 
 

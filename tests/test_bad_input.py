@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, run, trainer_cmd
+from trainer.run_folder import LOCK_NAME
 
 SHORT_RUN = ["--steps", 2, "--eval-every", 2, *QUICK]
 
@@ -163,6 +164,38 @@ def test_checkpoint_without_the_optimizer_state_names_the_key(tmp_path, corpus, 
     torch.save(saved, tmp_path / "model.pt")
     result = train(tmp_path, "--data", corpus, "--resume", tmp_path / "model.pt", *SHORT_RUN)
     assert_one_line_error(result, "lacks 'optimizer'", str(tmp_path / "model.pt"))
+
+
+# Issue 20: a damaged snapshot is one line in every reader (the trainer's --resume, make export,
+# make generate), since all of them read it through trainer.checkpoint.load.
+@pytest.mark.parametrize("damage, reader", [("weight", "resume"), ("optimizer", "export"), ("step", "generate"),
+                                            ("a directory", "generate"), ("model.json", "resume")])
+def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, trained_run, damage, reader):
+    import torch
+
+    path = tmp_path / "model.pt"
+    saved = torch.load(trained_run / "model.pt", weights_only=True)
+    if damage == "weight":
+        del saved["model"]["lm_head.weight"]
+    saved["optimizer"] = {} if damage == "optimizer" else saved["optimizer"]
+    saved["step"] = "12" if damage == "step" else saved["step"]
+    if damage == "a directory":
+        path.mkdir()
+    elif damage == "model.json":
+        shutil.copy(trained_run / "model.json", path)
+    else:
+        torch.save(saved, path)
+    command = {"resume": trainer_cmd(None, "--data", corpus, "--out", tmp_path / "out", "--resume", path, *SHORT_RUN),
+               "export": [sys.executable, "-m", "export", path],
+               "generate": [sys.executable, "-m", "export.generate", path, "--tokens", 5]}[reader]
+    words = {"weight": "weight lm_head.weight missing", "optimizer": "'optimizer' holds no optimiser state",
+             "step": "'step' is '12'", "a directory": "is a directory, not a file",
+             "model.json": "is not a checkpoint"}[damage]
+    line = assert_one_line_error(run(command, cwd=tmp_path), str(path), words)
+    assert "corrupt" not in line
+    assert {p.name for p in tmp_path.iterdir()} <= {"model.pt", "out"}  # no export beside it
+    if reader == "resume":  # the trainer claims --out (its lock file) before it reads the checkpoint
+        assert [p.name for p in (tmp_path / "out").iterdir()] == [LOCK_NAME]
 
 
 def test_make_plot_onto_a_directory_is_one_line(trained_run, tmp_path):

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from common.cli import UsageError
-from common.files import atomic_write
-from model import GPTConfig
+from common.files import atomic_write, existing_file
+from model import GPT, GPTConfig
 
 FORMAT = "shakespeare-gpt/1"
 # What resuming and exporting read; a checkpoint without one of them cannot be used.
 REQUIRED_KEYS = ("model", "model_config", "vocab", "step", "optimizer", "train_config")
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of what torch.save writes
 
 
 def save(path: Path, checkpoint: dict) -> None:
@@ -27,14 +28,19 @@ def save(path: Path, checkpoint: dict) -> None:
 
 
 def load(path: Path) -> dict:
-    """Read a checkpoint; anything missing, truncated or foreign is a UsageError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist: train first (make train) or name an existing file")
+    """Read a checkpoint; anything missing, truncated or foreign is a UsageError naming the file.
+
+    Every reader (resume, export, generate, plot, bench) comes through here, so a checkpoint is
+    checked once, in one way: its form (validate) before any of it is used."""
+    path = existing_file(path, "checkpoint", "train first (make train) or name a model.pt")
     kind = export_kind(path)
     if kind:
         raise UsageError(f"{path} is an export ({kind}), not a training checkpoint: point to the model.pt "
                          "written by python -m trainer (exports are for make generate)")
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:
+            raise UsageError(f"{path} is not a checkpoint (torch.save writes a zip archive, and this file is none): "
+                             "point to a model.pt written by python -m trainer")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
@@ -49,7 +55,39 @@ def load(path: Path) -> dict:
     if missing:
         raise UsageError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}: it was not written "
                          "whole by python -m trainer; point to another checkpoint or start without --resume")
+    problem = validate(checkpoint)
+    if problem:
+        raise UsageError(f"checkpoint {path} is damaged ({problem}): point to another checkpoint or start "
+                         "without --resume")
     return checkpoint
+
+
+def validate(checkpoint: dict) -> str | None:
+    """What is wrong with a checkpoint's contents, or None: the types of its entries, and its
+    weights' names and shapes against the model its own model_config describes."""
+    for key, kind in (("model", dict), ("model_config", dict), ("vocab", str), ("optimizer", dict),
+                      ("train_config", dict)):
+        if not isinstance(checkpoint[key], kind):
+            return f"{key!r} is a {type(checkpoint[key]).__name__}, not a {kind.__name__}"
+    step = checkpoint["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' is {step!r}, not a step number"
+    try:
+        config = GPTConfig.from_dict(checkpoint["model_config"])
+        with torch.device("meta"):  # names and shapes only: no memory for the weights
+            expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+    except Exception as exc:  # any value GPTConfig cannot build a model from
+        return f"'model_config' describes no model ({type(exc).__name__})"
+    problem = weights_problem(checkpoint["model"], expected)
+    if problem:
+        return problem
+    if len(checkpoint["vocab"]) != config.vocab_size:
+        return f"a vocabulary of {len(checkpoint['vocab'])} characters for a model of {config.vocab_size}"
+    optimizer = checkpoint["optimizer"]
+    states = [optimizer] if "param_groups" in optimizer else list(optimizer.values())
+    if not states or not all(isinstance(v, dict) and {"state", "param_groups"} <= set(v) for v in states):
+        return "'optimizer' holds no optimiser state"
+    return None
 
 
 def export_kind(path: Path) -> str | None:
@@ -87,3 +125,14 @@ def check_compatible(checkpoint: dict, path: Path, config: GPTConfig, vocab: str
     if checkpoint["vocab"] != vocab:
         raise UsageError(f"checkpoint {path} was trained on another corpus's vocabulary: use that corpus, "
                          "or start without --resume")
+
+
+def weights_problem(weights: dict, expected: dict[str, tuple]) -> str | None:
+    """A weight missing, unexpected or of another shape than `expected` (name -> shape), or None."""
+    for names, what in ((set(expected) - set(weights), "missing"), (set(weights) - set(expected), "unexpected")):
+        if names:
+            return f"weight{'s' * (len(names) > 1)} {', '.join(sorted(map(str, names))[:3])} {what}"
+    for name, shape in expected.items():
+        if not isinstance(weights[name], torch.Tensor) or tuple(weights[name].shape) != shape:
+            return f"weight {name} is not a tensor of shape {shape}"
+    return None

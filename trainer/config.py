@@ -20,21 +20,27 @@ from trainer.precision import DTYPES
 # The --help groups; --help shows them in the order of their first field below.
 FILES, RUN, SHAPE, OUTPUT = "data and files", "run", "model shape", "output"
 OPTIMISER = "optimiser (defaults from --recipe)"
+# A year. gloo adds the timeout to the clock in nanoseconds and overflows far above it (from about
+# 9e9 s; a Python timedelta from 8.6e13 s).
+MAX_TIMEOUT = 365 * 24 * 3600
 
 
-def option(default, help: str | None = None, *, group: str, at_least: int | None = None, within: str | None = None,
-           recipes: dict | None = None, choices=None, flag: str | None = None, **argparse_kwargs):
+def option(default, help: str | None = None, *, group: str, at_least: int | None = None, at_most: int | None = None,
+           within: str | None = None, recipes: dict | None = None, choices=None, flag: str | None = None,
+           **argparse_kwargs):
     """A field of TrainConfig with its flag: `--name-with-dashes` unless `flag` says otherwise.
 
-    at_least: the lowest allowed int (0 reads "must not be negative"). within: the allowed
+    at_least: the lowest allowed int (0 reads "must not be negative"); at_most: the highest, where a
+    larger value would overflow what takes it (with at_least, the error names the range). within: the allowed
     interval of a float, written as the errors show it, e.g. "(0, 1]"; values must also be finite.
     recipes: the other recipes' values ({"adamw": ..., "course": ...}); the default is the
     `muon` recipe's, and the flag's own default is None so the recipe fills it in. The flag's
     type is the field's (int, float, str; a bool is a switch). argparse_kwargs go to
     add_argument as they are (nargs, metavar).
     """
-    return field(default=default, metadata=dict(group=group, help=help, at_least=at_least, within=within,
-                                                 recipes=recipes, choices=choices, flag=flag, argparse=argparse_kwargs))
+    return field(default=default, metadata=dict(group=group, help=help, at_least=at_least, at_most=at_most,
+                                                 within=within, recipes=recipes, choices=choices, flag=flag,
+                                                 argparse=argparse_kwargs))
 
 
 @dataclass
@@ -52,9 +58,9 @@ class TrainConfig:
     eval_every: int = option(300, "evaluate every N steps (and at step 1 and the last)", group=RUN, at_least=1)
     eval_iters: int = option(20, "batches per split in each evaluation", group=RUN, at_least=1)
     save_every: int = option(0, "a checkpoint every N steps; 0 = at every evaluation", group=RUN, at_least=0)
-    seed: int = option(1337, "seeds weights, batches and dropout", group=RUN)
+    seed: int = option(1337, "seeds weights, batches and dropout", group=RUN, at_least=0, at_most=defaults.MAX_SEED)
     timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
-                          "and names the one that stopped answering", group=RUN, at_least=1)
+                          "and names the one that stopped answering", group=RUN, at_least=1, at_most=MAX_TIMEOUT)
     # model shape
     block_size: int = option(128, "context length in characters", group=SHAPE, at_least=1)
     n_layer: int = option(4, group=SHAPE, at_least=1)
@@ -228,14 +234,22 @@ def _inside(value: float, interval: str) -> bool:
         value < high or (interval[-1] == "]" and value == high))
 
 
+def _check_limits(f: Field, value) -> None:
+    """A field's own limits, declared with it."""
+    flag, at_least, at_most, within = _flag(f), f.metadata["at_least"], f.metadata["at_most"], f.metadata["within"]
+    if at_most is not None and not at_least <= value <= at_most:
+        raise UsageError(f"{flag} must be a whole number from {at_least} to {at_most}, got {value}: "
+                         f"e.g. {flag} {f.default}")
+    if at_least is not None and value < at_least:
+        raise UsageError(f"{flag} must not be negative" if at_least == 0 else
+                         f"{flag} must be at least {at_least}, got {value}")
+    if within is not None and not _inside(value, within):
+        raise UsageError(f"{flag} must be a finite number in {within}, got {value}: e.g. {flag} {f.default:g}")
+
+
 def _check(cfg: TrainConfig) -> None:
-    for f in _options():  # each field's own limits, declared with it
-        flag, value, at_least, within = _flag(f), getattr(cfg, f.name), f.metadata["at_least"], f.metadata["within"]
-        if at_least is not None and value < at_least:
-            raise UsageError(f"{flag} must not be negative" if at_least == 0 else
-                             f"{flag} must be at least {at_least}, got {value}")
-        if within is not None and not _inside(value, within):
-            raise UsageError(f"{flag} must be a finite number in {within}, got {value}: e.g. {flag} {f.default:g}")
+    for f in _options():
+        _check_limits(f, getattr(cfg, f.name))
     if cfg.block_size < 2:
         # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
         raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): "

@@ -15,7 +15,7 @@ import torch
 
 from common import defaults, vocab
 from common.cli import UsageError
-from common.files import atomic_write
+from common.files import atomic_write, existing_file
 
 DEFAULT_PATH = defaults.CORPUS
 URL = os.environ.get(
@@ -29,13 +29,11 @@ TRAIN_FRACTION = 0.9
 def resolve_corpus(path: str | None, download: bool = True) -> Path:
     """--data PATH, else data/tinyshakespeare.txt, else download it there."""
     if path:
-        if not Path(path).is_file():
-            raise UsageError(f"corpus {path} does not exist: pass an existing UTF-8 text file with --data "
-                             "(DATA= for make)")
-        return Path(path)
-    if DEFAULT_PATH.is_file() or not download:
-        return DEFAULT_PATH
-    _download(DEFAULT_PATH)
+        return existing_file(path, "corpus", "pass a UTF-8 text file with --data (DATA= for make)")
+    if DEFAULT_PATH.exists():
+        return existing_file(DEFAULT_PATH, "corpus", "put the corpus there, or pass a UTF-8 text file with --data")
+    if download:
+        _download(DEFAULT_PATH)
     return DEFAULT_PATH
 
 

@@ -161,10 +161,17 @@ class Optimizers:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if "param_groups" in state:  # a checkpoint from before Muon: one AdamW's state
+        """The optimisers' states (trainer.checkpoint.validate has checked their form).
+
+        A checkpoint from before Muon holds one AdamW's state, whose groups lack `peak_lr`:
+        they keep this run's."""
+        if "param_groups" in state:
             state = {"adamw": state}
+        peaks = [group["peak_lr"] for group in self.param_groups]
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+        for group, peak in zip(self.param_groups, peaks, strict=True):
+            group.setdefault("peak_lr", peak)
 
 
 def muon_matrices(model: GPT) -> list[tuple[str, torch.nn.Parameter]]:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.cli import UsageError
-from model import GPTConfig
-from trainer.checkpoint import FORMAT, REQUIRED_KEYS, check_compatible, load, save
+from model import GPT, GPTConfig
+from trainer.checkpoint import FORMAT, REQUIRED_KEYS, check_compatible, load, save, validate
 
 CONFIG = GPTConfig(vocab_size=3, block_size=8, n_layer=2, n_head=2, n_embd=8)
 CHECKPOINT = {"model_config": CONFIG.to_dict(), "vocab": "abc"}
@@ -42,7 +42,7 @@ def test_dropout_is_not_part_of_the_shape():
 
 
 def a_checkpoint(**extra) -> dict:
-    values = {"model": {"weight": torch.arange(6.0).reshape(2, 3)}, "model_config": CONFIG.to_dict(), "vocab": "abc",
+    values = {"model": GPT(CONFIG).state_dict(), "model_config": CONFIG.to_dict(), "vocab": "abc",
               "step": 7, "optimizer": {"state": {}, "param_groups": []}, "train_config": {"lr": 1e-3}, **extra}
     assert set(REQUIRED_KEYS) <= set(values)
     return values
@@ -54,7 +54,7 @@ def test_save_then_load_round_trips(tmp_path):
     loaded = load(tmp_path / "model.pt")
     assert loaded["format"] == FORMAT
     assert set(loaded) == {"format", *saved}
-    assert torch.equal(loaded["model"]["weight"], saved["model"]["weight"])
+    assert all(torch.equal(loaded["model"][name], weight) for name, weight in saved["model"].items())
     assert {k: loaded[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")} == \
         {k: saved[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")}
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
@@ -87,3 +87,36 @@ def test_load_of_a_truncated_file_is_a_usage_error(tmp_path):
 def test_a_checkpoint_with_the_old_random_state_entry_still_loads(tmp_path):
     save(tmp_path / "model.pt", a_checkpoint(rng={"torch": torch.get_rng_state()}))
     assert load(tmp_path / "model.pt")["step"] == 7
+
+
+def without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(step="12"), "'step' is '12'"),
+    (dict(step=True), "'step' is True"),
+    (dict(optimizer={}), "'optimizer' holds no optimiser state"),
+    (dict(optimizer={"adamw": {}, "muon": {"state": {}, "param_groups": []}}), "'optimizer' holds no"),
+    (dict(model=[]), "'model' is a list"),
+    (dict(vocab="abcd"), "a vocabulary of 4 characters for a model of 3"),
+    (dict(model_config={**CONFIG.to_dict(), "n_head": 3}), "'model_config' describes no model"),
+    (dict(model=without(GPT(CONFIG).state_dict(), "lm_head.bias")), "weight lm_head.bias missing"),
+    (dict(model={**GPT(CONFIG).state_dict(), "extra": torch.zeros(1)}), "weight extra unexpected"),
+    (dict(model={**GPT(CONFIG).state_dict(), "lm_head.bias": torch.zeros(2)}), "lm_head.bias is not a tensor"),
+])
+def test_validate_names_what_is_wrong_inside(tmp_path, change, words):
+    assert validate(a_checkpoint()) is None
+    assert words in validate(a_checkpoint(**change))
+    save(tmp_path / "model.pt", a_checkpoint(**change))
+    with pytest.raises(UsageError, match="is damaged"):
+        load(tmp_path / "model.pt")
+
+
+def test_load_tells_what_a_path_is_when_it_is_no_checkpoint(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    for path, words in ((tmp_path, "is a directory, not a file"), (tmp_path / "none.pt", "does not exist"),
+                        (tmp_path / "model.json", "is not a checkpoint (torch.save writes a zip archive")):
+        with pytest.raises(UsageError) as caught:
+            load(path)
+        assert words in str(caught.value) and "corrupt" not in str(caught.value)

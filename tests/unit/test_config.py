@@ -43,7 +43,10 @@ def test_a_low_lr_alone_lowers_min_lr_to_it():
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "0"], "--steps must be at least 1, got 0"),
-    (["--timeout", "-2"], "--timeout must be at least 1, got -2"),
+    (["--timeout", "-2"], "--timeout must be a whole number from 1 to 31536000, got -2"),
+    (["--timeout", str(10 ** 15)], "--timeout must be a whole number from 1 to 31536000, got 1000000000000000"),
+    (["--seed", str(2 ** 70)], f"--seed must be a whole number from 0 to {2 ** 64 - 1}, got {2 ** 70}"),
+    (["--seed", "-1"], f"--seed must be a whole number from 0 to {2 ** 64 - 1}, got -1"),
     (["--save-every", "-1"], "--save-every must not be negative"),
     (["--block-size", "1"], "--block-size must be at least 2 (a 1-character context cannot be exported): "
                             "e.g. --block-size 128"),

@@ -6,13 +6,13 @@ import os
 import pytest
 
 from common.cli import UsageError
+from tests.unit.test_checkpoint import a_checkpoint
 from trainer import checkpoint
 from trainer.run_folder import LOCK_NAME, RunFolder, acquire, release
 
 
 def save(path, run_id: str) -> None:
-    checkpoint.save(path, {"model": {}, "model_config": {}, "vocab": "ab", "step": 3, "optimizer": {},
-                           "train_config": {}, "run_id": run_id})
+    checkpoint.save(path, a_checkpoint(run_id=run_id, step=3))
 
 
 def test_a_fresh_run_starts_from_scratch_whatever_the_folder_holds(tmp_path):
