@@ -52,9 +52,9 @@ def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus
     assert not out.exists()
 
 
-@pytest.mark.parametrize("signum, whom", [(signal.SIGINT, "group"), (signal.SIGTERM, "make")])
+@pytest.mark.parametrize("signum, whom", [(signal.SIGINT, "group"), (signal.SIGTERM, "make"), (signal.SIGHUP, "group")])
 def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom):
-    """Ctrl-C reaches the whole foreground process group; `kill` reaches make alone."""
+    """Ctrl-C and a closed terminal (SIGHUP) reach the whole foreground process group; `kill` reaches make alone."""
     out = tmp_path / "out"
     proc = start(make_train(out, corpus, "--eval-every", 4, *QUICK, STEPS=STEPS))
     wait_for_step(out, 3, proc)
@@ -81,6 +81,22 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
         assert f"resuming at step {saved}" in result.stdout
         assert sorted(step_losses(out)) == list(range(1, STEPS + 1))
         assert checkpoint.load(out / "model.pt")["step"] == STEPS
+
+
+def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(tmp_path, corpus):
+    out = tmp_path / "out"
+    proc = start(make_train(out, corpus, "--eval-every", 200, "--save-every", 2, *QUICK, STEPS=400))
+    wait_for_step(out, 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)  # within the step the first one lets finish
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, stderr)
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    *_, stopped, resume = stdout.strip().splitlines()
+    saved = checkpoint.load(out / "model.pt")["step"]
+    assert stopped.startswith("stopped at step ") and f"at step {saved}" in stopped, stdout
+    assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
 
 
 def test_a_missing_second_node_is_announced_then_one_line_after_rdzv_timeout(tmp_path, corpus):

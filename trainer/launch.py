@@ -8,7 +8,7 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
 - with NNODES > 1, "waiting for N nodes at ADDR:PORT, up to S s" at once, a MASTER_PORT taken by
   another program refused at once, and a rendezvous that times out one line that says what to
   check (exit status 1);
-- Ctrl-C and SIGTERM: torchrun passes the signal on to the workers, which finish their step,
+- Ctrl-C, SIGTERM and SIGHUP: torchrun passes the signal on to the workers, which finish their step,
   save a checkpoint and print the command that resumes the run; torchrun's SignalException traceback is
   not shown, and the exit status is 128 + the signal number;
 - a worker that fails has printed its own line; its exit status is passed on without torchrun's
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common.cli import EXIT_FAILED, OneLineParser, UsageError, command
 from trainer.config import parse_config
-from trainer.resume import LAUNCHER_ENV, resume_command
+from trainer.resume import LAUNCHER_ENV, STOP_SIGNALS, resume_command
 
 DEFAULT_RDZV_TIMEOUT = 300
 
@@ -180,7 +180,7 @@ class Launch:
             # make prints "make: *** [Makefile: train] Error 130" after a failed recipe, which
             # would bury the resume command. Ended by the signal itself (the terminal's Ctrl-C
             # already reached it; a SIGTERM may not have), make exits 128 + N and prints nothing.
-            for handled in (signal.SIGINT, signal.SIGTERM):
+            for handled in STOP_SIGNALS:
                 signal.signal(handled, signal.SIG_IGN)  # make passes a SIGTERM on to us
             os.kill(self.make_pid, signum)
             return 0
@@ -192,7 +192,7 @@ class Launch:
             name = signal.Signals(-failure.exitcode).name
             return fail(f"rank {rank} (pid {failure.pid}) was killed by {name} (out of memory? see dmesg); "
                         f"the last checkpoint is intact; resume with: {self.resume_command}")
-        if failure.exitcode - 128 in (signal.SIGINT, signal.SIGTERM):
+        if failure.exitcode - 128 in STOP_SIGNALS:
             return self.stopped_by(failure.exitcode - 128)  # the workers were signalled, not torchrun
         return failure.exitcode  # the worker has printed its own line
 

@@ -9,12 +9,17 @@ for its workers: {"make": [make variables]} or {"launch": [launcher options]}.
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from trainer.config import TrainConfig
 
 LAUNCHER_ENV = "TRAINER_LAUNCHER"
+
+# The signals that stop a run at the end of its step, with a checkpoint and the resume command:
+# Ctrl-C, kill, and the terminal closing (SIGHUP).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def resume_command(cfg: TrainConfig, env, launcher: dict | None) -> str:

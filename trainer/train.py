@@ -23,7 +23,7 @@ from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer
 from trainer.progress import Progress
-from trainer.resume import launched_by, resume_command
+from trainer.resume import STOP_SIGNALS, launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
 from trainer.setup import model_config, prepare
@@ -196,6 +196,8 @@ class Trainer:
             progress.print(self._banner())
             while self.step < cfg.steps and not stop:
                 stop = self._one_step(metrics, progress)
+        except KeyboardInterrupt:  # a second Ctrl-C (request_stop): stop now; the last checkpoint stands
+            stop = True
         finally:
             progress.close()  # the bar first, so that the last lines come after it
             metrics.close()
@@ -258,7 +260,8 @@ class Trainer:
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 
     def _install_signal_handlers(self) -> dict:
-        """SIGINT/SIGTERM finish the current step, save a checkpoint, and stop every rank together.
+        """SIGINT, SIGTERM and SIGHUP (the terminal closed) finish the current step, save a
+        checkpoint, and stop every rank together; a second one stops at once.
 
         Returns the handlers they replace."""
 
@@ -267,7 +270,7 @@ class Trainer:
                 raise KeyboardInterrupt
             self.stop_signal = signum
 
-        return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
 
 
 def evaluation_due(cfg: TrainConfig, step: int) -> bool:
