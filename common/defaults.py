@@ -14,6 +14,7 @@ CORPUS_HELP = f"UTF-8 corpus; default {CORPUS}, downloaded if missing"
 CHECKPOINT = "model.pt"  # the weights, the optimiser state and the settings: what --resume reads
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
+TENSORBOARD = "tensorboard"  # --tensorboard's folder
 EXPORTS = ("model.ts", "model.pt2", "model.onnx")  # TorchScript, torch.export, ONNX
 MANIFEST = "model.json"  # the vocabulary, the block size and the exports' SHA-256
 HF_FOLDER = "hf"  # the Hugging Face folder (export/hf.py), beside the other exports

@@ -60,6 +60,7 @@ def test_world_size_that_does_not_divide_the_batch(tmp_path, corpus):
     assert result.returncode != 0
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "32 windows" in error[0] and "3 processes" in error[0], result.stderr
+    assert "NPROC=1, 2, 4, 8, 16, 32" in error[0] and "--batch-size that 3 processes split (e.g. 33)" in error[0]
     assert "Traceback" not in result.stderr
     assert_nothing_written(tmp_path)
     # The trainer itself says the same line under torchrun (a world of 3, rank 0 speaks).

@@ -42,7 +42,7 @@ class MetricsLog:
 
             # purge_step makes TensorBoard drop the events an earlier writer logged from that step
             # on: after the checkpoint on resume (this run logs them again), all of them on a new run.
-            self._tb = SummaryWriter(log_dir=str(Path(out) / "tensorboard"),
+            self._tb = SummaryWriter(log_dir=str(Path(out) / defaults.TENSORBOARD),
                                      purge_step=0 if resume_step is None else resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import defaults
 from common.cli import UsageError
-from common.files import check_writable
+from common.files import check_writable, not_a_file
 from trainer import checkpoint
 
 LOCK_NAME = ".trainer.lock"
@@ -39,9 +39,29 @@ class RunFolder:
         except OSError as exc:
             raise UsageError(f"cannot write to --out {self.path} ({exc.strerror}): "
                              "choose a writable directory with --out (OUT= for make)") from None
+        self.check_entries()
         acquire(self.path)
         if check_only:
             release(self.path)
+
+    def check_entries(self) -> None:
+        """What already stands at the names the run writes must be a regular file (or nothing):
+        a directory where model.pt goes would let a whole run train and then lose its weights, a
+        FIFO where metrics.jsonl goes would hang rank 0. The folders (hf/, tensorboard/) must
+        be folders."""
+        files = [LOCK_NAME, defaults.CHECKPOINT, defaults.METRICS, defaults.LOSS_PLOT, *defaults.EXPORTS,
+                 defaults.MANIFEST]
+        for name in files:
+            path = self.path / name
+            problem = not_a_file(path) if os.path.lexists(path) else None
+            if problem:
+                raise UsageError(f"{path} {problem}, and the run writes a file there: remove or rename it, or "
+                                 "choose another --out (OUT= for make)")
+        for name in (defaults.HF_FOLDER, defaults.TENSORBOARD):
+            path = self.path / name
+            if os.path.lexists(path) and not path.is_dir():
+                raise UsageError(f"{path} is not a folder, and the run writes a folder there: remove or rename "
+                                 "it, or choose another --out (OUT= for make)")
 
     def resume_path(self, resume: str | None) -> Path:
         """The checkpoint --resume [CKPT] names: CKPT, or this folder's."""

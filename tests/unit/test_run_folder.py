@@ -64,3 +64,25 @@ def test_claim_refuses_a_file_where_the_folder_should_be(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(UsageError, match="^cannot write to --out"):
         RunFolder(tmp_path / "out").claim()
+
+
+@pytest.mark.parametrize("name, make, words", [
+    ("model.pt", os.mkdir, "model.pt is a directory, not a file"),
+    ("metrics.jsonl", os.mkfifo, "metrics.jsonl is a FIFO (named pipe), not a file"),
+    (LOCK_NAME, os.mkdir, f"{LOCK_NAME} is a directory"),
+    ("model.onnx", os.mkdir, "model.onnx is a directory"),
+    ("tensorboard", lambda path: open(path, "w").close(), "tensorboard is not a folder"),
+    ("hf", lambda path: open(path, "w").close(), "hf is not a folder"),
+])
+def test_claim_refuses_what_stands_where_the_run_writes(tmp_path, name, make, words):
+    make(tmp_path / name)
+    with pytest.raises(UsageError) as caught:
+        RunFolder(tmp_path).claim(check_only=True)
+    assert words in str(caught.value) and "choose another --out" in str(caught.value)
+
+
+def test_claim_takes_a_folder_of_an_earlier_run(tmp_path):
+    for name in ("model.pt", "metrics.jsonl", "loss.png", LOCK_NAME):
+        (tmp_path / name).write_text("")
+    (tmp_path / "hf").mkdir()
+    RunFolder(tmp_path).claim(check_only=True)
