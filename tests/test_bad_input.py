@@ -199,6 +199,12 @@ def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, traine
         assert [p.name for p in (tmp_path / "out").iterdir()] == [LOCK_NAME]
 
 
+def test_a_step_larger_than_the_machines_memory_is_refused_before_training(tmp_path, corpus):
+    result = train(tmp_path, "--data", corpus, "--batch-size", 100_000_000, *SHORT_RUN)
+    assert_one_line_error(result, "a training step needs about", "GB", "--batch-size")
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
 def test_make_plot_onto_a_directory_is_one_line(trained_run, tmp_path):
     shutil.copy(trained_run / "metrics.jsonl", tmp_path)
     (tmp_path / "loss.png").mkdir()

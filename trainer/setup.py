@@ -9,7 +9,7 @@ import dataclasses
 
 from common.dist_env import DistEnv
 from model import GPTConfig
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, memory
 from trainer.config import TrainConfig, check_run_length, check_split, resolve, sample_prompt
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
@@ -25,6 +25,7 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict |
     corpus = distributed.agreed(env, read_corpus, cfg)
     saved = distributed.on_main(env, open_folder, cfg, env)
     cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
+    distributed.agreed(env, check_memory, cfg, corpus, env)
     return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved
 
 
@@ -63,6 +64,12 @@ def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainC
     if cfg.resume is not None:
         check_run_length(cfg, saved["train_config"], saved["step"], path)
     return cfg
+
+
+def check_memory(cfg: TrainConfig, corpus: Corpus, env: DistEnv) -> None:
+    """A step this machine's memory cannot hold is refused before the model is built."""
+    memory.check_fits(model_config(cfg, corpus), cfg.batch_size // env.world_size, env.local_world_size,
+                      memory.machine_bytes())
 
 
 def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, env: DistEnv) -> TrainConfig:
