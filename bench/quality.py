@@ -19,13 +19,15 @@ TARGET = 1.50  # the course chapter's promise: a validation loss of about 1.5
 
 
 def build_parser() -> OneLineParser:
+    from trainer.config import TrainConfig  # no torch: --help stays quick
+
     prog, description = __doc__.splitlines()[0].split(": ", 1)
     p = OneLineParser(prog=prog, description=description)
     p.add_argument("--data", help="UTF-8 corpus (default data/tinyshakespeare.txt)")
     p.add_argument("--steps", type=int, default=3000, help="training steps of every run (default 3000)")
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations (default 100)")
-    p.add_argument("--eval-iters", type=int, default=20, help="batches per split in each evaluation (default 20, "
-                   "the trainer's)")
+    p.add_argument("--eval-iters", type=int, default=TrainConfig.eval_iters,
+                   help=f"batches per split in each evaluation (default {TrainConfig.eval_iters}, the trainer's)")
     p.add_argument("--target", type=float, default=TARGET, help=f"validation loss to reach (default {TARGET})")
     p.add_argument("--nproc", type=int, default=2, help="processes of each recipe's run (default 2)")
     p.add_argument("--recipes", default="muon,adamw", help="comma-separated trainer recipes (default muon,adamw)")
