@@ -20,6 +20,8 @@ from common.dist_env import DistEnv
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# A worker whose peer died, under make train's launcher on one node: the launcher names the peer.
+EXIT_PEER_GONE = 3
 
 
 class UsageError(Exception):

@@ -239,10 +239,32 @@ def rank_of(pid: int) -> int:
     return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
 
 
+def test_a_killed_rank_is_one_line_whatever_gloo_says_on_the_survivor(tmp_path, corpus):
+    """The survivor's collective fails with gloo's "Connection closed by peer": under make train the
+    launcher names the killed rank, and the survivor adds no traceback."""
+    proc = start(make_train(tmp_path, corpus, "--steps", 400, "--eval-every", 200, "--save-every", 2, *QUICK))
+    try:
+        wait_for_step(tmp_path, 3, proc)
+        victim = next(pid for pid in worker_pids(proc.pid) if rank_of(pid) == 1)
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    errors = error_lines(stderr)
+    assert len(errors) == 1, stderr
+    assert f"rank 1 (pid {victim}) was killed by SIGKILL" in errors[0] and "resume with: make train" in errors[0]
+    assert "Traceback" not in stderr and "Connection" not in stderr and "exitcode" not in stderr, stderr
+    strict_records(tmp_path / "metrics.jsonl")
+
+
 def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpus):
+    """A rank that stops answering is named. A long evaluation sample (1000 characters at step 1,
+    several seconds here) is no stall: every rank draws it, none waits for rank 0's."""
     timeout = 5
     proc = start(make_train(tmp_path, corpus, "--steps", 400, "--eval-every", 200, "--save-every", 2,
-                            "--timeout", timeout, *QUICK), TORCH_ELASTIC_SHUTDOWN_TIMEOUT=2)
+                            "--timeout", timeout, *QUICK, "--sample-tokens", 1000), TORCH_ELASTIC_SHUTDOWN_TIMEOUT=2)
     frozen = None
     try:
         wait_for_step(tmp_path, 3, proc)

@@ -44,7 +44,8 @@ def load(path: Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        detail = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        # torch's first sentence ("PytorchStreamReader failed reading zip archive: not a ZIP archive")
+        detail = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else type(exc).__name__
         raise UsageError(
             f"checkpoint {path} is corrupt or truncated ({detail}): delete it or point to another checkpoint"
         ) from None

@@ -108,6 +108,15 @@ def silent_rank(exc: BaseException, env: DistEnv) -> str | None:
     return f"a rank other than {env.rank}"
 
 
+# gloo's words when the other end of a connection is gone: its process died, or its machine went away.
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` is a collective that failed because another rank's connection closed."""
+    return dist.is_initialized() and isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_GONE)
+
+
 # How often a worker checks that its launcher is still there: it stops within about this long.
 LAUNCHER_CHECK_S = 1.0
 

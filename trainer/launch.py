@@ -24,7 +24,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.cli import EXIT_FAILED, OneLineParser, UsageError, command
+from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
 from trainer.config import parse_config
 from trainer.resume import LAUNCHER_ENV, STOP_SIGNALS, resume_command
 
@@ -68,6 +68,8 @@ class Launch:
         if os.environ.get("OMP_NUM_THREADS"):  # libgomp would warn about 0 or "abc" and run one thread
             whole_number(os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS", 1)
         self.master_addr = opts.master_addr
+        if self.nnodes > 1:
+            check_resolves(self.master_addr)
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
         self.endpoint = f"{self.master_addr}:{self.master_port}"
@@ -157,6 +159,9 @@ class Launch:
         for name in list(logging.root.manager.loggerDict):
             if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
                 logging.getLogger(name).setLevel(logging.ERROR)
+        # ... and its error on a failed worker ("failed (exitcode: -9) local_rank: 1") would come
+        # before worker_failed's line, which says the same.
+        logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
         try:
             run(parse_args(self.torchrun_args()))
         except SignalException as exc:
@@ -187,14 +192,33 @@ class Launch:
         return 128 + signum
 
     def worker_failed(self, exc) -> int:
+        """One line for the failure that caused the others. The survivors of a rank that died end
+        quietly (EXIT_PEER_GONE) or by torchrun's SIGTERM: the dead rank is the one to name."""
         rank, failure = exc.get_first_failure()
+        if failure.exitcode in (EXIT_PEER_GONE, -signal.SIGTERM):
+            rank, failure = next(((r, f) for r, f in sorted(exc.failures.items())
+                                  if f.exitcode not in (EXIT_PEER_GONE, -signal.SIGTERM)), (rank, failure))
         if failure.exitcode < 0:
             name = signal.Signals(-failure.exitcode).name
             return fail(f"rank {rank} (pid {failure.pid}) was killed by {name} (out of memory? see dmesg); "
                         f"the last checkpoint is intact; resume with: {self.resume_command}")
         if failure.exitcode - 128 in STOP_SIGNALS:
             return self.stopped_by(failure.exitcode - 128)  # the workers were signalled, not torchrun
+        if failure.exitcode == EXIT_PEER_GONE:  # the rank that died was not seen to end
+            return fail(f"rank {rank} lost its connection to another rank, which died; the last checkpoint is "
+                        f"intact; resume with: {self.resume_command}")
         return failure.exitcode  # the worker has printed its own line
+
+
+def check_resolves(host: str) -> None:
+    """MASTER_ADDR must be an address or a name this machine can look up: torchrun's own failure
+    is a C++ stack that does not say so."""
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"MASTER_ADDR {host!r} does not resolve ({reason}): give node 0's IP address, or a host "
+                         "name this machine can look up (the same MASTER_ADDR on every node)") from None
 
 
 def fail(message: str) -> int:

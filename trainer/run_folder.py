@@ -4,8 +4,9 @@ choice of the checkpoint a run continues from.
 The lock is flock(2) on <out>/.trainer.lock: the kernel drops it when the holder exits, however
 it exits (kill -9 included), so a dead run never leaves a stale lock behind. Linux emulates flock
 with fcntl locks on NFS, so two machines sharing the folder exclude each other too. The file
-keeps the holder's pid and host for the message a second run prints; it is never deleted
-(deleting a lock file lets two processes lock two different files of the same name).
+keeps the holder's pid and host for the message a second run prints. It is deleted only with
+the folder, by a run refused before it wrote anything into a folder it made itself (the lock
+still held); a process that locks a file just deleted sees so and locks the new one instead.
 """
 
 import fcntl
@@ -30,10 +31,15 @@ class RunFolder:
         self.checkpoint = self.path / defaults.CHECKPOINT
         self.metrics = self.path / defaults.METRICS
         self.loss_plot = self.path / defaults.LOSS_PLOT
+        self.made: list[Path] = []  # the folders claim() made
+        self.made_lock = False  # whether claim() made the lock file
 
     def claim(self, check_only: bool = False) -> None:
         """Fail now, not at the first checkpoint, when the folder cannot be written or another run
         holds it; then hold it until this process ends. `check_only` (the dry run): check, do not hold."""
+        # The folders mkdir is about to make, deepest first: abandon() removes them again.
+        self.made = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
+        self.made_lock = not os.path.lexists(self.path / LOCK_NAME)
         try:
             check_writable(self.path)
         except OSError as exc:
@@ -43,6 +49,22 @@ class RunFolder:
         acquire(self.path)
         if check_only:
             release(self.path)
+
+    def abandon(self) -> None:
+        """For a run refused after claim and before writing anything: release the folder, and
+        remove what claim made (the lock file, the folder), so that a refusal leaves no trace."""
+        if self.made_lock:
+            try:
+                acquire(self.path)  # held again after the dry run's check: nobody else holds the file
+            except UsageError:
+                return  # another run took the folder meanwhile: it is theirs now
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+        release(self.path)
+        for folder in self.made:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: leave it
+                return
 
     def check_entries(self) -> None:
         """What already stands at the names the run writes must be a regular file (or nothing):
@@ -92,6 +114,9 @@ def acquire(out: Path) -> None:
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not same_file(fd, out / LOCK_NAME):  # abandon() deleted it between our open and flock
+            os.close(fd)
+            return acquire(out)
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
@@ -107,6 +132,13 @@ def acquire(out: Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _held[out] = fd
+
+
+def same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def release(out: Path) -> None:

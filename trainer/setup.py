@@ -7,6 +7,7 @@ so bad input is one line and exit status 2, never a rank left waiting for the ot
 
 import dataclasses
 
+from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
 from trainer import checkpoint, distributed, memory
@@ -23,9 +24,15 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict |
     """
     distributed.agreed(env, check_processes, cfg, env)
     corpus = distributed.agreed(env, read_corpus, cfg)
-    saved = distributed.on_main(env, open_folder, cfg, env)
-    cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
-    distributed.agreed(env, check_memory, cfg, corpus, env)
+    folder = RunFolder(cfg.out)
+    try:
+        saved = distributed.on_main(env, open_folder, folder, cfg, env)
+        cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
+        distributed.agreed(env, check_memory, cfg, corpus, env)
+    except UsageError:
+        if env.is_main:
+            folder.abandon()  # refused before anything was written: --out is left as it was
+        raise
     return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved
 
 
@@ -45,9 +52,8 @@ def read_corpus(cfg: TrainConfig) -> Corpus:
     return corpus
 
 
-def open_folder(cfg: TrainConfig, env: DistEnv) -> dict | None:
+def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | None:
     """Rank 0: claim --out (writable, not in use by another run) and load the checkpoint to continue."""
-    folder = RunFolder(cfg.out)
     folder.claim(check_only=cfg.dry_run)
     return folder.checkpoint_to_resume(cfg.resume, env.run_id, env.restart)
 

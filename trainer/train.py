@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from common import defaults
-from common.cli import EXIT_FAILED, UsageError
+from common.cli import EXIT_FAILED, EXIT_PEER_GONE, UsageError
 from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
@@ -173,19 +173,34 @@ class Trainer:
                       f"(--grad-clip 1.0, now {self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
             return EXIT_FAILED
         except RuntimeError as exc:
-            silent = distributed.silent_rank(exc, self.env)
-            if silent is None:
-                raise
-            print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
-                  f"after step {self.step} (a frozen, swapped-out or unreachable process); "
-                  f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
-            return EXIT_FAILED
+            return self._peer_failed(exc)
         finally:
             stop_watching()
             # The handlers refer to this Trainer, and through it to DDP and the process group:
             # left installed, they keep the group's threads alive into interpreter shutdown.
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _peer_failed(self, exc: RuntimeError) -> int:
+        """One line for a collective that another rank failed (frozen or gone); anything else is raised.
+
+        A rank that died on this node is named by make train's launcher, which sees each of its
+        ranks end: there the survivors say nothing, so a dead peer is one line in all."""
+        env = self.env
+        silent = distributed.silent_rank(exc, env)
+        if silent is not None:
+            print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
+                  f"after step {self.step} (a frozen, swapped-out or unreachable process); "
+                  f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
+        elif not distributed.lost_peer(exc):
+            raise exc
+        elif launched_by() is not None and env.world_size == env.local_world_size:
+            return EXIT_PEER_GONE
+        else:
+            print(f"error: the connection to another rank closed after step {self.step} (its process died or its "
+                  f"machine went away: its own output says why); {self._checkpoint_state()}; "
+                  f"resume with: {self.resume_command}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
@@ -224,8 +239,11 @@ class Trainer:
             if not all(map(math.isfinite, self.last_losses.values())):
                 raise Diverged(step, "the evaluation loss is not finite")
             progress.print(metrics.evaluation(step, self.last_losses, env.world_size))
-            if cfg.sample_tokens and env.is_main:  # only rank 0 shows it: only rank 0 draws it
-                progress.print("  sample: " + self.sample(step).replace("\n", " / "))
+            if cfg.sample_tokens:
+                # Every rank draws it (the same text; rank 0 shows it): drawn by rank 0 alone, a long
+                # sample would keep the others waiting at the next collective, against --timeout.
+                text = self.sample(step)
+                progress.print("  sample: " + text.replace("\n", " / "))
         if checkpoint_due(cfg, step) or stop:
             # Every rank holds the same weights, so every rank reaches the same verdict.
             if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):

@@ -86,3 +86,33 @@ def test_claim_takes_a_folder_of_an_earlier_run(tmp_path):
         (tmp_path / name).write_text("")
     (tmp_path / "hf").mkdir()
     RunFolder(tmp_path).claim(check_only=True)
+
+
+def test_a_refused_run_leaves_no_trace_of_its_claim(tmp_path):
+    made = RunFolder(tmp_path / "a" / "b")
+    made.claim()
+    made.abandon()
+    assert not (tmp_path / "a").exists()  # the folders it made are gone again
+    existing = RunFolder(tmp_path)
+    existing.claim()
+    existing.abandon()
+    assert list(tmp_path.iterdir()) == []  # the lock file it made is gone, the folder stays
+    acquire(tmp_path)  # and the folder can be taken again
+    release(tmp_path)
+
+
+def test_abandon_keeps_an_earlier_runs_lock_file_and_anothers_claim(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("pid 1 on earlier\n")
+    earlier = RunFolder(tmp_path)
+    earlier.claim()
+    earlier.abandon()
+    assert (tmp_path / LOCK_NAME).exists()
+    dry = RunFolder(tmp_path / "new")
+    dry.claim(check_only=True)  # the dry run checks and lets go
+    fd = os.open(tmp_path / "new" / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run takes the folder meanwhile
+    try:
+        dry.abandon()
+        assert (tmp_path / "new" / LOCK_NAME).exists()  # its lock file stays
+    finally:
+        os.close(fd)
