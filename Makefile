@@ -158,7 +158,7 @@ lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, p
 # page) are made once, not once on each.
 test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real model, gloo, torchrun, Chromium)
 	$(PY) -m pytest -q tests/unit
-	$(PY) -m pytest -q -n 2 --dist loadfile tests --ignore=tests/unit
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests --ignore=tests/unit
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, hf/, model.json beside CKPT (default checkpoints/model.pt)
 	$(call require,OUT CKPT)

@@ -162,10 +162,23 @@ def test_export_of_a_model_gpt2_cannot_represent_writes_the_rest_and_says_why_in
     # n_embd 16 < 65 characters: lm_head's bias cannot fold into ln_f, the model is not GPT-2.
     snapshot = torch.load(trained_run / "model.pt", weights_only=True)
     config = GPTConfig(vocab_size=len(snapshot["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
-    torch.save({**snapshot, "model_config": config.to_dict(), "model": GPT(config).state_dict()}, tmp_path / "model.pt")
+    weights = GPT(config).state_dict()
+    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights},
+               tmp_path / "model.pt")
     result = run([sys.executable, "-m", "export", tmp_path / "model.pt"])
     assert_one_line_error(result, "hf/ not written", "lm_head", "--n-embd")
     manifest = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert set(manifest["sha256"]) == {"model.ts", "model.pt2", "model.onnx"}
     assert not (tmp_path / "hf").exists()
     assert generate_from(tmp_path / "model.onnx").returncode == 0
+
+
+def test_the_bench_times_the_cached_runtimes_against_the_cache_free_model(trained_run):
+    """make bench's generation rows for the hf/ folder, on 10 characters: every runtime measured."""
+    from bench.hf_generation import measure_cached_generation
+
+    table = measure_cached_generation(trained_run, tokens=10)
+    assert [row["runtime"] for row in table["rows"]] == [
+        "onnxruntime, no cache", "onnxruntime, KV cache", "transformers (Python), KV cache",
+        "transformers (Python), no cache", "transformers.js (Node), KV cache", "transformers.js (Chromium), KV cache"]
+    assert all(row.get("tokens_per_s", 0) > 0 and "not_measured" not in row for row in table["rows"]), table

@@ -105,7 +105,8 @@ def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_checkpoint(tmp_pa
     # A checkpoint at step 30 of the same 60-step run, with one weight matrix poisoned.
     poisoned = torch.load(trained_run / "model.pt", weights_only=True)
     poisoned["step"] = 30
-    next(iter(poisoned["model"].values())).fill_(math.nan)
+    for weights in ("training_weights", "model"):  # the weights the optimiser steps, and their average
+        next(iter(poisoned[weights].values())).fill_(math.nan)
     torch.save(poisoned, tmp_path / "poisoned.pt")
     result = subprocess.run(make_train(out, corpus, "--resume", tmp_path / "poisoned.pt", "--steps", 60,
                                        "--eval-every", 30, *QUICK), cwd=ROOT, env=child_env(),

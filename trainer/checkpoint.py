@@ -79,9 +79,12 @@ def validate(checkpoint: dict) -> str | None:
             expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
     except Exception as exc:  # any value GPTConfig cannot build a model from
         return f"'model_config' describes no model ({type(exc).__name__})"
-    problem = weights_problem(checkpoint["model"], expected)
-    if problem:
-        return problem
+    for key in ("model", "training_weights"):
+        if key in checkpoint:
+            problem = weights_problem(checkpoint[key], expected) if isinstance(checkpoint[key], dict) else \
+                f"{key!r} is a {type(checkpoint[key]).__name__}, not a dict"
+            if problem:
+                return problem if key == "model" else f"{key!r}: {problem}"
     if len(checkpoint["vocab"]) != config.vocab_size:
         return f"a vocabulary of {len(checkpoint['vocab'])} characters for a model of {config.vocab_size}"
     optimizer = checkpoint["optimizer"]

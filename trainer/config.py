@@ -96,6 +96,10 @@ class TrainConfig:
     muon_momentum: float = option(0.95, "Muon's Nesterov momentum", group=OPTIMISER, within="[0, 1)")
     muon_weight_decay: float = option(0.2, "Muon's decoupled weight decay", group=OPTIMISER,
                                       recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
+    # The average spans about 1 / (1 - decay) steps: 100 at 0.99.
+    ema_decay: float = option(0.99, "decay per step of the moving average of the weights that evaluations, samples "
+                              "and exports use; 0 = the weights themselves", group=OPTIMISER,
+                              recipes=dict(adamw=0.0, course=0.0), within="[0, 1)")
     # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
     dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
                         "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
@@ -271,7 +275,7 @@ def _check(cfg: TrainConfig) -> None:
 RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
                   "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
                   "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "muon_lr", "muon_momentum",
-                  "muon_weight_decay", "sample_tokens", "sample_prompt")
+                  "muon_weight_decay", "ema_decay", "sample_tokens", "sample_prompt")
 
 
 def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:

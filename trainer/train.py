@@ -21,6 +21,7 @@ from trainer import checkpoint, distributed, memory, precision
 from trainer.config import TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
+from trainer.average import WeightAverage
 from trainer.optim import make_optimizer
 from trainer.progress import Progress
 from trainer.resume import STOP_SIGNALS, launched_by, resume_command
@@ -62,6 +63,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
         self.optimizer = make_optimizer(self.raw_model, cfg, precision.torch_dtype(self.dtype))
+        self.average = WeightAverage(self.raw_model, cfg.ema_decay)  # what is evaluated, sampled and saved
         # This rank's windows of each split: the same global batches whatever the world size.
         self.batches = {split: Batches(data, cfg.seed, cfg.batch_size, cfg.block_size, env.rank, env.world_size)
                         for split, data in (("train", corpus.train), ("val", corpus.val))}
@@ -91,6 +93,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        self.average.update(self.raw_model, step)
         # One small collective gives every rank the global loss and any rank's stop request.
         loss_sum, stops = distributed.all_reduce_sum([loss.item(), float(self.stop_signal > 0)])
         return loss_sum / env.world_size, stops > 0
@@ -103,17 +106,16 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, step: int) -> dict:
-        """Mean loss over eval_iters global batches per split, each batch split across ranks."""
+        """Mean loss of the weights' average over eval_iters global batches per split, each batch
+        split across ranks."""
         cfg, env = self.cfg, self.env
-        self.raw_model.eval()
         sums = []
         for split, batches in self.batches.items():
             total = 0.0
             for i in range(cfg.eval_iters):
                 x, y = batches.draw(f"eval-{split}", step, index=i)
-                total += next_token_loss(self.raw_model(x), y).item()
+                total += next_token_loss(self.average.model(x), y).item()
             sums.append(total)
-        self.raw_model.train()
         train_sum, val_sum = distributed.all_reduce_sum(sums)
         scale = cfg.eval_iters * env.world_size
         return {"train": train_sum / scale, "val": val_sum / scale}
@@ -122,17 +124,18 @@ class Trainer:
         """The evaluation sample at `step`: its own seed per step, so successive samples are
         independent draws (not edits of one string), and a rerun prints the same ones."""
         cfg = self.cfg
-        self.raw_model.eval()
-        ids = generate(self.raw_model, self.corpus.encode(cfg.sample_prompt), cfg.sample_tokens,
+        ids = generate(self.average.model, self.corpus.encode(cfg.sample_prompt), cfg.sample_tokens,
                        cfg.block_size, temperature=defaults.TEMPERATURE, top_k=None,
                        generator=torch.Generator().manual_seed(stream_seed(cfg.seed, "sample", step)))
-        self.raw_model.train()
         return self.corpus.decode(ids)
 
     def save_checkpoint(self) -> None:
-        """Rank 0 only. A failed write (full disk) leaves the previous checkpoint in place."""
+        """Rank 0 only. A failed write (full disk) leaves the previous checkpoint in place.
+
+        "model" is the weights' average, which every export and generator reads; the weights the
+        optimiser steps, when they differ (--ema-decay > 0), are "training_weights"."""
         saved = {
-            "model": self.raw_model.state_dict(),
+            "model": self.average.state_dict(),
             "model_config": self.model_config.to_dict(),
             "vocab": self.corpus.vocab,
             "step": self.step,
@@ -142,6 +145,8 @@ class Trainer:
             "world_size": self.env.world_size,
             "run_id": self.env.run_id,
         }
+        if self.cfg.ema_decay > 0:
+            saved["training_weights"] = self.raw_model.state_dict()
         try:
             checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step
@@ -152,7 +157,8 @@ class Trainer:
     def load_checkpoint(self, saved: dict) -> None:
         """The weights, the optimiser state and the step of `saved`. The random state needs no
         restoring: every step seeds its own dropout (train_step)."""
-        self.raw_model.load_state_dict(saved["model"])
+        self.raw_model.load_state_dict(saved.get("training_weights", saved["model"]))
+        self.average.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
         self.last_losses = saved.get("losses", {})

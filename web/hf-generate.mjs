@@ -7,12 +7,13 @@
 // Local files only: nothing is fetched from a model hub. Greedy by default (temperature 0), which
 // gives make generate's text. The context is the model's 128 characters and transformers.js does
 // not slide it: the prompt and the new characters must fit in it. Only the text (prompt included)
-// goes to stdout; a problem is one line on stderr starting "error: ", exit status 2.
+// goes to stdout, each character as it is generated (Ctrl-C ends the line there, exit status 130); a
+// problem is one line on stderr starting "error: ", exit status 2.
 
 import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { env, pipeline } from "@huggingface/transformers";
+import { env, pipeline, TextStreamer } from "@huggingface/transformers";
 
 import { parseSettings, UsageError } from "./sampling.mjs";
 
@@ -63,8 +64,18 @@ async function main(argv) {
   }
   // top_k 0 samples among all characters, as make generate does (transformers.js would default to 50)
   const sampling = args.temperature === 0 ? { do_sample: false } : { do_sample: true, temperature: args.temperature, top_k: 0 };
-  const [{ generated_text: text }] = await generator(args.prompt, { max_new_tokens: args.tokens, ...sampling });
-  process.stdout.write(text + "\n");
+  // Each character as it is picked, as the other generators print (one id is one character).
+  const streamer = new TextStreamer(generator.tokenizer, {
+    skip_prompt: true, callback_function: () => {},
+    token_callback_function: (tokens) => process.stdout.write(generator.tokenizer.decode(tokens)),
+  });
+  process.on("SIGINT", () => {
+    process.stdout.write("\n"); // stdout is synchronous on Linux: the text so far is out already
+    process.exit(130); // 128 + SIGINT, as a shell reports a program Ctrl-C ended
+  });
+  process.stdout.write(args.prompt);
+  await generator(args.prompt, { max_new_tokens: args.tokens, streamer, ...sampling });
+  process.stdout.write("\n");
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {

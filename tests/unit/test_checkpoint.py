@@ -104,6 +104,8 @@ def without(mapping: dict, key: str) -> dict:
     (dict(model=without(GPT(CONFIG).state_dict(), "lm_head.bias")), "weight lm_head.bias missing"),
     (dict(model={**GPT(CONFIG).state_dict(), "extra": torch.zeros(1)}), "weight extra unexpected"),
     (dict(model={**GPT(CONFIG).state_dict(), "lm_head.bias": torch.zeros(2)}), "lm_head.bias is not a tensor"),
+    (dict(training_weights=without(GPT(CONFIG).state_dict(), "ln_f.bias")), "'training_weights': weight ln_f.bias"),
+    (dict(training_weights=7), "'training_weights' is a int"),
 ])
 def test_validate_names_what_is_wrong_inside(tmp_path, change, words):
     assert validate(a_checkpoint()) is None
