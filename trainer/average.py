@@ -1,11 +1,11 @@
 """The moving average of the weights: the model a run evaluates, samples from and exports.
 
 Each step nudges the average towards the weights, avg <- avg + (1 - decay) (w - avg), so it is
-the weights of about the last 1 / (1 - decay) steps, most recent heaviest (fewer early on: decay_at). Until the schedule has
-decayed the learning rate, each step moves the weights a long way (Muon's especially) and they
-jitter about the path the loss wants; the average sits nearer the middle of that path, and its
-validation loss is lower at every evaluation (docs/training.md has the figures). With decay 0
-the average is the weights themselves.
+the weights of about the last 1 / (1 - decay) steps, most recent heaviest (fewer early on:
+decay_at). Until the schedule has decayed the learning rate, each step moves the weights a long
+way (Muon's especially) and they jitter about the path the loss wants; the average sits nearer
+the middle of that path, and its validation loss is lower at every evaluation
+(docs/training.md has the figures). With decay 0 the average is the weights themselves.
 """
 
 import copy

@@ -18,10 +18,10 @@ from common.cli import EXIT_FAILED, EXIT_PEER_GONE, UsageError
 from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
+from trainer.average import WeightAverage
 from trainer.config import TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
-from trainer.average import WeightAverage
 from trainer.optim import make_optimizer
 from trainer.progress import Progress
 from trainer.resume import STOP_SIGNALS, launched_by, resume_command

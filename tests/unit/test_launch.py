@@ -14,4 +14,5 @@ def test_a_master_addr_that_does_not_resolve_is_refused_before_the_rendezvous(ho
 
 
 def test_a_master_addr_that_resolves_is_taken():
-    assert Launch(build_parser().parse_args(["--nnodes", "2", "--master-addr", "localhost", "--"])).master_addr == "localhost"
+    options = build_parser().parse_args(["--nnodes", "2", "--master-addr", "localhost", "--"])
+    assert Launch(options).master_addr == "localhost"
