@@ -164,6 +164,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def weight_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every weight of GPT(config), built on the meta device: no memory
+    for the weights, so a config far too large to train still answers."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+
+
 def uniform_loss(vocab_size: int) -> float:
     """The loss of a model that knows nothing: ln(vocab_size), 4.17 for 65 characters."""
     return math.log(vocab_size)

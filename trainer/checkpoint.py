@@ -15,7 +15,7 @@ import torch
 
 from common.cli import UsageError
 from common.files import atomic_write, existing_file
-from model import GPT, GPTConfig
+from model import GPTConfig, weight_shapes
 
 FORMAT = "shakespeare-gpt/1"
 # What resuming and exporting read; a checkpoint without one of them cannot be used.
@@ -75,8 +75,7 @@ def validate(checkpoint: dict) -> str | None:
         return f"'step' is {step!r}, not a step number"
     try:
         config = GPTConfig.from_dict(checkpoint["model_config"])
-        with torch.device("meta"):  # names and shapes only: no memory for the weights
-            expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+        expected = weight_shapes(config)
     except Exception as exc:  # any value GPTConfig cannot build a model from
         return f"'model_config' describes no model ({type(exc).__name__})"
     for key in ("model", "training_weights"):

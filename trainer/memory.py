@@ -14,14 +14,13 @@ TRAINER_KEEP_MEMORY=0 keeps glibc's own thresholds (docs/usage.md).
 """
 
 import ctypes
+import math
 import os
 import platform
 from pathlib import Path
 
-import torch
-
 from common.cli import UsageError
-from model import GPT, GPTConfig, count_parameters
+from model import GPTConfig, weight_shapes
 
 # Set to 0 to keep glibc's own thresholds.
 KEEP_MEMORY_ENV = "TRAINER_KEEP_MEMORY"
@@ -43,16 +42,15 @@ def keep_freed_memory() -> bool:
 
 
 def step_bytes(config: GPTConfig, rank_batch: int) -> int:
-    """About what one rank's training step holds at its peak: per parameter its weight, gradient,
-    optimiser state and DDP bucket (4 + 4 + 8 + 4 bytes), and the fp32 activations autograd keeps
-    for the backward pass (per layer: the LayerNorms, q, k, v, the attention scores and their
-    softmax, the MLP; then the logits). Measured on the default model, 5.6 MB a window against
-    the 6.5 this counts."""
+    """About what one rank's training step holds at its peak: per parameter its weight, the
+    weights' average, gradient, optimiser state and DDP bucket (4 + 4 + 4 + 8 + 4 bytes), and the
+    fp32 activations autograd keeps for the backward pass (per layer: the LayerNorms, q, k, v, the
+    attention scores and their softmax, the MLP; then the logits). Measured on the default model,
+    5.6 MB a window against the 6.5 this counts."""
     C, T, H, L, V = config.n_embd, config.block_size, config.n_head, config.n_layer, config.vocab_size
-    with torch.device("meta"):  # the count without the memory
-        params = count_parameters(GPT(config))
+    params = sum(math.prod(shape) for shape in weight_shapes(config).values())
     activations = rank_batch * T * (L * (16 * C + 2 * H * T) + 2 * C + 3 * V)
-    return 20 * params + 4 * activations
+    return 24 * params + 4 * activations
 
 
 def machine_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:

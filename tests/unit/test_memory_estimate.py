@@ -11,7 +11,7 @@ GIB = 2 ** 30
 
 def test_the_estimate_counts_the_parameters_and_grows_with_the_batch():
     config = GPTConfig()
-    fixed = 20 * count_parameters(GPT(config))
+    fixed = 24 * count_parameters(GPT(config))  # weight, average, gradient, AdamW's two moments, DDP bucket
     one, two = step_bytes(config, 16) - fixed, step_bytes(config, 32) - fixed
     assert one > 0 and two == 2 * one
     # measured: 5.6 MB of resident memory per window of the default model; the estimate may be above, not far below
