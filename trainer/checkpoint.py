@@ -67,8 +67,8 @@ def validate(checkpoint: dict) -> str | None:
     """What is wrong with a checkpoint's contents, or None: the types of its entries, and its
     weights' names and shapes against the model its own model_config describes."""
     for key, kind in (("model", dict), ("model_config", dict), ("vocab", str), ("optimizer", dict),
-                      ("train_config", dict)):
-        if not isinstance(checkpoint[key], kind):
+                      ("train_config", dict), ("training_weights", dict)):
+        if key in checkpoint and not isinstance(checkpoint[key], kind):  # all but training_weights are required
             return f"{key!r} is a {type(checkpoint[key]).__name__}, not a {kind.__name__}"
     step = checkpoint["step"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
@@ -79,11 +79,9 @@ def validate(checkpoint: dict) -> str | None:
     except Exception as exc:  # any value GPTConfig cannot build a model from
         return f"'model_config' describes no model ({type(exc).__name__})"
     for key in ("model", "training_weights"):
-        if key in checkpoint:
-            problem = weights_problem(checkpoint[key], expected) if isinstance(checkpoint[key], dict) else \
-                f"{key!r} is a {type(checkpoint[key]).__name__}, not a dict"
-            if problem:
-                return problem if key == "model" else f"{key!r}: {problem}"
+        problem = weights_problem(checkpoint[key], expected) if key in checkpoint else None
+        if problem:
+            return problem if key == "model" else f"{key!r}: {problem}"
     if len(checkpoint["vocab"]) != config.vocab_size:
         return f"a vocabulary of {len(checkpoint['vocab'])} characters for a model of {config.vocab_size}"
     optimizer = checkpoint["optimizer"]

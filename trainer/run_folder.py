@@ -4,9 +4,10 @@ choice of the checkpoint a run continues from.
 The lock is flock(2) on <out>/.trainer.lock: the kernel drops it when the holder exits, however
 it exits (kill -9 included), so a dead run never leaves a stale lock behind. Linux emulates flock
 with fcntl locks on NFS, so two machines sharing the folder exclude each other too. The file
-keeps the holder's pid and host for the message a second run prints. It is deleted only with
-the folder, by a run refused before it wrote anything into a folder it made itself (the lock
-still held); a process that locks a file just deleted sees so and locks the new one instead.
+keeps the holder's pid and host for the message a second run prints. It is deleted only by a
+run refused before it wrote anything, when that run made the file (and with it any folders it
+made), the lock still held; a process that locks a file just deleted sees so and locks the new
+one instead.
 """
 
 import fcntl
