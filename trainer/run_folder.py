@@ -40,7 +40,7 @@ class RunFolder:
         holds it; then hold it until this process ends. `check_only` (the dry run): check, do not hold."""
         # The folders mkdir is about to make, deepest first: abandon() removes them again.
         self.made = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
-        self.made_lock = not os.path.lexists(self.path / LOCK_NAME)
+        lock_was_there = os.path.lexists(self.path / LOCK_NAME)
         try:
             check_writable(self.path)
         except OSError as exc:
@@ -48,6 +48,7 @@ class RunFolder:
                              "choose a writable directory with --out (OUT= for make)") from None
         self.check_entries()
         acquire(self.path)
+        self.made_lock = not lock_was_there  # only once the file is there: a refused claim made none
         if check_only:
             release(self.path)
 

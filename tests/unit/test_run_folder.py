@@ -60,10 +60,14 @@ def test_claim_refuses_a_folder_another_process_holds_and_check_only_keeps_nothi
     release(tmp_path)
 
 
-def test_claim_refuses_a_file_where_the_folder_should_be(tmp_path):
-    (tmp_path / "out").write_text("")
-    with pytest.raises(UsageError, match="^cannot write to --out"):
-        RunFolder(tmp_path / "out").claim()
+def test_claim_refuses_a_file_where_the_folder_should_be_and_abandon_leaves_it(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "out"):
+        folder = RunFolder(out)
+        with pytest.raises(UsageError, match="^cannot write to --out"):
+            folder.claim()
+        folder.abandon()  # what the trainer does next: nothing to undo, and no error of its own
+    assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("name, make, words", [
