@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -266,13 +267,30 @@ def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpu
     timeout = 5
     proc = start(make_train(tmp_path, corpus, "--steps", 400, "--eval-every", 200, "--save-every", 2,
                             "--timeout", timeout, *QUICK, "--sample-tokens", 1000), TORCH_ELASTIC_SHUTDOWN_TIMEOUT=2)
-    frozen = None
+    frozen, lines, named = None, [], threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("error: "):
+                named.set()
+
     try:
         wait_for_step(tmp_path, 3, proc)
         frozen = next(pid for pid in worker_pids(proc.pid) if rank_of(pid) == 1)
         os.kill(frozen, signal.SIGSTOP)
+        stopped = time.monotonic()
         stalled_at = max(step_losses(tmp_path))
-        stdout, stderr = proc.communicate(timeout=120)
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        assert named.wait(timeout + 30), "".join(lines)
+        assert time.monotonic() - stopped < timeout + 15
+        # torchrun then waits up to 30 s for the stopped process to take its SIGTERM (its agent's
+        # _stop_workers ignores --shutdown-timeout): let it go on, as a swapped-out process would.
+        os.kill(frozen, signal.SIGCONT)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr = "".join(lines)
     finally:
         if frozen is not None:
             with contextlib.suppress(ProcessLookupError):

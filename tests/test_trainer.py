@@ -65,15 +65,16 @@ def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
 
 # fp32: the same sums in another order, so float rounding only. bf16: each rank's products are
 # rounded to bf16 before the gradients are summed, so the curves may part by more; measured here,
-# 6e-5 at most over 10 steps at NPROC=2, held to 1e-3. bf16 runs 3 steps (two updates): where the
-# CPU has no native bf16 it is emulated, about 15 times slower than fp32.
-@pytest.mark.parametrize("dtype, nprocs, steps, tolerance", [("fp32", (2, 4), 10, 1e-4), ("bf16", (2,), 3, 1e-3)])
-def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, steps, tolerance):
+# 6e-5 at most over 10 steps at NPROC=2, held to 1e-3. bf16 runs 3 steps (two updates) of a batch of
+# 8: where the CPU has no native bf16 it is emulated, about 15 times slower than fp32.
+@pytest.mark.parametrize("dtype, nprocs, steps, batch, tolerance",
+                         [("fp32", (2, 4), 10, 32, 1e-4), ("bf16", (2,), 3, 8, 1e-3)])
+def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, steps, batch, tolerance):
     curves = {}
     for nproc in (1, *nprocs):
         out = tmp_path / f"n{nproc}"
         result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--steps", steps, "--eval-every", steps,
-                                 "--dropout", 0, "--dtype", dtype, *QUICK), timeout=300)
+                                 "--batch-size", batch, "--dropout", 0, "--dtype", dtype, *QUICK), timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         curves[nproc] = step_losses(out)
         assert eval_records(out)[-1]["world_size"] == nproc
