@@ -25,7 +25,7 @@ def test_resume_without_flags_ends_where_the_original_run_would_have(tmp_path, c
     result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--resume", "--no-export"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at step 4: 8 steps" in result.stdout
-    assert "recipe muon (Muon lr " in result.stdout and ", lr 0.001, " in result.stdout
+    assert "recipe muon (Muon lr " in result.stdout and ", lr 0.001 (embeddings 0.006, head 0.001), " in result.stdout
     assert "done: 4 steps in" in result.stdout  # the steps this process ran
     ours, theirs = step_losses(out), step_losses(reference)
     assert sorted(ours) == list(range(1, 9))

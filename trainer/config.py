@@ -75,8 +75,8 @@ class TrainConfig:
     # Adam moves each weight by about lr a step: above 1, nothing is learnt.
     lr: float = option(2e-3, "peak learning rate of AdamW", group=OPTIMISER, recipes=dict(adamw=2e-3, course=3e-4),
                        within="(0, 1]")
-    min_lr: float = option(1e-4, "AdamW's learning rate at the end of the cosine decay, at most --lr (Muon's ends "
-                           "at the same fraction of --muon-lr)", group=OPTIMISER,
+    min_lr: float = option(1e-4, "AdamW's learning rate at the end of the cosine decay, at most --lr (the other "
+                           "rates end at the same fraction of theirs)", group=OPTIMISER,
                            recipes=dict(adamw=1e-4, course=3e-4), within="[0, 1]")
     schedule: str = option("cosine", "learning-rate schedule", group=OPTIMISER,
                            recipes=dict(adamw="cosine", course="constant"), choices=("cosine", "wsd", "constant"))
@@ -90,6 +90,12 @@ class TrainConfig:
                                  recipes=dict(adamw=0.1, course=0.0), within="[0, 1]")
     grad_clip: float = option(1.0, "clip the gradient norm; 0 = off", group=OPTIMISER,
                               recipes=dict(adamw=1.0, course=0.0), within="[0, inf)")
+    # A character's embedding row learns only from the windows it occurs in, so a higher rate pays;
+    # a lower one on the head's weight makes the last steps quieter (docs/training.md).
+    embed_lr: float = option(6e-3, "peak learning rate of AdamW for the token and position embeddings; 0 = --lr",
+                             group=OPTIMISER, recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
+    head_lr: float = option(1e-3, "peak learning rate of AdamW for the output head's weight; 0 = --lr",
+                            group=OPTIMISER, recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
     # Muon's update has a spectral norm near 1, so its rate is a step size per matrix: 0.02 is the usual one.
     muon_lr: float = option(0.02, "peak learning rate of Muon for the blocks' matrices; 0 = AdamW for them too",
                             group=OPTIMISER, recipes=dict(adamw=0.0, course=0.0), within="[0, 1]")
@@ -218,6 +224,8 @@ def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
     values["min_lr"] = min(values["min_lr"], given.get("lr", values["lr"]))
     if saved is not None and "muon_lr" not in saved:
         saved = {**saved, "muon_lr": 0.0}  # a checkpoint from before Muon trained with AdamW alone
+    if saved is not None and "embed_lr" not in saved:
+        saved = {**saved, "embed_lr": 0.0, "head_lr": 0.0}  # and from before their own rates, at --lr
     values.update({name: value for name, value in (saved or {}).items() if name in RESUMED_FIELDS
                    and not ("recipe" in given and name in RECIPE_FIELDS)})
     values.update(given)
@@ -274,8 +282,8 @@ def _check(cfg: TrainConfig) -> None:
 # invocation's own.
 RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
                   "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
-                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "muon_lr", "muon_momentum",
-                  "muon_weight_decay", "ema_decay", "sample_tokens", "sample_prompt")
+                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "embed_lr", "head_lr",
+                  "muon_lr", "muon_momentum", "muon_weight_decay", "ema_decay", "sample_tokens", "sample_prompt")
 
 
 def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:

@@ -183,15 +183,19 @@ def make_optimizer(model: GPT, cfg, ns_dtype: torch.dtype = torch.float32) -> Op
     """AdamW with weight decay on matrices only (none on biases and norms) for what Muon does
     not take; with cfg.muon_lr > 0, Muon for the blocks' matrices.
 
-    With weight_decay 0 (the course recipe) AdamW is exactly Adam. The fused kernel updates all
-    its parameters in one pass.
+    The embeddings and the head's weight get their own AdamW groups where cfg.embed_lr and
+    cfg.head_lr are set (0 = cfg.lr, one group with the other matrices). With weight_decay 0 (the
+    course recipe) AdamW is exactly Adam. The fused kernel updates all its parameters in one pass.
     """
     muon = {id(p): name for name, p in muon_matrices(model)} if cfg.muon_lr > 0 else {}
     rest = [p for p in model.parameters() if id(p) not in muon]
-    adamw = torch.optim.AdamW(
-        [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    own_rates = [(params, lr) for params, lr in (([model.tok_emb.weight, model.pos_emb.weight], cfg.embed_lr),
+                                                 ([model.lm_head.weight], cfg.head_lr)) if lr > 0]
+    apart = {id(p) for params, _ in own_rates for p in params}
+    groups = [{"params": [p for p in rest if p.dim() >= 2 and id(p) not in apart], "weight_decay": cfg.weight_decay},
+              *({"params": params, "weight_decay": cfg.weight_decay, "lr": lr} for params, lr in own_rates),
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
     if not muon:
         return Optimizers(adamw=adamw)
     matrices = [p for _, p in muon_matrices(model)]

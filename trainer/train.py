@@ -277,10 +277,12 @@ class Trainer:
         cfg, env = self.cfg, self.env
         where = f"resuming at step {self.step}" if self.step else "from scratch"
         muon = f"Muon lr {cfg.muon_lr:g}, " if cfg.muon_lr else ""
+        own = [f"{what} {lr:g}" for what, lr in (("embeddings", cfg.embed_lr), ("head", cfg.head_lr)) if lr]
+        own = f" ({', '.join(own)})" if own else ""
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
                 f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
-                f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}, {cfg.schedule}), "
+                f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 
     def _install_signal_handlers(self) -> dict:

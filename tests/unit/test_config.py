@@ -112,6 +112,12 @@ def test_a_checkpoint_from_before_muon_resumes_with_adamw_alone():
     assert (cfg.recipe, cfg.muon_lr, cfg.steps) == ("tuned", 0.0, 40)
 
 
+def test_a_checkpoint_from_before_the_embeddings_own_rate_resumes_with_lr_for_them():
+    cfg = resolve({}, {"recipe": "muon", "muon_lr": 0.02, "lr": 2e-3, "steps": 40})  # no embed_lr, head_lr
+    assert (cfg.embed_lr, cfg.head_lr, cfg.muon_lr) == (0.0, 0.0, 0.02)
+    assert (parse_config([]).embed_lr, parse_config(["--recipe", "adamw"]).embed_lr) == (6e-3, 0.0)
+
+
 def test_the_checkpoints_values_are_checked_too():
     with pytest.raises(UsageError, match="^--n-embd 10 is not a multiple of --n-head 4"):
         resolve({}, {"n_embd": 10})

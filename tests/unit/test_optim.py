@@ -94,7 +94,19 @@ def test_state_dict_round_trip_holds_the_momentum_buffers():
 
 
 def test_the_lr_scale_applies_to_each_groups_own_peak():
-    _, optimizer = model_and_optimizer("--lr", "0.002", "--muon-lr", "0.02")
+    model, optimizer = model_and_optimizer("--lr", "0.002", "--muon-lr", "0.02", "--embed-lr", "0.006",
+                                           "--head-lr", "0.001")
     optimizer.set_lr_scale(0.5)
-    assert {g["lr"] for g in optimizer.optimizers["adamw"].param_groups} == {0.001}
-    assert {g["lr"] for g in optimizer.optimizers["muon"].param_groups} == {0.01}
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    names = {name: lr_of[id(p)] for name, p in model.named_parameters()}
+    assert (names["tok_emb.weight"], names["pos_emb.weight"], names["lm_head.weight"]) == (0.003, 0.003, 0.0005)
+    assert names["lm_head.bias"] == names["ln_f.weight"] == names["blocks.0.ln1.weight"] == 0.001
+    assert {lr for name, lr in names.items() if name.endswith(("qkv.weight", "fc.weight"))} == {0.01}
+
+
+def test_embeddings_and_head_at_lr_share_one_group_with_the_other_matrices():
+    model, optimizer = model_and_optimizer("--recipe", "adamw")
+    groups = optimizer.optimizers["adamw"].param_groups
+    assert len(groups) == 2 and {g["lr"] for g in groups} == {0.002}
+    assert {id(model.tok_emb.weight), id(model.lm_head.weight), id(model.blocks[0].attn.qkv.weight)} <= {
+        id(p) for p in groups[0]["params"]}
