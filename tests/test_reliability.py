@@ -286,8 +286,8 @@ def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpu
         assert named.wait(timeout + 30), "".join(lines)
         assert time.monotonic() - stopped < timeout + 15
         # torchrun then waits up to 30 s for the stopped process to take its SIGTERM (its agent's
-        # _stop_workers ignores --shutdown-timeout): let it go on, as a swapped-out process would.
-        os.kill(frozen, signal.SIGCONT)
+        # _stop_workers ignores --shutdown-timeout): end it, as a process that never comes back.
+        os.kill(frozen, signal.SIGKILL)
         proc.wait(timeout=60)
         reader.join(timeout=10)
         stderr = "".join(lines)
@@ -299,7 +299,8 @@ def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpu
             proc.kill()
     assert proc.returncode != 0
     errors = error_lines(stderr)
-    assert len(errors) == 1, stderr
+    # The first line names the frozen rank; a second may only say the kill above ended it.
+    assert len(errors) == 1 or (len(errors) == 2 and "rank 1 " in errors[1] and "SIGKILL" in errors[1]), stderr
     assert f"rank 1 stopped answering: no reply within --timeout {timeout} s" in errors[0]
     assert "resume with: make train NPROC=2" in errors[0]
     assert "Traceback" not in stderr

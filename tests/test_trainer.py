@@ -67,9 +67,10 @@ def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
 # rounded to bf16 before the gradients are summed, so the curves may part by more; measured here,
 # 6e-5 at most over 10 steps at NPROC=2, held to 1e-3. bf16 runs 3 steps (two updates) of a batch of
 # 8: where the CPU has no native bf16 it is emulated, about 15 times slower than fp32.
-@pytest.mark.parametrize("dtype, nprocs, steps, batch, tolerance",
-                         [("fp32", (2, 4), 10, 32, 1e-4), ("bf16", (2,), 3, 8, 1e-3)])
-def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, steps, batch, tolerance):
+# It learns: measured 4.16 -> 3.37 over 10 fp32 steps, 4.16 -> 3.86 over the 3 bf16 ones.
+@pytest.mark.parametrize("dtype, nprocs, steps, batch, tolerance, drop",
+                         [("fp32", (2, 4), 10, 32, 1e-4, 0.5), ("bf16", (2,), 3, 8, 1e-3, 0.2)])
+def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs, steps, batch, tolerance, drop):
     curves = {}
     for nproc in (1, *nprocs):
         out = tmp_path / f"n{nproc}"
@@ -80,7 +81,7 @@ def test_loss_curves_agree_across_process_counts(corpus, tmp_path, dtype, nprocs
         assert eval_records(out)[-1]["world_size"] == nproc
     assert sorted(curves[1]) == list(range(1, steps + 1))
     assert abs(curves[1][1] - math.log(65)) < 0.15  # the trainer's own first-step loss
-    assert curves[1][steps] < curves[1][1] - 0.3  # it learns (fp32, measured: 4.16 -> 3.63 at step 3, 3.19 at 10)
+    assert curves[1][steps] < curves[1][1] - drop
     for nproc in nprocs:
         for step, loss in curves[1].items():
             assert abs(curves[nproc][step] - loss) < tolerance, (nproc, step, curves[nproc][step], loss)
