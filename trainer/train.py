@@ -6,6 +6,7 @@ The setup before the first step is trainer/setup.py.
 """
 
 import math
+import os
 import signal
 import sys
 import time
@@ -185,7 +186,7 @@ class Trainer:
             # The handlers refer to this Trainer, and through it to DDP and the process group:
             # left installed, they keep the group's threads alive into interpreter shutdown.
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                signal.signal(signum, exit_at_once if self.stop_signal else handler)
 
     def _peer_failed(self, exc: RuntimeError) -> int:
         """One line for a collective that another rank failed (frozen or gone); anything else is raised.
@@ -297,6 +298,15 @@ class Trainer:
             self.stop_signal = signum
 
         return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+
+
+def exit_at_once(signum, frame):
+    """A signal after a stop by signal: the checkpoint is saved and the resume line printed, so the
+    process ends here. Ctrl-C reaches a worker twice, from the terminal and passed on by torchrun;
+    the second, late under load, would otherwise raise KeyboardInterrupt in interpreter shutdown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def evaluation_due(cfg: TrainConfig, step: int) -> bool:
