@@ -211,6 +211,11 @@ def read_command_line(argv: list[str]) -> dict:
     return {name: value for name, value in args.items() if value is not unset}
 
 
+# What a checkpoint saved before a field existed trained with: AdamW alone (no Muon), and
+# AdamW's one rate for the embeddings and the head.
+BEFORE_THE_FIELD = {"muon_lr": 0.0, "embed_lr": 0.0, "head_lr": 0.0}
+
+
 def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
     """The run's configuration: the command line (`given`) over the checkpoint's train_config
     (`saved`, on --resume) over the recipe over the defaults; checked.
@@ -222,10 +227,8 @@ def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
     values = {f.name: f.default for f in _options()}
     values.update(RECIPES[given.get("recipe", TrainConfig.recipe)])
     values["min_lr"] = min(values["min_lr"], given.get("lr", values["lr"]))
-    if saved is not None and "muon_lr" not in saved:
-        saved = {**saved, "muon_lr": 0.0}  # a checkpoint from before Muon trained with AdamW alone
-    if saved is not None and "embed_lr" not in saved:
-        saved = {**saved, "embed_lr": 0.0, "head_lr": 0.0}  # and from before their own rates, at --lr
+    if saved is not None:
+        saved = {**BEFORE_THE_FIELD, **saved}
     values.update({name: value for name, value in (saved or {}).items() if name in RESUMED_FIELDS
                    and not ("recipe" in given and name in RECIPE_FIELDS)})
     values.update(given)
