@@ -1,11 +1,13 @@
 """One timed training run under torchrun: the trainer's own step, W warm-up steps, then S timed.
 
     python -m torch.distributed.run --standalone --nproc-per-node=N -m bench.ddp_worker \\
-        --data PATH --warmup W --steps S --result FILE [--ddp-options JSON] [--dtype auto|fp32|bf16]
+        --data PATH --warmup W --steps S --result FILE [--ddp-options JSON] [--dtype auto|fp32|bf16] \\
+        [--recipe muon|adamw|course]
 
 Each step is Trainer.train_step, the real thing: batch gathering, forward and backward with the
-gloo gradient all-reduce, clipping, AdamW, and the loss all-reduce. Rank 0 writes
-{nproc, threads_per_rank, steps_per_s, ms_per_step} as JSON to FILE. --ddp-options overrides
+gloo gradient all-reduce, clipping, the recipe's optimisers, the weights' moving average and the
+loss all-reduce. Rank 0 writes {nproc, threads_per_rank, recipe, steps_per_s, ms_per_step} as JSON
+to FILE. --ddp-options overrides
 some of the trainer's DistributedDataParallel arguments (TrainerOptions.ddp; python -m bench.levers
 compares them).
 """
@@ -23,25 +25,28 @@ from common.cli import OneLineParser, command
 from common.dist_env import DistEnv
 from common.files import atomic_write
 from trainer import distributed
-from trainer.config import TrainConfig
+from trainer.config import RECIPES, TrainConfig
 from trainer.precision import DTYPES
 from trainer.setup import prepare
 from trainer.train import Trainer, TrainerOptions
 
 
-def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str) -> dict:
+def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options: dict, dtype: str,
+            recipe: str = TrainConfig.recipe) -> dict:
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
     trainer = None
     try:
-        # The default (tuned) recipe with dropout 0. Nothing is written to `out`: the bench
+        # The recipe's values, as --recipe gives them. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
-            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
+            cfg = TrainConfig(**RECIPES[recipe], recipe=recipe, data=data, out=out, sample_tokens=0, export=False,
+                              dtype=dtype)
             cfg, corpus, _ = prepare(cfg, env)
             options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
             trainer = Trainer(cfg, env, corpus, options=options)
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)
-        return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype, **speed}
+        return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype,
+                "recipe": recipe, **speed}
     finally:
         # DDP holds the process group: dropped after the group, it is the last holder, and the
         # group's destructor then joins gloo's threads while holding the GIL that one of them
@@ -60,9 +65,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
     p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
     p.add_argument("--dtype", choices=DTYPES, default=TrainConfig.dtype, help="the trainer's --dtype")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=TrainConfig.recipe, help="the trainer's --recipe")
     args = p.parse_args(argv)
     env = DistEnv.from_environ()
-    result = measure(env, args.data, args.warmup, args.steps, args.ddp_options, args.dtype)
+    result = measure(env, args.data, args.warmup, args.steps, args.ddp_options, args.dtype, args.recipe)
     if env.is_main:
         atomic_write(Path(args.result), lambda f: f.write(json.dumps(result).encode()))
     return 0

@@ -3,12 +3,13 @@
 from bench.peak import mfu
 
 
-def training_row(run: str, dtype: str, nproc: int, measured: dict, *, tokens_per_step: int, flops_per_step: int,
-                 peak_gflops: float, baseline_steps_per_s: float, eta_steps: int) -> dict:
+def training_row(run: str, recipe: str | None, dtype: str, nproc: int, measured: dict, *, tokens_per_step: int,
+                 flops_per_step: int, peak_gflops: float, baseline_steps_per_s: float, eta_steps: int) -> dict:
     """One run's figures; MFU divides by the matmul peak of the dtype the run multiplies in."""
     steps_per_s = measured["steps_per_s"]
     return {
         "run": run,
+        "recipe": recipe,
         "dtype": dtype,
         "nproc": nproc,
         "threads_per_rank": measured["threads_per_rank"],
@@ -20,6 +21,13 @@ def training_row(run: str, dtype: str, nproc: int, measured: dict, *, tokens_per
         "speedup_vs_textbook": steps_per_s / baseline_steps_per_s,
         "eta_s": eta_steps / steps_per_s,
     }
+
+
+def recipe_ratios(rows: list[dict], recipe: str, other: str, dtype: str) -> list[dict]:
+    """Steps/s of `recipe` over those of `other`, at each NPROC both ran in `dtype`."""
+    speed = {(r["recipe"], r["nproc"]): r["steps_per_s"] for r in rows if r["run"] == "ddp" and r["dtype"] == dtype}
+    return [{"nproc": n, "dtype": dtype, "ratio": speed[recipe, n] / speed[other, n]}
+            for (name, n) in speed if name == recipe and (other, n) in speed]
 
 
 def print_results(results: dict) -> None:
@@ -34,11 +42,16 @@ def print_results(results: dict) -> None:
           f"GFLOP/s; MFU is against the peak of the row's dtype. Default dtype: {setup['default_dtype']} "
           f"({setup['default_dtype_why']}). The ETA counts training steps only (no evaluation)\n")
     print(training_table(rows, setup["eta_steps"]))
+    recipe = setup["default_recipe"]
     for dtype in dict.fromkeys(r["dtype"] for r in rows if r["run"] == "ddp"):
-        best = max((r for r in rows if r["run"] == "ddp" and r["dtype"] == dtype), key=lambda r: r["steps_per_s"])
+        best = max((r for r in rows if r["recipe"] == recipe and r["dtype"] == dtype), key=lambda r: r["steps_per_s"])
         print(f"\nbest NPROC in {dtype}: {best['nproc']} ({best['steps_per_s']:.2f} steps/s, "
               f"{best['speedup_vs_textbook']:.2f}x the textbook loop)", end="")
     print()
+    if results["default_vs_adamw_recipe"]:
+        ratios = results["default_vs_adamw_recipe"]
+        print(f"the default {recipe} recipe's steps/s against the adamw recipe's, {ratios[0]['dtype']}: "
+              + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']}" for r in ratios))
     generation = results["generation"]
     if generation:
         print(f"\ngeneration: greedy, {generation['tokens']} characters after {generation['prompt']!r}, batch 1, "
@@ -52,9 +65,9 @@ def print_results(results: dict) -> None:
 
 
 def training_table(rows: list[dict], eta_steps: int) -> str:
-    header = ["run", "dtype", "NPROC", "threads/rank", "steps/s", "rounds", "tokens/s", "ms/step", "MFU",
+    header = ["run", "recipe", "dtype", "NPROC", "threads/rank", "steps/s", "rounds", "tokens/s", "ms/step", "MFU",
               "vs textbook", f"{eta_steps}-step ETA"]
-    lines = [[r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}",
+    lines = [[r["run"], r["recipe"] or "-", r["dtype"], r["nproc"], r["threads_per_rank"], f"{r['steps_per_s']:.2f}",
               rounds_cell(r), f"{r['tokens_per_s']:,.0f}",
               f"{r['ms_per_step']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['speedup_vs_textbook']:.2f}x",
               _duration(r["eta_s"])] for r in rows]

@@ -1,4 +1,5 @@
-"""The whole benchmark: model FLOPs, matmul peaks, rounds of (textbook loop, each dtype and NPROC), generation."""
+"""The whole benchmark: model FLOPs, matmul peaks, rounds of (textbook loop, each recipe, dtype and NPROC),
+generation."""
 
 import json
 import os
@@ -42,26 +43,33 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
     for dtype in ("fp32", "bf16"):
         progress(f"{dtype} matmul peak at {cores} threads")
         peaks[dtype] = matmul_peak_gflops(cores, dtype)
-    runs = [("textbook", "fp32", 1)] + [("ddp", dtype, n) for dtype in dtypes for n in nprocs]
+    # The default recipe at every dtype and NPROC; the adamw recipe (AdamW alone, no moving
+    # average) beside it at the default dtype, so the table shows what the default's optimisers cost.
+    recipe = cfg.recipe
+    runs = ([("textbook", None, "fp32", 1)] + [("ddp", recipe, dtype, n) for dtype in dtypes for n in nprocs]
+            + [("ddp", "adamw", default_dtype, n) for n in nprocs if recipe != "adamw"])
     by_round = {run: [] for run in runs}
     for r in range(1, rounds + 1):
-        for run, dtype, n in runs:
+        for key in runs:
+            run, run_recipe, dtype, n = key
             if run == "textbook":
                 progress(f"round {r}/{rounds}, the textbook loop: {warmup} + {steps} steps")
-                by_round[run, dtype, n].append(measure_textbook(corpus, warmup, steps))
+                by_round[key].append(measure_textbook(corpus, warmup, steps))
             else:
-                progress(f"round {r}/{rounds}, NPROC={n} under torchrun, {dtype}: {warmup} + {steps} steps")
-                by_round[run, dtype, n].append(run_ddp(n, data, warmup, steps, dtype=dtype))
+                progress(f"round {r}/{rounds}, NPROC={n} under torchrun, {dtype}, the {run_recipe} recipe: "
+                         f"{warmup} + {steps} steps")
+                by_round[key].append(run_ddp(n, data, warmup, steps, dtype=dtype, recipe=run_recipe))
     measured = [(*run, fastest_round(by_round[run])) for run in runs]
-    textbook = measured[0][3]
+    textbook = measured[0][4]
 
-    def row(run, dtype, n, result):
-        return report.training_row(run, dtype, n, result, tokens_per_step=tokens_per_step,
+    def row(run, run_recipe, dtype, n, result):
+        return report.training_row(run, run_recipe, dtype, n, result, tokens_per_step=tokens_per_step,
                                    flops_per_step=flops_per_step, peak_gflops=peaks[dtype],
                                    baseline_steps_per_s=textbook["steps_per_s"], eta_steps=cfg.steps)
 
     rows = [row(*m) for m in measured]
-    best = max((r for r in rows if r["run"] == "ddp" and r["dtype"] == default_dtype), key=lambda r: r["steps_per_s"])
+    best = max((r for r in rows if r["recipe"] == recipe and r["dtype"] == default_dtype),
+               key=lambda r: r["steps_per_s"])
     generation = None
     if not skip_generation:
         progress("generation speed of each format")
@@ -72,15 +80,17 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
                     "peak": "1024 x 1024 matmul, best round, all cores"},
         "setup": {"batch_size": cfg.batch_size, "block_size": cfg.block_size, "tokens_per_step": tokens_per_step,
                   "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps, "rounds": rounds,
-                  "eta_steps": cfg.steps, "default_dtype": default_dtype, "default_dtype_why": why},
+                  "eta_steps": cfg.steps, "default_dtype": default_dtype, "default_dtype_why": why,
+                  "default_recipe": recipe},
         "training": rows,
+        "default_vs_adamw_recipe": report.recipe_ratios(rows, recipe, "adamw", default_dtype),
         "best_nproc": best["nproc"],
         "generation": generation,
     }
 
 
 def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None,
-            dtype: str = TrainConfig.dtype, **environment) -> dict:
+            dtype: str = TrainConfig.dtype, recipe: str = TrainConfig.recipe, **environment) -> dict:
     """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them, and
     `environment` added to the workers' (bench.levers turns pinning off with it)."""
     threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it
@@ -88,7 +98,7 @@ def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | 
         result_file = Path(tmp) / "result.json"
         run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
                    "--data", data, "--warmup", warmup, "--steps", steps, "--result", result_file,
-                   "--ddp-options", json.dumps(ddp_options or {}), "--dtype", dtype,
+                   "--ddp-options", json.dumps(ddp_options or {}), "--dtype", dtype, "--recipe", recipe,
                    what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads, **environment)
         return json.loads(result_file.read_text())
 

@@ -54,8 +54,8 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     rows = results["training"]
     default = resolve_dtype("auto")[0]
     dtypes = [default] + (["fp32"] if default == "bf16" else [])
-    assert [(r["run"], r["dtype"], r["nproc"]) for r in rows] == [
-        ("textbook", "fp32", 1), *(("ddp", dtype, 2) for dtype in dtypes)]
+    assert [(r["run"], r["recipe"], r["dtype"], r["nproc"]) for r in rows] == [
+        ("textbook", None, "fp32", 1), *(("ddp", "muon", dtype, 2) for dtype in dtypes), ("ddp", "adamw", default, 2)]
     assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
     assert all(len(r["steps_per_s_by_round"]) == 2 and r["steps_per_s"] == max(r["steps_per_s_by_round"])
                for r in rows)
@@ -66,6 +66,9 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
         assert r["mfu"] == pytest.approx(flops_per_s / (peaks[r["dtype"]] * 1e9))
     assert results["best_nproc"] == 2 and results["generation"] is None
     assert f"best NPROC in {default}" in result.stdout
+    [ratio] = results["default_vs_adamw_recipe"]
+    assert ratio["ratio"] == rows[1]["steps_per_s"] / rows[-1]["steps_per_s"]
+    assert f"{ratio['ratio']:.2f}x at NPROC=2" in result.stdout
 
 
 def test_profile_groups_the_step_for_each_dtype(corpus):

@@ -2,14 +2,14 @@
 
 import pytest
 
-from bench.report import format_table, generation_table, training_row, training_table
+from bench.report import format_table, generation_table, recipe_ratios, training_row, training_table
 from bench.timing import fastest_round
 
 MEASURED = {"steps_per_s": 4.0, "threads_per_rank": 1, "ms_per_step": 250.0, "steps_per_s_by_round": [3.5, 4.0]}
 
 
-def row(steps_per_s: float = 4.0, eta_steps: int = 3000) -> dict:
-    return training_row("ddp", "bf16", 2, {**MEASURED, "steps_per_s": steps_per_s}, tokens_per_step=4096,
+def row(steps_per_s: float = 4.0, eta_steps: int = 3000, recipe: str = "muon", nproc: int = 2) -> dict:
+    return training_row("ddp", recipe, "bf16", nproc, {**MEASURED, "steps_per_s": steps_per_s}, tokens_per_step=4096,
                         flops_per_step=10 ** 9, peak_gflops=100.0, baseline_steps_per_s=2.0, eta_steps=eta_steps)
 
 
@@ -34,7 +34,8 @@ def test_format_table_lines_have_one_length_and_a_dashes_line_under_the_header()
 
 def test_training_row_derives_speedup_tokens_eta_and_mfu():
     r = row()
-    assert (r["run"], r["dtype"], r["nproc"], r["threads_per_rank"], r["ms_per_step"]) == ("ddp", "bf16", 2, 1, 250.0)
+    assert (r["run"], r["recipe"], r["dtype"], r["nproc"], r["threads_per_rank"], r["ms_per_step"]) == (
+        "ddp", "muon", "bf16", 2, 1, 250.0)
     assert r["speedup_vs_textbook"] == pytest.approx(4.0 / 2.0)
     assert r["tokens_per_s"] == pytest.approx(4.0 * 4096)
     assert r["eta_s"] == pytest.approx(3000 / 4.0)
@@ -44,8 +45,8 @@ def test_training_row_derives_speedup_tokens_eta_and_mfu():
 def test_training_table_prints_the_row():
     lines = training_table([row()], eta_steps=3000).splitlines()
     assert lines[0].split()[-2:] == ["3000-step", "ETA"]
-    assert lines[2].split() == ["ddp", "bf16", "2", "1", "4.00", "3.50", "4.00", "16,384", "250", "4.0%", "2.00x",
-                                "12", "min"]
+    assert lines[2].split() == ["ddp", "muon", "bf16", "2", "1", "4.00", "3.50", "4.00", "16,384", "250", "4.0%",
+                                "2.00x", "12", "min"]
 
 
 @pytest.mark.parametrize("eta_s, shown", [(3900, "1 h 05 min"), (3599, "1 h 00 min"), (7260, "2 h 01 min"),
@@ -53,6 +54,12 @@ def test_training_table_prints_the_row():
 def test_training_table_eta_in_hours_and_minutes(eta_s, shown):
     steps_per_s = 3000 / eta_s
     assert training_table([row(steps_per_s)], eta_steps=3000).splitlines()[2].endswith("  " + shown)
+
+
+def test_recipe_ratios_pair_the_rows_of_one_nproc_and_skip_an_nproc_only_one_recipe_ran():
+    rows = [row(3.0, recipe="muon", nproc=1), row(4.0, recipe="adamw", nproc=1), row(2.0, recipe="muon", nproc=2),
+            row(2.5, recipe="adamw", nproc=4), {**row(1.0, recipe="adamw", nproc=2), "dtype": "fp32"}]
+    assert recipe_ratios(rows, "muon", "adamw", "bf16") == [{"nproc": 1, "dtype": "bf16", "ratio": 0.75}]
 
 
 def test_generation_table_shows_an_unmeasured_format_with_its_reason():
