@@ -175,7 +175,7 @@ cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=O
 	$(call require,OUT MODEL)
 	@$(PY) -m export.cpp $(call shell_quote,$(CPP_MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
 
-bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
+bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop and the adamw recipe, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
 	$(call require,BENCH_OUT)
 	$(PY) -m bench --nprocs $(call shell_quote,$(NPROCS)) --rounds $(call shell_quote,$(ROUNDS)) \
 		--out $(call shell_quote,$(BENCH_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))

@@ -1,9 +1,10 @@
-"""python -m bench: training steps/s by process count against the textbook loop, MFU, generation tokens/s.
+"""python -m bench: training steps/s by NPROC against the textbook loop and the adamw recipe, MFU, generation.
 
 Every training run times the same steps (--warmup untimed, then --steps timed) of the same
 32 x 128 batches: the textbook loop in this process, then each NPROC under torchrun running the
-trainer's own step. --rounds times them all that many times, in turn, and keeps each row's
-fastest round. Results are printed as tables and written as JSON to --out.
+trainer's own step, with the default recipe and, at the default dtype, the adamw recipe.
+--rounds times them all that many times, in turn, and keeps each row's fastest round. Results are
+printed as tables and written as JSON to --out.
 """
 
 import json
