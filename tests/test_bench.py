@@ -47,7 +47,8 @@ def test_levers_reject_a_bad_step_count_and_zero_rounds():
 
 def test_tiny_run_writes_every_row(tmp_path, corpus):
     out = tmp_path / "results.json"
-    result = run([*BENCH, "--nprocs", "2", "--warmup", 1, "--steps", 2, "--rounds", 2, "--skip-generation",
+    # One round (three torchrun jobs, not six): test_bench_report checks that a row keeps its fastest round.
+    result = run([*BENCH, "--nprocs", "2", "--warmup", 1, "--steps", 2, "--rounds", 1, "--skip-generation",
                   "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -57,8 +58,7 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     assert [(r["run"], r["recipe"], r["dtype"], r["nproc"]) for r in rows] == [
         ("textbook", None, "fp32", 1), *(("ddp", "muon", dtype, 2) for dtype in dtypes), ("ddp", "adamw", default, 2)]
     assert all(r["steps_per_s"] > 0 and r["tokens_per_s"] == r["steps_per_s"] * 4096 for r in rows)
-    assert all(len(r["steps_per_s_by_round"]) == 2 and r["steps_per_s"] == max(r["steps_per_s_by_round"])
-               for r in rows)
+    assert all(r["steps_per_s_by_round"] == [r["steps_per_s"]] for r in rows)
     peaks = results["machine"]["peak_gflops"]
     assert peaks["fp32"] > 0 and peaks["bf16"] > 0
     for r in rows:  # MFU divides by the peak of the row's own dtype
