@@ -7,9 +7,8 @@
 Each step is Trainer.train_step, the real thing: batch gathering, forward and backward with the
 gloo gradient all-reduce, clipping, the recipe's optimisers, the weights' moving average and the
 loss all-reduce. Rank 0 writes {nproc, threads_per_rank, recipe, steps_per_s, ms_per_step} as JSON
-to FILE. --ddp-options overrides
-some of the trainer's DistributedDataParallel arguments (TrainerOptions.ddp; python -m bench.levers
-compares them).
+to FILE. --ddp-options overrides some of the trainer's DistributedDataParallel arguments
+(TrainerOptions.ddp; python -m bench.levers compares them).
 """
 
 import json
@@ -25,7 +24,7 @@ from common.cli import OneLineParser, command
 from common.dist_env import DistEnv
 from common.files import atomic_write
 from trainer import distributed
-from trainer.config import RECIPES, TrainConfig
+from trainer.config import RECIPES, TrainConfig, resolve
 from trainer.precision import DTYPES
 from trainer.setup import prepare
 from trainer.train import Trainer, TrainerOptions
@@ -36,11 +35,10 @@ def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options
     distributed.init(env)  # gloo, and the trainer's threads per rank (OMP_NUM_THREADS if set)
     trainer = None
     try:
-        # The recipe's values, as --recipe gives them. Nothing is written to `out`: the bench
+        # The configuration `--recipe` gives the trainer. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
-            cfg = TrainConfig(**RECIPES[recipe], recipe=recipe, data=data, out=out, sample_tokens=0, export=False,
-                              dtype=dtype)
+            cfg = resolve(dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False, dtype=dtype))
             cfg, corpus, _ = prepare(cfg, env)
             options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
             trainer = Trainer(cfg, env, corpus, options=options)

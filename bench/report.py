@@ -48,8 +48,8 @@ def print_results(results: dict) -> None:
         print(f"\nbest NPROC in {dtype}: {best['nproc']} ({best['steps_per_s']:.2f} steps/s, "
               f"{best['speedup_vs_textbook']:.2f}x the textbook loop)", end="")
     print()
-    if results["default_vs_adamw_recipe"]:
-        ratios = results["default_vs_adamw_recipe"]
+    ratios = results["default_vs_adamw_recipe"]
+    if ratios:
         print(f"the default {recipe} recipe's steps/s against the adamw recipe's, {ratios[0]['dtype']}: "
               + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']}" for r in ratios))
     generation = results["generation"]
