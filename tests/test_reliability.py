@@ -65,6 +65,8 @@ def test_a_second_run_on_a_busy_out_is_refused_before_touching_anything(tmp_path
     first = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 400, "--eval-every", 200, *QUICK))
     try:
         wait_for_step(tmp_path, 2, first)
+        # Stopped, it still holds the lock and leaves both cores to the runs it must refuse.
+        first.send_signal(signal.SIGSTOP)
         for extra in ([], ["--resume"], ["--dry-run"]):
             metrics_before = (tmp_path / "metrics.jsonl").read_text()
             checkpoint_before = (tmp_path / "model.pt").read_bytes()
@@ -74,6 +76,7 @@ def test_a_second_run_on_a_busy_out_is_refused_before_touching_anything(tmp_path
             # The first run's files are its own: its records go on from where they were.
             assert (tmp_path / "metrics.jsonl").read_text().startswith(metrics_before)
             assert (tmp_path / "model.pt").read_bytes() == checkpoint_before
+        first.send_signal(signal.SIGCONT)
         assert first.poll() is None
     finally:
         first.kill()
