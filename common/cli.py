@@ -27,8 +27,8 @@ EXIT_PEER_GONE = 3
 
 # At exit Python's garbage collector walks every object still alive, and with torch loaded (and
 # torch._dynamo, which torch.optim imports) that takes 0.5-1 s of every command, the trainer's ranks
-# included, to free memory the OS frees anyway. Frozen, they are skipped: atexit handlers, flushes
-# and finalizers still run. Registered first, it runs after every other atexit handler.
+# included, to free memory the OS frees anyway. Frozen, they are skipped; atexit handlers (before
+# or after this one), flushes and finalizers all still run: freezing only spares the collections.
 atexit.register(gc.freeze)
 
 
