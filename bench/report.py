@@ -23,6 +23,11 @@ def training_row(run: str, recipe: str | None, dtype: str, nproc: int, measured:
     }
 
 
+def fastest_row(rows: list[dict], recipe: str, dtype: str) -> dict:
+    """The row of the best NPROC: the most steps/s of `recipe` in `dtype`."""
+    return max((r for r in rows if r["recipe"] == recipe and r["dtype"] == dtype), key=lambda r: r["steps_per_s"])
+
+
 def recipe_ratios(rows: list[dict], recipe: str, other: str, dtype: str) -> list[dict]:
     """Steps/s of `recipe` over those of `other`, at each NPROC both ran in `dtype`."""
     speed = {(r["recipe"], r["nproc"]): r["steps_per_s"] for r in rows if r["run"] == "ddp" and r["dtype"] == dtype}
@@ -44,7 +49,7 @@ def print_results(results: dict) -> None:
     print(training_table(rows, setup["eta_steps"]))
     recipe = setup["default_recipe"]
     for dtype in dict.fromkeys(r["dtype"] for r in rows if r["run"] == "ddp"):
-        best = max((r for r in rows if r["recipe"] == recipe and r["dtype"] == dtype), key=lambda r: r["steps_per_s"])
+        best = fastest_row(rows, recipe, dtype)
         print(f"\nbest NPROC in {dtype}: {best['nproc']} ({best['steps_per_s']:.2f} steps/s, "
               f"{best['speedup_vs_textbook']:.2f}x the textbook loop)", end="")
     print()

@@ -68,8 +68,6 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
                                    baseline_steps_per_s=textbook["steps_per_s"], eta_steps=cfg.steps)
 
     rows = [row(*m) for m in measured]
-    best = max((r for r in rows if r["recipe"] == recipe and r["dtype"] == default_dtype),
-               key=lambda r: r["steps_per_s"])
     generation = None
     if not skip_generation:
         progress("generation speed of each format")
@@ -84,7 +82,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
                   "default_recipe": recipe},
         "training": rows,
         "default_vs_adamw_recipe": report.recipe_ratios(rows, recipe, "adamw", default_dtype),
-        "best_nproc": best["nproc"],
+        "best_nproc": report.fastest_row(rows, recipe, default_dtype)["nproc"],
         "generation": generation,
     }
 

@@ -47,8 +47,8 @@ def test_levers_reject_a_bad_step_count_and_zero_rounds():
 
 def test_tiny_run_writes_every_row(tmp_path, corpus):
     out = tmp_path / "results.json"
-    # One round of one-process jobs (test_bench_report checks the fastest-round rule and the rows of
-    # several NPROC; the trainer's tests run it at NPROC=2 and 4).
+    # One round of one-process jobs: test_bench_report checks the fastest-round rule and the rows of
+    # several NPROC, and the trainer's own tests run NPROC=2 and 4.
     result = run([*BENCH, "--nprocs", "1", "--warmup", 1, "--steps", 2, "--rounds", 1, "--skip-generation",
                   "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

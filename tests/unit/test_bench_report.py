@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.report import format_table, generation_table, recipe_ratios, training_row, training_table
+from bench.report import fastest_row, format_table, generation_table, recipe_ratios, training_row, training_table
 from bench.timing import fastest_round
 
 MEASURED = {"steps_per_s": 4.0, "threads_per_rank": 1, "ms_per_step": 250.0, "steps_per_s_by_round": [3.5, 4.0]}
@@ -60,6 +60,13 @@ def test_recipe_ratios_pair_the_rows_of_one_nproc_and_skip_an_nproc_only_one_rec
     rows = [row(3.0, recipe="muon", nproc=1), row(4.0, recipe="adamw", nproc=1), row(2.0, recipe="muon", nproc=2),
             row(2.5, recipe="adamw", nproc=4), {**row(1.0, recipe="adamw", nproc=2), "dtype": "fp32"}]
     assert recipe_ratios(rows, "muon", "adamw", "bf16") == [{"nproc": 1, "dtype": "bf16", "ratio": 0.75}]
+
+
+def test_fastest_row_is_the_most_steps_per_s_of_its_recipe_and_dtype():
+    rows = [row(3.0, nproc=1), row(4.0, nproc=2), row(9.0, recipe="adamw", nproc=4),
+            {**row(8.0, nproc=4), "dtype": "fp32"}]
+    assert fastest_row(rows, "muon", "bf16") is rows[1]
+    assert fastest_row(rows, "muon", "fp32") is rows[3]
 
 
 def test_generation_table_shows_an_unmeasured_format_with_its_reason():
