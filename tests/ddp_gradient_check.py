@@ -1,8 +1,10 @@
 """Run under torchrun --nproc-per-node=2: the trainer's DDP gradient vs one process's gradient of the same batch.
 
 Rank 0 prints `max_abs_diff <value>` for each rank (one writer, so the lines cannot interleave);
-the test reads both. Then, after the trainer is dropped and the group destroyed, rank 0 prints
-`gloo_threads_left <n>`: threads still running at interpreter exit can abort the process.
+the test reads both. Then `shared_ns_diff <value>` for fp32 and bf16: Newton-Schulz shared out
+across the ranks against one rank doing it all, on stacks of odd sizes (padded to share). Then,
+after the trainer is dropped and the group destroyed, rank 0 prints `gloo_threads_left <n>`:
+threads still running at interpreter exit can abort the process.
 """
 
 import os
@@ -16,6 +18,7 @@ from model import GPT, next_token_loss
 from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.data import Batches, load_corpus
+from trainer.optim import orthogonalize, orthogonalize_shared
 from trainer.train import Trainer
 
 
@@ -37,10 +40,22 @@ def main(corpus_path: str) -> None:
     torch.distributed.all_gather_object(diffs, diff)
     if env.is_main:
         print("\n".join(f"max_abs_diff {d:.3e}" for d in diffs), flush=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        diff = shared_newton_schulz_diff(dtype)
+        if env.is_main:
+            print(f"shared_ns_diff {diff:.3e}", flush=True)
     del trainer
     distributed.shutdown()
     if env.is_main:
         print(f"gloo_threads_left {len(gloo_threads())}", flush=True)
+
+
+def shared_newton_schulz_diff(dtype: torch.dtype) -> float:
+    """The largest difference between orthogonalize_shared and orthogonalize, over two stacks."""
+    torch.manual_seed(0)  # every rank draws the same stacks, as every rank holds the same gradients
+    stacks = [torch.randn(5, 8, 16), torch.randn(7, 16, 32)]
+    shared = orthogonalize_shared(stacks, dtype)
+    return max((s - orthogonalize(g, dtype)).abs().max().item() for s, g in zip(shared, stacks, strict=True))
 
 
 def gloo_threads() -> list[str]:

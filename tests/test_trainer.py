@@ -58,6 +58,14 @@ def test_ddp_gradient_at_nproc_2_equals_single_process_gradient(ddp_check):
     assert max(diffs) < 1e-5
 
 
+def test_newton_schulz_shared_out_across_ranks_equals_one_rank_doing_it_all(ddp_check):
+    # Each rank orthogonalises its share of each stack and one all-gather brings them together;
+    # a share in the wrong place, or the padding left in, differs by about 1.
+    diffs = ddp_check["shared_ns_diff"]
+    assert len(diffs) == 2, ddp_check  # fp32 and bf16
+    assert max(diffs) < 1e-5
+
+
 def test_shutdown_leaves_no_gloo_thread_running(ddp_check):
     # Left running into interpreter shutdown, they abort a finished rank now and then (SIGABRT).
     assert ddp_check["gloo_threads_left"] == [0]

@@ -63,24 +63,32 @@ def newton_schulz_gram(x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(q, x)
 
 
-def orthogonalize_shared(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """orthogonalize, with the batch's matrices shared out across the ranks and the results gathered.
+def orthogonalize_shared(stacks: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """orthogonalize on each stack of matrices (one per shape), shared out across the ranks.
 
-    Every rank holds the same all-reduced gradients, so each orthogonalises 1/world_size of the
-    matrices and an all-gather hands every rank all of them: the work of one rank, shared out.
+    Every rank holds the same all-reduced gradients, so each orthogonalises 1/world_size of every
+    stack and one all-gather hands every rank all of them: the work of one rank, shared out. One
+    all-gather for all the shapes, not one per shape: with two ranks to a core (NPROC=4 on 2
+    cores) each collective costs a round of waiting for the other ranks to be scheduled.
     """
-    world, n = (dist.get_world_size() if dist.is_initialized() else 1), g.size(0)
+    world = dist.get_world_size() if dist.is_initialized() else 1
     if world == 1:
-        return orthogonalize(g, dtype)
-    share = -(-n // world)  # ceil: the last ranks' shares are padded with zero matrices
-    if share * world > n:
-        g = torch.cat([g, g.new_zeros(share * world - n, *g.shape[1:])])
-    mine = orthogonalize(g[dist.get_rank() * share:][:share], dtype, keep_dtype=True).contiguous()
+        return [orthogonalize(g, dtype) for g in stacks]
+    rank, shares = dist.get_rank(), [-(-g.size(0) // world) for g in stacks]  # ceil: the last share is padded
+    mine = [orthogonalize(padded(g, share * world)[rank * share:][:share], dtype, keep_dtype=True)
+            for g, share in zip(stacks, shares)]
+    flat = torch.cat([m.reshape(-1) for m in mine])
     # gloo has no bf16 collectives; an all-gather only copies bits, so bf16 travels as float16 bits.
-    wire = mine.view(torch.float16) if mine.dtype == torch.bfloat16 else mine
-    gathered = [torch.empty_like(wire) for _ in range(world)]
-    dist.all_gather(gathered, wire)
-    return torch.cat(gathered)[:n].view(mine.dtype).to(g.dtype)
+    wire = flat.view(torch.float16) if flat.dtype == torch.bfloat16 else flat
+    gathered = torch.empty(world, wire.numel(), dtype=wire.dtype)
+    dist.all_gather(list(gathered.unbind(0)), wire)
+    gathered = gathered.view(flat.dtype).split([m.numel() for m in mine], dim=1)  # (world, share x matrix) each
+    return [part.reshape(-1, *g.shape[1:])[:g.size(0)].to(g.dtype) for part, g in zip(gathered, stacks)]
+
+
+def padded(g: torch.Tensor, n: int) -> torch.Tensor:
+    """The stack g with zero matrices appended up to n."""
+    return g if g.size(0) == n else torch.cat([g, g.new_zeros(n - g.size(0), *g.shape[1:])])
 
 
 def pieces(p: torch.Tensor, split: int) -> list[torch.Tensor]:
@@ -120,8 +128,8 @@ class Muon(torch.optim.Optimizer):
                 for m in pieces(nesterov, group["split"]):
                     updates.setdefault(m.shape, []).append(m)
                 targets.append((p, group))
-        done = {shape: iter(orthogonalize_shared(torch.stack(ms), self.ns_dtype).unbind(0))
-                for shape, ms in updates.items()}
+        stacks = orthogonalize_shared([torch.stack(ms) for ms in updates.values()], self.ns_dtype)
+        done = {shape: iter(stack.unbind(0)) for shape, stack in zip(updates, stacks)}
         for p, group in targets:
             lr = group["lr"]
             p.mul_(1 - lr * group["weight_decay"])
