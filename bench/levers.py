@@ -20,8 +20,8 @@ import time
 import torch
 
 from bench.report import format_table, rounds_cell
-from bench.run import run_ddp, warn_if_busy
-from bench.timing import fastest_round, parse_step_flags, time_steps
+from bench.run import run_ddp
+from bench.timing import fastest_round, parse_step_flags, time_steps, warn_if_busy
 from common.cli import command
 from common.dist_env import DistEnv
 from trainer.config import TrainConfig

@@ -16,8 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.report import format_table
-from bench.run import warn_if_busy
-from bench.timing import parse_step_flags
+from bench.timing import parse_step_flags, warn_if_busy
 from common.cli import command
 from common.dist_env import DistEnv
 from trainer.config import TrainConfig

@@ -2,7 +2,6 @@
 generation."""
 
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from bench.generation import measure_generation
 from bench.peak import matmul_peak_gflops, model_flops_per_step
 from bench.processes import run_module
 from bench.textbook import measure_textbook
-from bench.timing import fastest_round
+from bench.timing import fastest_round, warn_if_busy
 from common.dist_env import DistEnv
 from model import GPT
 from trainer.config import TrainConfig
@@ -33,7 +32,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
     tokens_per_step = cfg.batch_size * cfg.block_size
     flops_per_step = model_flops_per_step(GPT(model_config(cfg, corpus)), tokens_per_step)
     cores = machine_cores()
-    load = warn_if_busy(cores)
+    busy = warn_if_busy(cores)
     # The trainer's default dtype on this CPU, and fp32 as well when that default is bf16, so the
     # table shows what the bf16 units add and what a CPU without them would see.
     default_dtype, why = resolve_dtype(cfg.dtype)
@@ -74,7 +73,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
         generation = measure_generation(ckpt, data)
     return {
         "machine": {"cores": cores, "cpu": cpu_name(), "platform": platform.platform(), "torch": torch.__version__,
-                    "load_average_at_start": load, "peak_gflops": peaks, "peak_threads": cores,
+                    "busy_cores_at_start": busy, "peak_gflops": peaks, "peak_threads": cores,
                     "peak": "1024 x 1024 matmul, best round, all cores"},
         "setup": {"batch_size": cfg.batch_size, "block_size": cfg.block_size, "tokens_per_step": tokens_per_step,
                   "flops_per_step": flops_per_step, "warmup_steps": warmup, "timed_steps": steps, "rounds": rounds,
@@ -104,19 +103,6 @@ def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | 
 def cpu_name() -> str:
     """The CPU's model name as Linux reports it (figures are only comparable on the same CPU)."""
     return cpuinfo_field("model name") or platform.processor() or "unknown"
-
-
-def warn_if_busy(cores: int) -> float:
-    """The 1-minute load average; a warning when other work already holds the cores.
-
-    Busy cores make every figure low and noisy, and MFU can even pass 100%: four ranks win
-    more CPU time from the other processes than the two-thread peak measurement did.
-    """
-    load = os.getloadavg()[0]
-    if load > cores / 2:
-        print(f"warning: load average {load:.1f} on {cores} cores before the bench: other processes are "
-              "running, so these figures will be low and noisy; run it on an idle machine", file=sys.stderr, flush=True)
-    return load
 
 
 def progress(message: str) -> None:

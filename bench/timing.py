@@ -1,7 +1,10 @@
 """The one timing rule every training benchmark follows: untimed warm-up steps, then timed steps."""
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from common import defaults
@@ -24,6 +27,46 @@ def time_steps(step: Callable[[int], object], warmup: int, steps: int,
     sync()
     seconds = time.perf_counter() - start
     return {"steps_per_s": steps / seconds, "ms_per_step": 1000 * seconds / steps}
+
+
+def warn_if_busy(cores: int, seconds: float = 0.5) -> float:
+    """How many cores other processes keep busy now; a warning when it is more than half of them.
+
+    Busy cores make every figure low and noisy, and MFU can even pass 100%: four ranks win
+    more CPU time from the other processes than the two-thread peak measurement did. Measured
+    over `seconds` from /proc/stat, so a job that has just ended does not count; where there is
+    no /proc/stat (macOS), the 1-minute load average stands in, which still counts it.
+    """
+    before = cpu_jiffies()
+    if before is None:
+        busy = os.getloadavg()[0]
+        what = f"load average {busy:.1f} on {cores} cores"
+    else:
+        time.sleep(seconds)
+        busy = busy_cores(before, cpu_jiffies(), cores)
+        what = f"{busy:.1f} of {cores} cores busy"
+    if busy > cores / 2:
+        print(f"warning: {what} before the bench: other processes are running, so these figures will be low "
+              "and noisy; run it on an idle machine", file=sys.stderr, flush=True)
+    return busy
+
+
+def cpu_jiffies(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(busy, all) clock ticks of every CPU since boot, from the first line of /proc/stat."""
+    try:
+        ticks = [int(field) for field in stat.read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5:
+        return None
+    # user nice system idle iowait irq softirq steal: idle and iowait are the idle ones
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> float:
+    """The mean number of busy cores between two cpu_jiffies readings."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return cores * busy / total if total > 0 else 0.0
 
 
 def fastest_round(rounds: list[dict]) -> dict:
