@@ -74,8 +74,8 @@ def orthogonalize_shared(stacks: list[torch.Tensor], dtype: torch.dtype) -> list
     world = dist.get_world_size() if dist.is_initialized() else 1
     if world == 1:
         return [orthogonalize(g, dtype) for g in stacks]
-    rank, shares = dist.get_rank(), [-(-g.size(0) // world) for g in stacks]  # ceil: the last share is padded
-    mine = [orthogonalize(padded(g, share * world)[rank * share:][:share], dtype, keep_dtype=True)
+    rank, shares = dist.get_rank(), [-(-g.size(0) // world) for g in stacks]  # ceil: the last shares are padded
+    mine = [orthogonalize(padded(g[rank * share:][:share], share), dtype, keep_dtype=True)
             for g, share in zip(stacks, shares)]
     flat = torch.cat([m.reshape(-1) for m in mine])
     # gloo has no bf16 collectives; an all-gather only copies bits, so bf16 travels as float16 bits.
@@ -87,7 +87,7 @@ def orthogonalize_shared(stacks: list[torch.Tensor], dtype: torch.dtype) -> list
 
 
 def padded(g: torch.Tensor, n: int) -> torch.Tensor:
-    """The stack g with zero matrices appended up to n."""
+    """The stack g (this rank's share, short or empty at the end) with zero matrices appended up to n."""
     return g if g.size(0) == n else torch.cat([g, g.new_zeros(n - g.size(0), *g.shape[1:])])
 
 
