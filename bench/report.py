@@ -1,5 +1,7 @@
 """The bench's rows and tables: one row per training run, one per generation format."""
 
+import statistics
+
 from bench.peak import mfu
 
 
@@ -29,10 +31,14 @@ def fastest_row(rows: list[dict], recipe: str, dtype: str) -> dict:
 
 
 def recipe_ratios(rows: list[dict], recipe: str, other: str, dtype: str) -> list[dict]:
-    """Steps/s of `recipe` over those of `other`, at each NPROC both ran in `dtype`."""
-    speed = {(r["recipe"], r["nproc"]): r["steps_per_s"] for r in rows if r["run"] == "ddp" and r["dtype"] == dtype}
-    return [{"nproc": n, "dtype": dtype, "ratio": speed[recipe, n] / speed[other, n]}
-            for (name, n) in speed if name == recipe and (other, n) in speed]
+    """Steps/s of `recipe` over those of `other`, at each NPROC both ran in `dtype`: the median over
+    the rounds of each round's ratio (the pair runs back to back in a round: bench.run.measuring_order)."""
+    speeds = {(r["recipe"], r["nproc"]): r["steps_per_s_by_round"] for r in rows
+              if r["run"] == "ddp" and r["dtype"] == dtype}
+    ratios = {n: [a / b for a, b in zip(speeds[name, n], speeds[other, n], strict=True)]
+              for (name, n) in speeds if name == recipe and (other, n) in speeds}
+    return [{"nproc": n, "dtype": dtype, "ratio": statistics.median(by_round), "ratio_by_round": by_round}
+            for n, by_round in ratios.items()]
 
 
 def print_results(results: dict) -> None:
@@ -55,8 +61,10 @@ def print_results(results: dict) -> None:
     print()
     ratios = results["default_vs_adamw_recipe"]
     if ratios:
-        print(f"the default {recipe} recipe's steps/s against the adamw recipe's, {ratios[0]['dtype']}: "
-              + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']}" for r in ratios))
+        print(f"the default {recipe} recipe's steps/s against the adamw recipe's, {ratios[0]['dtype']}, the median of "
+              "the rounds' ratios (each round runs the two back to back): "
+              + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']} ({' '.join(f'{x:.2f}' for x in r['ratio_by_round'])})"
+                          for r in ratios))
     generation = results["generation"]
     if generation:
         print(f"\ngeneration: greedy, {generation['tokens']} characters after {generation['prompt']!r}, batch 1, "

@@ -49,7 +49,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
             + [("ddp", "adamw", default_dtype, n) for n in nprocs if recipe != "adamw"])
     by_round = {run: [] for run in runs}
     for r in range(1, rounds + 1):
-        for key in runs:
+        for key in measuring_order(runs, recipe, r):
             run, run_recipe, dtype, n = key
             if run == "textbook":
                 progress(f"round {r}/{rounds}, the textbook loop: {warmup} + {steps} steps")
@@ -84,6 +84,25 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
         "best_nproc": report.fastest_row(rows, recipe, default_dtype)["nproc"],
         "generation": generation,
     }
+
+
+def measuring_order(runs: list[tuple], recipe: str, round_number: int) -> list[tuple]:
+    """The runs in the order round `round_number` times them: each adamw row right beside the
+    default recipe's row of its dtype and NPROC, after it in odd rounds and before it in even ones.
+
+    Their ratio (report.recipe_ratios) is taken within each round, so the two rows it compares are
+    timed seconds apart, inside one slow spell or outside it together; a spell that lasts minutes
+    otherwise falls on one row of the pair and moves the ratio by a tenth.
+    """
+    partner = {("ddp", recipe, dtype, n): ("ddp", "adamw", dtype, n)
+               for _, name, dtype, n in runs if name == "adamw" and recipe != "adamw"}
+    order = []
+    for key in runs:
+        if key in partner.values():
+            continue
+        pair = [key, partner[key]] if key in partner else [key]
+        order += pair if round_number % 2 else pair[::-1]
+    return order
 
 
 def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None,

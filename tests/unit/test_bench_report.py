@@ -59,7 +59,18 @@ def test_training_table_eta_in_hours_and_minutes(eta_s, shown):
 def test_recipe_ratios_pair_the_rows_of_one_nproc_and_skip_an_nproc_only_one_recipe_ran():
     rows = [row(3.0, recipe="muon", nproc=1), row(4.0, recipe="adamw", nproc=1), row(2.0, recipe="muon", nproc=2),
             row(2.5, recipe="adamw", nproc=4), {**row(1.0, recipe="adamw", nproc=2), "dtype": "fp32"}]
-    assert recipe_ratios(rows, "muon", "adamw", "bf16") == [{"nproc": 1, "dtype": "bf16", "ratio": 0.75}]
+    rows = [{**r, "steps_per_s_by_round": [r["steps_per_s"]]} for r in rows]
+    assert recipe_ratios(rows, "muon", "adamw", "bf16") == [{"nproc": 1, "dtype": "bf16", "ratio": 0.75,
+                                                             "ratio_by_round": [0.75]}]
+
+
+def test_recipe_ratio_is_the_median_of_the_rounds_ratios_not_the_fastest_rounds_ratio():
+    # Round 3 caught the adamw row alone in a fast spell: the fastest rounds' ratio would be 0.6.
+    muon = {**row(3.0, recipe="muon", nproc=1), "steps_per_s_by_round": [2.7, 3.0, 2.9]}
+    adamw = {**row(5.0, recipe="adamw", nproc=1), "steps_per_s_by_round": [3.0, 3.0, 5.0]}
+    [ratio] = recipe_ratios([muon, adamw], "muon", "adamw", "bf16")
+    assert ratio["ratio_by_round"] == pytest.approx([0.9, 1.0, 0.58])
+    assert ratio["ratio"] == pytest.approx(0.9)
 
 
 def test_fastest_row_is_the_most_steps_per_s_of_its_recipe_and_dtype():
