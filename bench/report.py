@@ -61,10 +61,10 @@ def print_results(results: dict) -> None:
     print()
     ratios = results["default_vs_adamw_recipe"]
     if ratios:
+        rounds = [" ".join(f"{x:.2f}" for x in r["ratio_by_round"]) for r in ratios]
         print(f"the default {recipe} recipe's steps/s against the adamw recipe's, {ratios[0]['dtype']}, the median of "
               "the rounds' ratios (each round runs the two back to back): "
-              + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']} ({' '.join(f'{x:.2f}' for x in r['ratio_by_round'])})"
-                          for r in ratios))
+              + ", ".join(f"{r['ratio']:.2f}x at NPROC={r['nproc']} ({each})" for r, each in zip(ratios, rounds)))
     generation = results["generation"]
     if generation:
         print(f"\ngeneration: greedy, {generation['tokens']} characters after {generation['prompt']!r}, batch 1, "
