@@ -87,18 +87,18 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
 
 
 def measuring_order(runs: list[tuple], recipe: str, round_number: int) -> list[tuple]:
-    """The runs in the order round `round_number` times them: each adamw row right beside the
-    default recipe's row of its dtype and NPROC, after it in odd rounds and before it in even ones.
+    """The runs in the order round `round_number` times them: each row of another recipe (adamw)
+    right beside the default recipe's row of its dtype and NPROC, after it in odd rounds and
+    before it in even ones.
 
     Their ratio (report.recipe_ratios) is taken within each round, so the two rows it compares are
     timed seconds apart, inside one slow spell or outside it together; a spell that lasts minutes
     otherwise falls on one row of the pair and moves the ratio by a tenth.
     """
-    partner = {("ddp", recipe, dtype, n): ("ddp", "adamw", dtype, n)
-               for _, name, dtype, n in runs if name == "adamw" and recipe != "adamw"}
+    partner = {("ddp", recipe, *key[2:]): key for key in runs if key[0] == "ddp" and key[1] != recipe}
     order = []
     for key in runs:
-        if key in partner.values():
+        if key in partner.values():  # timed beside its default-recipe row
             continue
         pair = [key, partner[key]] if key in partner else [key]
         order += pair if round_number % 2 else pair[::-1]
