@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from common.files import atomic_write
-from common.ports import free_port
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, eval_records, run, step_losses, trainer_cmd
+from tests.ports import free_port
 from trainer import checkpoint
 from trainer.config import parse_config
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from common.ports import free_port
 from tests.conftest import QUICK, ROOT, child_env, step_losses
+from tests.ports import free_port
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 

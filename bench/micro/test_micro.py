@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bench.micro.conftest import CFG, parameter_count
-from common.ports import free_port
 from model import next_token_loss, uniform_loss
+from tests.ports import free_port
 from trainer.data import Batches
 from trainer.optim import make_optimizer
 
