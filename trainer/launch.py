@@ -19,6 +19,7 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   ChildFailedError report.
 """
 
+import importlib
 import json
 import logging
 import os
@@ -132,6 +133,7 @@ class Launch:
     # -- the steps ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        quiet_agent_warnings()  # before anything loads torch
         from trainer.distributed import machine_cores
 
         # torchrun would force 1 thread per worker: share this machine's cores among them instead.
@@ -197,7 +199,11 @@ class Launch:
                         f"start make train on every node with NNODES={self.nnodes}, the same MASTER_ADDR and "
                         "MASTER_PORT and its own NODE_RANK; check that node 0 is reachable at that address and "
                         "port (firewall); or wait longer with RDZV_TIMEOUT=")
-        except RendezvousConnectionError:
+        except RendezvousConnectionError as exc:
+            if raised_in(exc, "num_nodes_waiting"):
+                # The node that hosts the store went away while the workers trained: they have said
+                # so, and printed the resume command; torchrun has stopped them.
+                return EXIT_FAILED
             return fail(f"no rendezvous answered at {self.endpoint} within {self.rdzv_timeout} s: check that "
                         "node 0 runs make train with the same MASTER_ADDR and MASTER_PORT, that the port is "
                         "reachable from here (firewall), and that no other program holds MASTER_PORT on node 0")
@@ -232,6 +238,27 @@ class Launch:
             return fail(f"rank {rank} lost its connection to another rank, which died; the last checkpoint is "
                         f"intact; resume with: {self.resume_command}")
         return failure.exitcode  # the worker has printed its own line
+
+
+def quiet_agent_warnings() -> None:
+    """torchrun's agent runs in this process, and its C++ warnings (a broken connection to a store
+    that has gone, with a 30-line stack) repeat what the launcher and the workers say in a line:
+    torch is loaded here with TORCH_CPP_LOG_LEVEL=ERROR, which c10 reads once as it loads, and the
+    workers keep the level they would have had. A level the user set wins."""
+    if "TORCH_CPP_LOG_LEVEL" in os.environ:
+        return
+    with environment(TORCH_CPP_LOG_LEVEL="ERROR"):
+        importlib.import_module("torch")
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether `function` is on the traceback of `exc`."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == function:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def fail(message: str) -> int:

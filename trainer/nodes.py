@@ -24,7 +24,8 @@ from trainer.run_folder import RunFolder
 def keeps_files(env: DistEnv, out: str) -> bool:
     """Whether this process writes the run's files. Every rank calls it (one all-gather)."""
     folder = (machine_id(), os.path.realpath(out)) if env.first_on_node else None
-    return folder is not None and distributed.gathered(folder).index(folder) == env.rank
+    folders = distributed.gathered(folder)  # on every rank, whatever it holds
+    return folder is not None and folders.index(folder) == env.rank
 
 
 def machine_id() -> str:

@@ -290,7 +290,7 @@ class Trainer:
         own = [f"{what} {lr:g}" for what, lr in (("embeddings", cfg.embed_lr), ("head", cfg.head_lr)) if lr]
         own = f" ({', '.join(own)})" if own else ""
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
-                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
+                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es){nodes_part(env)} "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
                 f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
                 f"{self.dtype} matmuls ({self.dtype_reason})")
@@ -307,6 +307,15 @@ class Trainer:
             self.stop_signal = signum
 
         return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+
+
+def nodes_part(env: DistEnv) -> str:
+    """" on 2 nodes (rank 1 here)": which global ranks this machine holds, which the rendezvous decides."""
+    if env.world_size == env.local_world_size:
+        return ""
+    first = env.rank - env.local_rank
+    here = f"rank {first}" if env.local_world_size == 1 else f"ranks {first}-{first + env.local_world_size - 1}"
+    return f" on {env.world_size // env.local_world_size} nodes ({here} here)"
 
 
 def exit_at_once(signum, frame):
