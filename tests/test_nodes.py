@@ -5,6 +5,7 @@ have their own disks; root only.
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -137,8 +138,8 @@ def kill_host(host: netns.Host) -> None:
 def test_kill_9_of_a_node_is_one_line_on_the_other_and_both_resume_to_the_same_run(
         tmp_path, corpus, reference, normal, reversed_order, victim):
     """Node 1 dies in the normal address order, node 0 (which hosts the rendezvous, and has
-    rank 1) in the reversed one. The dead node printed nothing: it runs the survivor's command
-    with its own NODE_RANK and OUT."""
+    rank 1) in the reversed one, with its disk. The dead node printed nothing: it runs the
+    survivor's command with its own NODE_RANK and OUT."""
     hosts = normal if victim == 1 else reversed_order
     nodes = two_nodes(tmp_path, hosts, corpus, 0)
     dead, survivor = nodes[victim], nodes[1 - victim]
@@ -159,6 +160,17 @@ def test_kill_9_of_a_node_is_one_line_on_the_other_and_both_resume_to_the_same_r
     theirs = [{f"NODE_RANK={survivor.rank}": f"NODE_RANK={dead.rank}", f"OUT={survivor.out}": f"OUT={dead.out}"}
               .get(word, word) for word in words]
     dead.finish()
+    if victim == 0:  # and its disk with it: the nodes say which copy to put where
+        (dead.out / "model.pt").unlink()
+        survivor.start(["bash", "-c", command])
+        dead.start(theirs)
+        advice = (f"copy {survivor.out / 'model.pt'} from node {survivor.rank} at {survivor.host.address} "
+                  f"to {dead.out / 'model.pt'} on node {dead.rank} at {dead.host.address}, then run the resume")
+        for node in nodes:
+            assert node.finish() != 0
+            lines = error_lines(node.stderr.read_text())
+            assert len(lines) == 1 and advice in lines[0], node.output()[-3000:]
+        shutil.copy(survivor.out / "model.pt", dead.out / "model.pt")
     survivor.start(["bash", "-c", command])
     dead.start(theirs)
     for node in nodes:

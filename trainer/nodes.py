@@ -24,8 +24,8 @@ from trainer.run_folder import RunFolder
 def keeps_files(env: DistEnv, out: str) -> bool:
     """Whether this process writes the run's files. Every rank calls it (one all-gather)."""
     folder = (machine_id(), os.path.realpath(out)) if env.first_on_node else None
-    folders = distributed.gathered(folder)  # on every rank, whatever it holds
-    return folder is not None and folders.index(folder) == env.rank
+    claims = distributed.gathered((folder, env.rank))  # on every rank, whatever it holds
+    return folder is not None and min(rank for theirs, rank in claims if theirs == folder) == env.rank
 
 
 def machine_id() -> str:

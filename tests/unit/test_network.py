@@ -46,3 +46,11 @@ def test_the_newest_copy_is_to_be_copied_over_the_older_and_the_missing_ones():
 ])
 def test_the_banner_says_which_global_ranks_a_node_holds(env, expected):
     assert nodes_part(env) == expected
+
+
+def test_without_a_process_group_the_first_process_of_a_node_keeps_its_files(tmp_path):
+    """As in the launcher's dry run on node 1, which checks its own --out."""
+    from trainer.nodes import keeps_files
+
+    assert keeps_files(DistEnv(rank=1, world_size=2, local_rank=0, local_world_size=1), str(tmp_path))
+    assert not keeps_files(DistEnv(rank=1, world_size=2, local_rank=1, local_world_size=2), str(tmp_path))
