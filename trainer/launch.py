@@ -103,7 +103,9 @@ class Launch:
         words = [f"NPROC={self.nproc}"]
         if self.nnodes > 1:
             words += [f"NNODES={self.nnodes}", f"NODE_RANK={self.node_rank}", f"MASTER_ADDR={self.master_addr}",
-                      f"MASTER_PORT={self.master_port}", *([f"LOCAL_ADDR={self.local_addr}"] * bool(self.local_addr))]
+                      f"MASTER_PORT={self.master_port}"]
+            if self.local_addr:
+                words.append(f"LOCAL_ADDR={self.local_addr}")
         if self.max_restarts:
             words.append(f"MAX_RESTARTS={self.max_restarts}")
         return {"make": words, **node}
