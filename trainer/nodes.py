@@ -23,14 +23,24 @@ from trainer.run_folder import RunFolder
 
 def keeps_files(env: DistEnv, out: str) -> bool:
     """Whether this process writes the run's files. Every rank calls it (one all-gather)."""
-    folder = (machine_id(), os.path.realpath(out)) if env.first_on_node else None
+    folder = folder_id(out) if env.first_on_node else None
     claims = distributed.gathered((folder, env.rank))  # on every rank, whatever it holds
     return folder is not None and min(rank for theirs, rank in claims if theirs == folder) == env.rank
 
 
+def folder_id(out: str) -> tuple:
+    """What tells one folder from another across the nodes: the machine (its kernel's boot id,
+    which network namespaces and containers on it share), then the device and inode of the folder,
+    or of its nearest existing parent and the names below it."""
+    path, below = Path(os.path.realpath(out)), []
+    while not path.exists() and path != path.parent:
+        path, below = path.parent, [path.name, *below]
+    where = path.stat()
+    return machine_id(), where.st_dev, where.st_ino, *below
+
+
 def machine_id() -> str:
-    """This machine while it runs: the kernel's boot id, which containers and network namespaces
-    on one machine share, as they share its folders (the host name where there is none)."""
+    """This machine while it runs: its kernel's boot id (the host name where there is none)."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:

@@ -54,3 +54,12 @@ def test_without_a_process_group_the_first_process_of_a_node_keeps_its_files(tmp
 
     assert keeps_files(DistEnv(rank=1, world_size=2, local_rank=0, local_world_size=1), str(tmp_path))
     assert not keeps_files(DistEnv(rank=1, world_size=2, local_rank=1, local_world_size=2), str(tmp_path))
+
+
+def test_a_folder_is_told_apart_by_what_it_is_not_by_its_name(tmp_path):
+    from trainer.nodes import folder_id
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    assert folder_id(str(tmp_path / "link")) == folder_id(str(tmp_path / "a")) != folder_id(str(tmp_path))
+    assert folder_id(str(tmp_path / "new" / "out"))[-2:] == ("new", "out")  # not made yet: its parent and the names
