@@ -24,7 +24,7 @@ STEPS = 12
 TIMEOUT = 20  # --timeout: how long a rank waits for a silent peer
 # fp32: the two nodes sum the gradients in another order than one machine's two processes.
 RUN = ["--steps", STEPS, "--eval-every", 6, "--save-every", 3, "--timeout", TIMEOUT, "--dtype", "fp32", *QUICK]
-# c10d's rendezvous numbers the nodes by their addresses as strings: "10.214.0.10" < "10.214.0.9",
+# c10d's rendezvous numbers the nodes by their addresses as strings: "10.215.0.10" < "10.215.0.9",
 # so with these, global rank 0 is on node 1.
 NORMAL, REVERSED = ("10.214.0.1", "10.214.0.2"), ("10.215.0.9", "10.215.0.10")
 _ports = iter(range(29610, 29700))
