@@ -12,6 +12,7 @@ NPROC ?= 2
 NNODES ?= 1
 NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
+LOCAL_ADDR ?=
 MASTER_PORT ?= 29500
 RDZV_TIMEOUT ?= 300
 MAX_RESTARTS ?= 0
@@ -71,8 +72,9 @@ help: ## list the targets, each with the variables it reads and their values now
 #> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
 #> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last checkpoint
 #> train NNODES machines in the run (each runs make train with the same variables)
-#> train NODE_RANK this machine's index, 0 to NNODES-1 (0 hosts the rendezvous)
+#> train NODE_RANK this machine's label, 0 to NNODES-1: 0 hosts the rendezvous (it has MASTER_ADDR)
 #> train MASTER_ADDR address of node 0 (with NNODES > 1)
+#> train LOCAL_ADDR this machine's address for the other nodes (empty: its end of the route to MASTER_ADDR)
 #> train MASTER_PORT rendezvous port on node 0 (with NNODES > 1)
 #> train RDZV_TIMEOUT seconds to wait for all NNODES machines to join
 #> train OMP_NUM_THREADS threads per process (empty: this machine's cores / NPROC)
@@ -140,10 +142,11 @@ serve: $(STAMP) $(NODE_STAMP) ## the generation page on http://127.0.0.1:PORT/ w
 # trainer.launch checks the variables, dry-runs the trainer, then runs torchrun in-process (threads
 # per rank: this machine's cores / NPROC unless OMP_NUM_THREADS is set). $$PPID is this make: after
 # Ctrl-C the launcher lets make end by the signal, without an error line after the resume command.
-train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= RDZV_TIMEOUT=
+train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= LOCAL_ADDR= RDZV_TIMEOUT=
 	$(call require,OUT)
 	@$(PY) -m trainer.launch --nproc $(call shell_quote,$(NPROC)) --nnodes $(call shell_quote,$(NNODES)) \
 		--node-rank $(call shell_quote,$(NODE_RANK)) --master-addr $(call shell_quote,$(MASTER_ADDR)) \
+		--local-addr $(call shell_quote,$(LOCAL_ADDR)) \
 		--master-port $(call shell_quote,$(MASTER_PORT)) --max-restarts $(call shell_quote,$(MAX_RESTARTS)) \
 		--rdzv-timeout $(call shell_quote,$(RDZV_TIMEOUT)) --make-pid $$PPID -- $(TRAIN_FLAGS)
 

@@ -39,7 +39,7 @@ def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options
         # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
             cfg = resolve(dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False, dtype=dtype))
-            cfg, corpus, _ = prepare(cfg, env)
+            cfg, corpus, _, _ = prepare(cfg, env)
             options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
             trainer = Trainer(cfg, env, corpus, options=options)
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)

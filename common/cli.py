@@ -50,8 +50,8 @@ class OneLineParser(argparse.ArgumentParser):
 def command(run: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
     """main(argv=None) -> exit status, from run(argv) -> exit status.
 
-    argv defaults to the command line. Under torchrun every rank runs the command, and only
-    rank 0 prints the error: one line from the whole job, not one per rank.
+    argv defaults to the command line. Under torchrun every rank runs the command, and only the
+    first process of each node prints the error: one line on each machine, not one per rank.
     """
 
     @functools.wraps(run)
@@ -59,7 +59,7 @@ def command(run: Callable[[list[str]], int]) -> Callable[[list[str] | None], int
         try:
             return run(sys.argv[1:] if argv is None else list(argv))
         except (UsageError, CommandFailed) as exc:
-            if DistEnv.from_environ().is_main:
+            if DistEnv.from_environ().first_on_node:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
 

@@ -21,6 +21,12 @@ class DistEnv:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def first_on_node(self) -> bool:
+        """The node's first process: it speaks for its node (on a run over several machines,
+        every machine's console shows the run) and keeps the node's copy of the run's files."""
+        return self.local_rank == 0
+
     @classmethod
     def from_environ(cls) -> "DistEnv":
         env = os.environ

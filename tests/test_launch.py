@@ -16,6 +16,7 @@ from tests.conftest import QUICK, ROOT, child_env, step_losses
 from tests.ports import free_port
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
+from trainer.network import interface_of
 
 STEPS = 12
 
@@ -105,7 +106,9 @@ def test_a_missing_second_node_is_announced_then_one_line_after_rdzv_timeout(tmp
     result = subprocess.run(make_train(tmp_path, corpus, "--steps", 2, nproc=1, NNODES=2, MASTER_ADDR="127.0.0.1",
                                        MASTER_PORT=port, RDZV_TIMEOUT=3),
                             cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
-    assert f"waiting for 2 nodes at 127.0.0.1:{port}, up to 3 s" in result.stdout
+    assert result.stdout.splitlines()[0] == (f"node 0 of 2 at 127.0.0.1 on {interface_of('127.0.0.1')}, hosting the "
+                                             f"rendezvous: waiting for 2 nodes at 127.0.0.1:{port}, up to 3 s "
+                                             "(RDZV_TIMEOUT=)"), result.stdout
     assert result.returncode != 0
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and "not all 2 nodes joined" in errors[0] and "RDZV_TIMEOUT" in errors[0], result.stderr

@@ -167,38 +167,32 @@ def all_reduce_sum(values: list[float]) -> list[float]:
 
 def agreed(env: DistEnv, work, *args):
     """work(*args) on every rank; when it raises a UsageError on any rank, every rank raises the
-    first rank's, so that all stop together with exit status 2 (and rank 0 prints it)."""
+    first rank's, so that all stop together with exit status 2 (and each node's first process prints it)."""
     result, error = None, None
     try:
         result = work(*args)
     except UsageError as exc:
         error = str(exc)
-    _agree_on_error(env, error)
+    error = next((e for e in gathered(error) if e), None)
+    if error:
+        raise UsageError(error)
     return result
 
 
-def on_main(env: DistEnv, work, *args):
-    """work(*args) on rank 0 only (the rank that holds the run's files), its result on every rank;
-    a UsageError it raises is raised on every rank."""
-    return _broadcast_from_main(env, agreed(env, work if env.is_main else _nothing, *args))
+def gathered(obj) -> list:
+    """obj from every rank, in rank order ([obj] without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
 
 
-def _nothing(*args) -> None:
-    return None
-
-
-def _agree_on_error(env: DistEnv, error: str | None) -> None:
-    if dist.is_initialized():
-        errors = [None] * env.world_size
-        dist.all_gather_object(errors, error)
-        error = next((e for e in errors if e), None)
-    if error:
-        raise UsageError(error)
-
-
-def _broadcast_from_main(env: DistEnv, obj):
+def broadcast_from_main(env: DistEnv, obj):
+    """Rank 0's obj on every rank."""
     if not dist.is_initialized():
         return obj
     box = [obj if env.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+

@@ -1,13 +1,17 @@
 """make train's launcher: checks the make variables, dry-runs the trainer, then runs torchrun in-process.
 
-    python -m trainer.launch [--nproc N] [--nnodes N] [--node-rank R] [--master-addr A]
+    python -m trainer.launch [--nproc N] [--nnodes N] [--node-rank R] [--master-addr A] [--local-addr A]
                              [--master-port P] [--max-restarts K] [--rdzv-timeout S] -- TRAINER FLAGS
 
 What it adds to a bare `torchrun -m trainer` (which keeps working):
 - NPROC, NNODES and the rest checked first: one line and exit status 2, nothing started;
-- with NNODES > 1, "waiting for N nodes at ADDR:PORT, up to S s" at once, a MASTER_PORT taken by
-  another program refused at once, and a rendezvous that times out one line that says what to
-  check (exit status 1);
+- with NNODES > 1, this node's address and interface towards MASTER_ADDR given to torchrun
+  (--local-addr, is_host) and gloo (GLOO_SOCKET_IFNAME), trainer.network has why; one line at
+  once that says which node this is, its address and the rendezvous it waits for; a MASTER_ADDR
+  that no interface routes to, NODE_RANK=0 away from MASTER_ADDR and a MASTER_PORT taken by
+  another program refused at once; a rendezvous that times out one line that says what to check
+  (exit status 1);
+- with NNODES=1, a loopback network that does not work refused at once (the ranks meet on it);
 - Ctrl-C, SIGTERM and SIGHUP: torchrun passes the signal on to the workers, which finish their step,
   save a checkpoint and print the command that resumes the run; torchrun's SignalException traceback is
   not shown, and the exit status is 128 + the signal number;
@@ -15,17 +19,17 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   ChildFailedError report.
 """
 
+import importlib
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
 from trainer.config import parse_config
+from trainer.network import check_loopback, check_port, node_network
 from trainer.resume import LAUNCHER_ENV, STOP_SIGNALS, resume_command
 
 DEFAULT_RDZV_TIMEOUT = 300
@@ -38,6 +42,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--nnodes", default="1", help="machines in the run (NNODES)")
     p.add_argument("--node-rank", default="0", help="this machine's index (NODE_RANK)")
     p.add_argument("--master-addr", default="127.0.0.1", help="address of node 0 (MASTER_ADDR)")
+    p.add_argument("--local-addr", default="",
+                   help="this machine's address for the other nodes (LOCAL_ADDR; empty: the route to MASTER_ADDR's)")
     p.add_argument("--master-port", default="29500", help="rendezvous port on node 0 (MASTER_PORT)")
     p.add_argument("--max-restarts", default="0", help="times torchrun restarts failed workers (MAX_RESTARTS)")
     p.add_argument("--rdzv-timeout", default=str(DEFAULT_RDZV_TIMEOUT),
@@ -67,9 +73,10 @@ class Launch:
         self.rdzv_timeout = whole_number(opts.rdzv_timeout, "RDZV_TIMEOUT", 1)
         if os.environ.get("OMP_NUM_THREADS"):  # libgomp would warn about 0 or "abc" and run one thread
             whole_number(os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS", 1)
-        self.master_addr = opts.master_addr
-        if self.nnodes > 1:
-            check_resolves(self.master_addr)
+        self.master_addr, self.local_addr = opts.master_addr, opts.local_addr
+        self.network = self.find_network() if self.nnodes > 1 else None
+        if self.nnodes == 1:
+            check_loopback()
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
         self.endpoint = f"{self.master_addr}:{self.master_port}"
@@ -77,38 +84,58 @@ class Launch:
         self.dry_run_config = parse_config([*self.flags, "--dry-run"])
         self.resume_command = resume_command(self.dry_run_config, None, self.started_as())
 
+    def find_network(self):
+        """This node's address and interface towards MASTER_ADDR; node 0 hosts the rendezvous there."""
+        network = node_network(self.master_addr, self.local_addr)
+        if self.node_rank == 0 and not network.hosts_master:
+            raise UsageError(f"NODE_RANK=0 hosts the rendezvous at MASTER_ADDR {self.master_addr}, which is not an "
+                             f"address of this machine (this one is {network.address} towards it): run NODE_RANK=0 "
+                             "on the machine that has MASTER_ADDR, or give this machine's address as MASTER_ADDR "
+                             "on every node")
+        return network
+
     def started_as(self) -> dict:
         """How this launcher was started, for the resume command: its make variables under make
         train, else its own options."""
+        node = {"node": f"node {self.node_rank} at {self.network.address}"} if self.network else {}
         if self.make_pid is None:
-            return {"launch": self.launcher_options()}
+            return {"launch": self.launcher_options(), **node}
         words = [f"NPROC={self.nproc}"]
         if self.nnodes > 1:
             words += [f"NNODES={self.nnodes}", f"NODE_RANK={self.node_rank}", f"MASTER_ADDR={self.master_addr}",
                       f"MASTER_PORT={self.master_port}"]
+            if self.local_addr:
+                words.append(f"LOCAL_ADDR={self.local_addr}")
         if self.max_restarts:
             words.append(f"MAX_RESTARTS={self.max_restarts}")
-        return {"make": words}
+        return {"make": words, **node}
 
     def launcher_options(self) -> list[str]:
+        local = [f"--local-addr={self.local_addr}"] if self.local_addr else []
         return [f"--nproc={self.nproc}", f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}",
-                f"--master-addr={self.master_addr}", f"--master-port={self.master_port}",
+                f"--master-addr={self.master_addr}", *local, f"--master-port={self.master_port}",
                 f"--max-restarts={self.max_restarts}", f"--rdzv-timeout={self.rdzv_timeout}"]
 
     def torchrun_args(self) -> list[str]:
         if self.nnodes == 1:
             rendezvous = ["--standalone"]
         else:
-            # read_timeout bounds each store operation, join_timeout the wait for all nodes.
+            # read_timeout bounds each store operation, join_timeout the wait for all nodes. Node 0
+            # hosts the store (is_host): torchrun's own guess compares MASTER_ADDR with the host
+            # name's addresses, which are loopback ones on many machines, and then nobody hosts it.
+            # --local-addr is where the other nodes reach this one (else the host name again).
+            # NODE_RANK is passed on, but the c10d rendezvous numbers the nodes itself.
             rendezvous = [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}", "--rdzv-backend=c10d",
                           f"--rdzv-endpoint={self.endpoint}", "--rdzv-id=shakespeare-gpt",
-                          f"--rdzv-conf=join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout}"]
+                          f"--rdzv-conf=join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout},"
+                          f"is_host={int(self.node_rank == 0)}", f"--local-addr={self.network.address}"]
         return [*rendezvous, f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}",
                 "-m", "trainer", *self.flags]
 
     # -- the steps ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        quiet_agent_warnings()  # before anything loads torch
         from trainer.distributed import machine_cores
 
         # torchrun would force 1 thread per worker: share this machine's cores among them instead.
@@ -117,35 +144,36 @@ class Launch:
         self.dry_run()
         if self.nnodes > 1:
             if self.node_rank == 0:
-                self.check_port()
-            print(f"waiting for {self.nnodes} nodes at {self.endpoint}, up to {self.rdzv_timeout} s "
-                  "(RDZV_TIMEOUT=)", flush=True)
+                check_port(self.master_port)
+            print(self.start_line(self.tell_gloo()), flush=True)
         return self.torchrun()
+
+    def tell_gloo(self) -> str:
+        """gloo's interface for the other nodes, in GLOO_SOCKET_IFNAME (a value the user set wins):
+        left to itself, gloo offers them the host name's address. Returns it as the start line says it."""
+        if os.environ.get("GLOO_SOCKET_IFNAME"):
+            return f"{os.environ['GLOO_SOCKET_IFNAME']} (GLOO_SOCKET_IFNAME)"
+        if self.network.interface is None:
+            return "an interface not found (name it with GLOO_SOCKET_IFNAME=)"
+        os.environ["GLOO_SOCKET_IFNAME"] = self.network.interface
+        return self.network.interface
+
+    def start_line(self, interface: str) -> str:
+        """Which node this is, where the others reach it, and the rendezvous it waits for."""
+        hosting = ", hosting the rendezvous" if self.node_rank == 0 else ""
+        return (f"node {self.node_rank} of {self.nnodes} at {self.network.address} on {interface}{hosting}: "
+                f"waiting for {self.nnodes} nodes at {self.endpoint}, up to {self.rdzv_timeout} s (RDZV_TIMEOUT=)")
 
     def dry_run(self) -> None:
         """Every check of the trainer's flags, corpus and --out, once, before any worker starts.
 
-        RANK is this node's first rank: only node 0 (rank 0) checks --out, which only it writes."""
+        RANK is this node's first rank, and the first process of every node checks its --out, which
+        it writes (or its node's first does, for nodes on one machine that share one --out)."""
         from trainer.train import run
 
-        with environment(WORLD_SIZE=str(self.nproc * self.nnodes), RANK=str(self.node_rank * self.nproc)):
+        with environment(WORLD_SIZE=str(self.nproc * self.nnodes), LOCAL_WORLD_SIZE=str(self.nproc),
+                         RANK=str(self.node_rank * self.nproc)):
             run(self.dry_run_config)
-
-    def check_port(self) -> None:
-        """On node 0, MASTER_PORT must be free or held by this run's rendezvous (another node of it
-        on the same machine may have got there first): a port held by another program would
-        hang the rendezvous until it times out."""
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("", self.master_port))
-                return
-            except OSError:
-                pass
-        holder = port_holder(self.master_port)
-        if holder and not any(word in holder for word in ("trainer.launch", "torchrun", "torch.distributed.run")):
-            raise UsageError(f"MASTER_PORT {self.master_port} is taken by another program on this machine "
-                             f"({holder}): choose a free port (the same MASTER_PORT on every node), or stop it")
 
     def torchrun(self) -> int:
         from torch.distributed.elastic.multiprocessing import SignalException
@@ -173,7 +201,11 @@ class Launch:
                         f"start make train on every node with NNODES={self.nnodes}, the same MASTER_ADDR and "
                         "MASTER_PORT and its own NODE_RANK; check that node 0 is reachable at that address and "
                         "port (firewall); or wait longer with RDZV_TIMEOUT=")
-        except RendezvousConnectionError:
+        except RendezvousConnectionError as exc:
+            if raised_in(exc, "num_nodes_waiting"):
+                # The node that hosts the store went away while the workers trained: they have said
+                # so, and printed the resume command; torchrun has stopped them.
+                return EXIT_FAILED
             return fail(f"no rendezvous answered at {self.endpoint} within {self.rdzv_timeout} s: check that "
                         "node 0 runs make train with the same MASTER_ADDR and MASTER_PORT, that the port is "
                         "reachable from here (firewall), and that no other program holds MASTER_PORT on node 0")
@@ -210,43 +242,30 @@ class Launch:
         return failure.exitcode  # the worker has printed its own line
 
 
-def check_resolves(host: str) -> None:
-    """MASTER_ADDR must be an address or a name this machine can look up: torchrun's own failure
-    is a C++ stack that does not say so."""
-    try:
-        socket.getaddrinfo(host, None)
-    except (OSError, UnicodeError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise UsageError(f"MASTER_ADDR {host!r} does not resolve ({reason}): give node 0's IP address, or a host "
-                         "name this machine can look up (the same MASTER_ADDR on every node)") from None
+def quiet_agent_warnings() -> None:
+    """torchrun's agent runs in this process, and its C++ warnings (a broken connection to a store
+    that has gone, with a 30-line stack) repeat what the launcher and the workers say in a line:
+    torch is loaded here with TORCH_CPP_LOG_LEVEL=ERROR, which c10 reads once as it loads, and the
+    workers keep the level they would have had. A level the user set wins."""
+    if "TORCH_CPP_LOG_LEVEL" in os.environ:
+        return
+    with environment(TORCH_CPP_LOG_LEVEL="ERROR"):
+        importlib.import_module("torch")
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether `function` is on the traceback of `exc`."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == function:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_FAILED
-
-
-def port_holder(port: int) -> str | None:
-    """'pid N: command' of the process listening on TCP `port` here, from /proc (Linux); None
-    when it cannot be seen (another user's process, another system)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
-                command = " ".join((proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
-                return f"pid {proc.name}: {command[:80]}"
-        except OSError:
-            continue
-    return None
 
 
 @contextmanager

@@ -47,10 +47,8 @@ class RunFolder:
             raise UsageError(f"cannot write to --out {self.path} ({exc.strerror}): "
                              "choose a writable directory with --out (OUT= for make)") from None
         self.check_entries()
-        acquire(self.path)
+        acquire(self.path, check_only)
         self.made_lock = not lock_was_there  # only once the file is there: a refused claim made none
-        if check_only:
-            release(self.path)
 
     def abandon(self) -> None:
         """For a run refused after claim and before writing anything: release the folder, and
@@ -106,19 +104,21 @@ class RunFolder:
         return saved if saved.get("run_id") == run_id else None
 
 
-def acquire(out: Path) -> None:
+def acquire(out: Path, check_only: bool = False) -> None:
     """Hold the lock on `out` until release(out) or the end of this process.
 
-    UsageError naming the folder and the holder when another process has it."""
+    UsageError naming the folder and the holder when another process has it. `check_only`: only
+    that check, with a shared lock let go at once, so that the dry runs of two nodes on one
+    machine that share the folder do not refuse each other."""
     out = Path(out).resolve()
     if out in _held:
         return
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if check_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         if not same_file(fd, out / LOCK_NAME):  # abandon() deleted it between our open and flock
             os.close(fd)
-            return acquire(out)
+            return acquire(out, check_only)
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
@@ -130,6 +130,9 @@ def acquire(out: Path) -> None:
         os.close(fd)
         print(f"warning: cannot lock {out} ({exc.strerror}): nothing stops a second run from writing "
               "into it at the same time", file=sys.stderr, flush=True)
+        return
+    if check_only:
+        os.close(fd)
         return
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)

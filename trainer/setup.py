@@ -1,8 +1,9 @@
 """A run's setup, as one straight line: every check that can fail on bad input, before the first step.
 
-Each step runs on every rank, or on rank 0 alone where the run folder is concerned, and a
-UsageError on any rank stops all of them together (distributed.agreed and distributed.on_main),
-so bad input is one line and exit status 2, never a rank left waiting for the others.
+Each step runs on every rank, or where the run folder is concerned on the processes that keep
+the run's files (the first of each node: trainer.nodes), and a UsageError on any rank stops all
+of them together (distributed.agreed), so bad input is one line and exit status 2, never a rank
+left waiting for the others.
 """
 
 import dataclasses
@@ -10,14 +11,15 @@ import dataclasses
 from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
-from trainer import checkpoint, distributed, memory
+from trainer import checkpoint, distributed, memory, nodes
 from trainer.config import TrainConfig, check_run_length, check_split, resolve, sample_prompt
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
 
 
-def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict | None]:
-    """The run's final configuration, its corpus, and the checkpoint it continues (None: from scratch).
+def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict | None, bool]:
+    """The run's final configuration, its corpus, the checkpoint it continues (None: from scratch),
+    and whether this process keeps the run's files (nodes.keeps_files).
 
     `cfg` is the command line's configuration; on --resume the checkpoint's settings fill in
     what the command line leaves out. The dry run (cfg.dry_run) checks the lock without holding it.
@@ -25,15 +27,17 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict |
     distributed.agreed(env, check_processes, cfg, env)
     corpus = distributed.agreed(env, read_corpus, cfg)
     folder = RunFolder(cfg.out)
+    keeps = nodes.keeps_files(env, cfg.out)
     try:
-        saved = distributed.on_main(env, open_folder, folder, cfg, env)
+        saved = distributed.agreed(env, open_folder if keeps else skip, folder, cfg, env)
+        saved = nodes.agreed_checkpoint(env, cfg, saved, keeps)
         cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
         distributed.agreed(env, check_memory, cfg, corpus, env)
     except UsageError:
-        if env.is_main:
+        if keeps:
             folder.abandon()  # refused before anything was written: --out is left as it was
         raise
-    return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved
+    return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved, keeps
 
 
 def check_processes(cfg: TrainConfig, env: DistEnv) -> None:
@@ -53,9 +57,19 @@ def read_corpus(cfg: TrainConfig) -> Corpus:
 
 
 def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | None:
-    """Rank 0: claim --out (writable, not in use by another run) and load the checkpoint to continue."""
+    """Claim --out (writable, not in use by another run) and load the checkpoint to continue.
+
+    On a run over several machines, a checkpoint to resume missing here is for
+    nodes.agreed_checkpoint to report, with the node that has it."""
     folder.claim(check_only=cfg.dry_run)
+    several_machines = env.world_size > env.local_world_size
+    if cfg.resume is not None and several_machines and not folder.resume_path(cfg.resume).exists():
+        return None
     return folder.checkpoint_to_resume(cfg.resume, env.run_id, env.restart)
+
+
+def skip(*args) -> None:
+    return None
 
 
 def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainConfig:
@@ -81,7 +95,7 @@ def check_memory(cfg: TrainConfig, corpus: Corpus, env: DistEnv) -> None:
 def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, env: DistEnv) -> TrainConfig:
     """The configuration with the prompt the samples start from, saying so when it is not the default."""
     prompt, note = sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))
-    if note and saved is None and env.is_main and not cfg.dry_run:
+    if note and saved is None and env.first_on_node and not cfg.dry_run:
         print(note, flush=True)
     return dataclasses.replace(cfg, sample_prompt=prompt)
 

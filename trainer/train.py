@@ -54,8 +54,10 @@ class Diverged(Exception):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, saved: dict | None = None,
-                 options: TrainerOptions = TrainerOptions()):
+                 options: TrainerOptions = TrainerOptions(), keeps_files: bool = True):
+        """`keeps_files`: this process writes the run's files (setup.prepare says which do)."""
         self.cfg, self.env, self.corpus = cfg, env, corpus
+        self.keeps_files = keeps_files
         self.folder = RunFolder(cfg.out)
         self.resume_command = resume_command(cfg, env, launched_by())
         self.model_config = model_config(cfg, corpus)
@@ -131,7 +133,8 @@ class Trainer:
         return self.corpus.decode(ids)
 
     def save_checkpoint(self) -> None:
-        """Rank 0 only. A failed write (full disk) leaves the previous checkpoint in place.
+        """On the processes that keep the run's files. A failed write (full disk) leaves the
+        previous checkpoint in place.
 
         "model" is the weights' average, which every export and generator reads; the weights the
         optimiser steps, when they differ (--ema-decay > 0), are "training_weights"."""
@@ -174,7 +177,7 @@ class Trainer:
             return self._train_loop()
         except Diverged as exc:
             # Every rank stops at the same step (all see the same global numbers); no checkpoint.
-            if self.env.is_main:
+            if self.env.first_on_node:
                 print(f"error: training diverged at step {exc.step} ({exc.what}), so it stopped; "
                       f"{self._checkpoint_state()}; try a lower --lr (now {self.cfg.lr:g}) or a gradient clip "
                       f"(--grad-clip 1.0, now {self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
@@ -192,16 +195,20 @@ class Trainer:
         """One line for a collective that another rank failed (frozen or gone); anything else is raised.
 
         A rank that died on this node is named by make train's launcher, which sees each of its
-        ranks end: there the survivors say nothing, so a dead peer is one line in all."""
+        ranks end: there the survivors say nothing, so a dead peer is one line in all. A dead
+        node is named by the first process of each other node, one line on each machine."""
         env = self.env
         silent = distributed.silent_rank(exc, env)
+        if silent is None and not distributed.lost_peer(exc):
+            raise exc
+        launched = launched_by() is not None
+        if launched and env.world_size > env.local_world_size and not env.first_on_node:
+            return EXIT_PEER_GONE  # the first process of this node says it
         if silent is not None:
             print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
                   f"after step {self.step} (a frozen, swapped-out or unreachable process); "
                   f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
-        elif not distributed.lost_peer(exc):
-            raise exc
-        elif launched_by() is not None and env.world_size == env.local_world_size:
+        elif launched and env.world_size == env.local_world_size:
             return EXIT_PEER_GONE
         else:
             print(f"error: the connection to another rank closed after step {self.step} (its process died or its "
@@ -211,8 +218,8 @@ class Trainer:
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        metrics = MetricsLog(self.folder.path, self.step or None, cfg.tensorboard, write=env.is_main)
-        progress = Progress(env.is_main, cfg.progress, cfg.steps, self.step)
+        metrics = MetricsLog(self.folder.path, self.step or None, cfg.tensorboard, write=self.keeps_files)
+        progress = Progress(env.first_on_node, cfg.progress, cfg.steps, self.step)
         stop = False
         try:
             progress.print(self._banner())
@@ -255,8 +262,10 @@ class Trainer:
             # Every rank holds the same weights, so every rank reaches the same verdict.
             if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
                 raise Diverged(step, "the weights are no longer finite")
-            if env.is_main:
+            if self.keeps_files:
                 self.save_checkpoint()
+            else:  # another process writes this folder's (this node's first, or an earlier node's on this machine)
+                self.saved_step = self.step
         return stop
 
     def _checkpoint_state(self) -> str:
@@ -269,7 +278,7 @@ class Trainer:
 
     def _launcher_gone(self, launcher_pid: int) -> None:
         """Called by the watchdog thread: finish this step, save a checkpoint and stop, as on SIGTERM."""
-        if self.env.is_main:
+        if self.env.first_on_node:
             print(f"warning: the launcher (torchrun, pid {launcher_pid}) is gone: stopping after this step",
                   file=sys.stderr, flush=True)
         self.stop_signal = self.stop_signal or signal.SIGTERM
@@ -281,7 +290,7 @@ class Trainer:
         own = [f"{what} {lr:g}" for what, lr in (("embeddings", cfg.embed_lr), ("head", cfg.head_lr)) if lr]
         own = f" ({', '.join(own)})" if own else ""
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
-                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es) "
+                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es){nodes_part(env)} "
                 f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
                 f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
                 f"{self.dtype} matmuls ({self.dtype_reason})")
@@ -298,6 +307,15 @@ class Trainer:
             self.stop_signal = signum
 
         return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+
+
+def nodes_part(env: DistEnv) -> str:
+    """" on 2 nodes (rank 1 here)": which global ranks this machine holds, which the rendezvous decides."""
+    if env.world_size == env.local_world_size:
+        return ""
+    first = env.rank - env.local_rank
+    here = f"rank {first}" if env.local_world_size == 1 else f"ranks {first}-{first + env.local_world_size - 1}"
+    return f" on {env.world_size // env.local_world_size} nodes ({here} here)"
 
 
 def exit_at_once(signum, frame):
@@ -321,7 +339,8 @@ def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
 
 
 def run(cfg: TrainConfig) -> int:
-    """The whole run of one rank: process group, setup, training, and on rank 0 the files at the end.
+    """The whole run of one rank: process group, setup, training, and the files at the end (on the
+    first process of each node: trainer.nodes).
 
     The dry run (`make train` runs it before torchrun starts, with WORLD_SIZE set) is the setup
     alone, without a process group: bad input is one line from one process, and the corpus is
@@ -334,10 +353,10 @@ def run(cfg: TrainConfig) -> int:
     distributed.init(env, cfg.timeout)
     trainer = None
     try:
-        cfg, corpus, saved = prepare(cfg, env)
-        trainer = Trainer(cfg, env, corpus, saved)
+        cfg, corpus, saved, keeps_files = prepare(cfg, env)
+        trainer = Trainer(cfg, env, corpus, saved, keeps_files=keeps_files)
         status = trainer.train()
-        if status == 0 and env.is_main:
+        if status == 0 and keeps_files:
             finish_run(trainer)
         return status
     finally:
@@ -348,7 +367,7 @@ def run(cfg: TrainConfig) -> int:
 
 
 def finish_run(trainer: Trainer) -> None:
-    """Rank 0, after the last step: the loss picture and (unless --no-export) the exports."""
+    """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports."""
     from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
     from trainer.plot import plot_metrics  # only at the end
 

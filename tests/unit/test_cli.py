@@ -42,11 +42,19 @@ def test_command_failed_is_status_1_and_one_line_on_stderr(capsys):
     assert capsys.readouterr().err == "error: the run crashed\n"
 
 
-def test_other_ranks_print_nothing_but_keep_the_status(monkeypatch, capsys):
+def test_other_ranks_of_a_node_print_nothing_but_keep_the_status(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     assert usage_error([]) == 2
     assert failed([]) == 1
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_first_rank_of_every_node_prints_the_line(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "2")  # node 1's first rank, two ranks a node: its machine's console shows it
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert usage_error([]) == 2
+    assert capsys.readouterr().err == "error: x: do y\n"
 
 
 def test_the_status_of_a_normal_run_passes_through(capsys):

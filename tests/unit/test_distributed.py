@@ -27,12 +27,13 @@ def test_threads_share_the_cores_unless_omp_num_threads_says(monkeypatch):
     assert threads_per_rank(local(0, 4)) == 3
 
 
-def test_without_a_process_group_agreed_and_on_main_run_the_work_here():
+def test_without_a_process_group_the_collectives_are_this_process_alone():
     from common.cli import UsageError
-    from trainer.distributed import agreed, on_main
+    from trainer.distributed import agreed, broadcast_from_main, gathered
 
     assert agreed(DistEnv(), lambda a, b: a + b, 2, 3) == 5
-    assert on_main(DistEnv(), lambda: "rank 0's") == "rank 0's"
+    assert gathered("mine") == ["mine"]
+    assert broadcast_from_main(DistEnv(), "rank 0's") == "rank 0's"
 
     def refuse():
         raise UsageError("the problem: the fix")

@@ -26,9 +26,9 @@ def checkpoint_of(cfg, corpus, step: int) -> dict:
 
 def test_a_fresh_run_is_set_up_as_given(tmp_path, corpus_file):
     cfg = parse_config(["--data", str(corpus_file), "--out", str(tmp_path / "out"), "--sample-tokens", "0", *SHAPE])
-    final, corpus, saved = prepare(cfg, DistEnv())
+    final, corpus, saved, keeps = prepare(cfg, DistEnv())
     release(tmp_path / "out")  # prepare holds the folder until the process ends
-    assert final == cfg and saved is None and corpus.vocab == "\n ,abehinoqrstu"
+    assert final == cfg and saved is None and keeps and corpus.vocab == "\n ,abehinoqrstu"
 
 
 def test_resume_takes_the_checkpoints_settings_under_the_command_lines(corpus_file):
