@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench import scaling
-from bench.link_report import ONE_MACHINE, bits_per_s, link_table
+from bench.link_report import ONE_MACHINE, bits_per_s, link_table, tbf_burst
 from bench.processes import REPO_ROOT, BenchFailure, run_module
 from bench.run import cpu_name, progress
 from bench.timing import add_step_flags, check_step_flags, fastest_round, warn_if_busy
@@ -93,7 +93,7 @@ def node_command(host: netns.Host, master: netns.Host, args: list) -> list[str]:
 
 
 def two_machine_job(rate: str, args: list, logs: Path) -> None:
-    with netns.two_hosts(rate=rate) as hosts:
+    with netns.two_hosts(rate=rate, burst=tbf_burst(rate)) as hosts:
         jobs = []
         for host in hosts:
             log = (logs / f"{host.namespace}.log").open("w")

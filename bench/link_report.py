@@ -14,6 +14,12 @@ def bits_per_s(rate: str) -> float:
     return float(match[1]) * RATE_UNITS[match[2]]
 
 
+def tbf_burst(rate: str) -> str:
+    """The bucket tc's tbf needs to carry `rate`: 2 ms of it, and at least 64 KB (tests/netns.py
+    has the figures: a bucket too small for the timer's ticks caps the link below its rate)."""
+    return f"{max(64, round(bits_per_s(rate) / 8 * 0.002 / 1024))}kb"
+
+
 def rate_label(link: str) -> str:
     """"10gbit" -> "10 Gbit/s"; the one-machine row keeps its name."""
     if link == ONE_MACHINE:

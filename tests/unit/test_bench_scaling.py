@@ -4,7 +4,7 @@ import pytest
 
 from bench import scaling
 from bench.link import parse_rates
-from bench.link_report import ONE_MACHINE, bits_per_s, link_rows, link_table, rate_label
+from bench.link_report import ONE_MACHINE, bits_per_s, link_rows, link_table, rate_label, tbf_burst
 from common.cli import UsageError
 
 STACKS = [[16, 128, 128], [8, 128, 512]]
@@ -19,6 +19,7 @@ def test_link_rates_are_read_as_tc_writes_them():
     for bad in ("fast", "0mbit", "10gbps", ""):
         with pytest.raises(ValueError):
             bits_per_s(bad)
+    assert [tbf_burst(r) for r in ("100mbit", "1gbit", "10gbit")] == ["64kb", "244kb", "2441kb"]
     assert parse_rates("10gbit, 1gbit") == ["10gbit", "1gbit"]
     with pytest.raises(UsageError, match="^--rates: '1gb' is not a link rate"):
         parse_rates("10gbit,1gb")
@@ -74,9 +75,9 @@ def test_the_fit_gives_back_the_constants_of_a_machine_that_follows_the_model():
     model = scaling.fit(results_from(CONSTANTS, bandwidths))
     c = model["constants"]
     for name in ("per_window_ms", "fixed_ms", "latency_ms", "overlap"):
-        assert c[name] == pytest.approx(CONSTANTS[name]), name
+        assert c[name] == pytest.approx(CONSTANTS[name], rel=1e-4), name
     assert c["bandwidth_bytes_per_s"] == pytest.approx(bandwidths)
-    assert all(k["predicted_ms"] == pytest.approx(k["measured_ms"]) for k in model["checks"])
+    assert all(k["predicted_ms"] == pytest.approx(k["measured_ms"], rel=1e-4) for k in model["checks"])
     nodes = [p["nodes"] for p in model["predictions"] if p["link"] == "1gbit" and p["compression"] == "bf16"]
     assert nodes == list(scaling.NODES)
     assert "one node" in scaling.model_report(model)
