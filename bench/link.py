@@ -153,7 +153,9 @@ def measure(rates: list[str], data: str, warmup: int, steps: int, rounds: int) -
     links = [ONE_MACHINE, *rates]
     jobs: dict[str, list[dict]] = {link: [] for link in links}
     for r in range(1, rounds + 1):
-        for link in links:
+        # Other processes come and go over minutes: the order turns round every round, so that a
+        # busy spell does not always fall on the same links.
+        for link in links if r % 2 else links[::-1]:
             progress(f"round {r}/{rounds}, {link if link == ONE_MACHINE else 'two machines at ' + link}: "
                      f"the collectives, then {warmup} + {steps} steps without and with bf16 compression")
             jobs[link].append(run_job(link, data, warmup, steps, r))
