@@ -95,3 +95,14 @@ def test_the_table_compares_each_row_with_one_machine_and_with_its_uncompressed_
     assert slow["loss_vs_uncompressed"] == pytest.approx(0.0002)
     table = link_table(results)
     assert "100 Mbit/s    bf16" in table and f"{slow['steps_per_s']:.2f}" in table
+
+
+def test_several_runs_merge_into_each_figures_fastest_with_every_round_kept():
+    quick = results_from(CONSTANTS, {ONE_MACHINE: 500e6, "100mbit": 12e6})
+    slow = results_from({**CONSTANTS, "per_window_ms": 20.0, "latency_ms": 0.3}, {ONE_MACHINE: 400e6, "100mbit": 10e6})
+    both = scaling.merged([slow, quick])
+    assert both["compute"] == quick["compute"]
+    assert [r["ms_per_step"] for r in both["rows"]] == [r["ms_per_step"] for r in quick["rows"]]
+    assert [r["collectives"] for r in both["rows"]] == [r["collectives"] for r in quick["rows"]]
+    assert both["rows"][0]["steps_per_s_by_round"] == [slow["rows"][0]["steps_per_s"], quick["rows"][0]["steps_per_s"]]
+    assert both["setup"]["rounds"] == 2
