@@ -59,12 +59,15 @@ def link_table(results: dict) -> str:
             f"{setup['rounds']} rounds ('rounds' lists each round's steps/s).\n"
             "all-reduce alone: the gradients' all-reduce timed by itself on that link (its share: of the row's "
             "step); over one machine: the row's step minus one machine's step of the same compression.\n")
-    columns = (f"{'link':<13} {'compression':<11} {'steps/s':>7}  {'rounds':<17} {'vs one machine':>14}  "
+    shown = link_rows(results["rows"])
+    rounds = [" ".join(f"{s:.2f}" for s in r["steps_per_s_by_round"]) for r in shown]
+    width = max(len("rounds"), *map(len, rounds))
+    columns = (f"{'link':<13} {'compression':<11} {'steps/s':>7}  {'rounds':<{width}} {'vs one machine':>14}  "
                f"{'all-reduce alone':>16} {'share':>6}  {'over one machine':>16}  {'last loss':>9} {'vs none':>8}")
     lines = [head, columns]
-    for r in link_rows(results["rows"]):
-        rounds = " ".join(f"{s:.2f}" for s in r["steps_per_s_by_round"])
-        lines.append(f"{rate_label(r['link']):<13} {r['compression']:<11} {r['steps_per_s']:>7.2f}  {rounds:<17} "
+    for r, by_round in zip(shown, rounds):
+        lines.append(f"{rate_label(r['link']):<13} {r['compression']:<11} {r['steps_per_s']:>7.2f}  "
+                     f"{by_round:<{width}} "
                      f"{r['vs_one_machine']:>13.2f}x  {r['allreduce_ms']:>13.1f} ms {r['allreduce_share']:>6.0%}  "
                      f"{r['over_one_machine_ms']:>13.1f} ms  {r['last_loss']:>9.4f} {r['loss_vs_uncompressed']:>+8.4f}")
     return "\n".join(lines)
