@@ -50,8 +50,10 @@ BENCH_OUT ?= bench/results.json
 QUALITY_STEPS ?= 3000
 TARGET ?= 1.50
 QUALITY_OUT ?= bench/quality.json
+RATES ?= 10gbit,1gbit,100mbit
+LINK_OUT ?= bench/link.json
 
-.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-link bench-profile bench-micro plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
 	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
@@ -105,6 +107,10 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench-quality DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-levers ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-link RATES comma-separated rates of the link between the two machines, as tc writes them
+#> bench-link ROUNDS times every job this many times, in turn, and keeps each row's fastest
+#> bench-link LINK_OUT JSON file for the results (python -m bench.scaling LINK_OUT --plot PNG draws the model)
+#> bench-link DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
 HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
@@ -190,6 +196,12 @@ bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <=
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, torch.compile, DDP, kept memory, pinning)
 	$(PY) -m bench.levers --rounds $(call shell_quote,$(ROUNDS)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+
+# Two "machines" are network namespaces of this one (root only, tests/netns.py), one rank each.
+bench-link: $(STAMP) ## steps/s of 2 machines (namespaces, root) over each link rate vs 1, with and without bf16 gradients; scaling model -> LINK_OUT
+	$(call require,RATES LINK_OUT)
+	$(PY) -m bench.link --rates $(call shell_quote,$(RATES)) --rounds $(call shell_quote,$(ROUNDS)) \
+		--out $(call shell_quote,$(LINK_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
 	$(PY) -m bench.profile $(if $(DATA),--data $(call shell_quote,$(DATA)))

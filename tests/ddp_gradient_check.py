@@ -1,7 +1,8 @@
 """Run under torchrun --nproc-per-node=2: the trainer's DDP gradient vs one process's gradient of the same batch.
 
 Rank 0 prints `max_abs_diff <value>` for each rank (one writer, so the lines cannot interleave);
-the test reads both. Then `shared_ns_diff <value>` for fp32 and bf16: Newton-Schulz shared out
+the test reads both; then `compressed_in_bf16` and `compressed_rel_diff` for the same step with
+--grad-compression bf16. Then `shared_ns_diff <value>` for fp32 and bf16: Newton-Schulz shared out
 across the ranks against one rank doing it all, on stacks of odd sizes (padded to share). Then,
 after the trainer is dropped and the group destroyed, rank 0 prints `gloo_threads_left <n>`:
 threads still running at interpreter exit can abort the process.
@@ -9,6 +10,7 @@ threads still running at interpreter exit can abort the process.
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,14 +42,30 @@ def main(corpus_path: str) -> None:
     torch.distributed.all_gather_object(diffs, diff)
     if env.is_main:
         print("\n".join(f"max_abs_diff {d:.3e}" for d in diffs), flush=True)
+    del trainer
+    compressed_gradient_check(replace(cfg, grad_compression="bf16"), env, corpus, reference)
     for dtype in (torch.float32, torch.bfloat16):
         diff = shared_newton_schulz_diff(dtype)
         if env.is_main:
             print(f"shared_ns_diff {diff:.3e}", flush=True)
-    del trainer
     distributed.shutdown()
     if env.is_main:
         print(f"gloo_threads_left {len(gloo_threads())}", flush=True)
+
+
+def compressed_gradient_check(cfg: TrainConfig, env: DistEnv, corpus, reference: GPT) -> None:
+    """The same step with --grad-compression bf16: rank 0 prints `compressed_in_bf16 1` when every
+    gradient element is a bf16 value (the hook ran: an fp32 average almost never is), and
+    `compressed_rel_diff` the norm of its difference from the one-process gradient over that
+    gradient's norm (all tensors as one vector)."""
+    trainer = Trainer(cfg, env, corpus)
+    trainer.train_step(step=1)
+    grads = [(p.grad, q.grad) for p, q in zip(trainer.raw_model.parameters(), reference.parameters())]
+    in_bf16 = all(torch.equal(g, g.bfloat16().float()) for g, _ in grads)
+    rel_diff = (torch.cat([(g - r).flatten() for g, r in grads]).norm()
+                / torch.cat([r.flatten() for _, r in grads]).norm()).item()
+    if env.is_main:
+        print(f"compressed_in_bf16 {int(in_bf16)}\ncompressed_rel_diff {rel_diff:.3e}", flush=True)
 
 
 def shared_newton_schulz_diff(dtype: torch.dtype) -> float:

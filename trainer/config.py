@@ -23,6 +23,8 @@ OPTIMISER = "optimiser (defaults from --recipe)"
 # A year. gloo adds the timeout to the clock in nanoseconds and overflows far above it (from about
 # 9e9 s; a Python timedelta from 8.6e13 s).
 MAX_TIMEOUT = 365 * 24 * 3600
+# How the gradients travel DDP's all-reduce (trainer.distributed.GRAD_COMPRESSION_HOOKS maps each to its hook).
+GRAD_COMPRESSIONS = ("none", "bf16")
 
 
 def option(default, help: str | None = None, *, group: str, at_least: int | None = None, at_most: int | None = None,
@@ -61,6 +63,11 @@ class TrainConfig:
     seed: int = option(1337, "seeds weights, batches and dropout", group=RUN, at_least=0, at_most=defaults.MAX_SEED)
     timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
                           "and names the one that stopped answering", group=RUN, at_least=1, at_most=MAX_TIMEOUT)
+    # DDP's bf16 hook halves the bytes of the gradient all-reduce; only worth it where the link,
+    # not the CPU, bounds the step (docs/scaling.md has the figures).
+    grad_compression: str = option("none", "gradients travel the all-reduce as: none = fp32, bf16 = rounded to "
+                                   "bf16 (half the bytes, for slow links between machines)", group=RUN,
+                                   choices=GRAD_COMPRESSIONS)
     # model shape
     block_size: int = option(128, "context length in characters", group=SHAPE, at_least=1)
     n_layer: int = option(4, group=SHAPE, at_least=1)
@@ -281,8 +288,8 @@ def _check(cfg: TrainConfig) -> None:
 
 
 # What a resumed run takes from its checkpoint's train_config unless given on this command line:
-# its length, schedule, batches, model and samples. Files, logging and the dtype are this
-# invocation's own.
+# its length, schedule, batches, model and samples. Files, logging, the dtype and the gradient
+# compression (a property of the link the run is on now) are this invocation's own.
 RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
                   "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
                   "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "embed_lr", "head_lr",

@@ -76,7 +76,7 @@ class Trainer:
             self.load_checkpoint(saved)
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         model = torch.compile(self.raw_model) if options.compile else self.raw_model
-        self.model = distributed.wrap(model, env, options.ddp)
+        self.model = distributed.wrap(model, env, options.ddp, cfg.grad_compression)
         self.stop_signal = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
 

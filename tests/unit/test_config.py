@@ -56,6 +56,8 @@ def test_a_low_lr_alone_lowers_min_lr_to_it():
     (["--grad-clip", "inf"], "--grad-clip must be a finite number in [0, inf), got inf: e.g. --grad-clip 1"),
     (["--recipe", "plain"], "argument --recipe: invalid choice: 'plain' (choose from 'muon', 'adamw', 'course') "
                             "(see python -m trainer --help)"),
+    (["--grad-compression", "fp8"], "argument --grad-compression: invalid choice: 'fp8' (choose from 'none', 'bf16') "
+                                    "(see python -m trainer --help)"),
     (["--extend", "--resume"], "--extend changes the length of a resumed run: use it with --resume and --steps N"),
 ])
 def test_limits_are_one_line_errors(argv, message):
@@ -98,6 +100,15 @@ def test_resolve_puts_the_command_line_over_the_checkpoint_over_the_recipe_over_
 def test_resolve_takes_only_the_resumed_fields_from_the_checkpoint():
     cfg = resolve({}, {"out": "elsewhere", "dtype": "bf16", "export": False, "steps": 40})
     assert (cfg.out, cfg.dtype, cfg.export, cfg.steps) == (TrainConfig.out, TrainConfig.dtype, True, 40)
+
+
+def test_gradient_compression_is_this_invocations_own_not_the_checkpoints():
+    # The link a run is on belongs to where it runs now: a resume on a fast network drops it
+    # unless the command line (as the printed resume command does) gives it again.
+    assert resolve({}, {"grad_compression": "bf16", "steps": 40}).grad_compression == "none"
+    cfg = parse_config(["--grad-compression", "bf16"])
+    assert (cfg.grad_compression, cfg.flags(cfg.given)) == ("bf16", ["--grad-compression", "bf16"])
+    assert resolve(cfg.command_line(), {"grad_compression": "none"}).grad_compression == "bf16"
 
 
 def test_a_recipe_on_the_command_line_beats_the_checkpoints_recipe_fields():

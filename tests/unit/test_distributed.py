@@ -3,7 +3,8 @@
 import pytest
 
 from common.dist_env import DistEnv
-from trainer.distributed import core_of_rank, threads_per_rank
+from trainer.config import GRAD_COMPRESSIONS
+from trainer.distributed import GRAD_COMPRESSION_HOOKS, core_of_rank, threads_per_rank
 
 
 def local(rank: int, ranks: int) -> DistEnv:
@@ -40,3 +41,8 @@ def test_without_a_process_group_the_collectives_are_this_process_alone():
 
     with pytest.raises(UsageError, match="^the problem: the fix$"):
         agreed(DistEnv(), refuse)
+
+
+def test_every_gradient_compression_flag_has_its_hook_and_only_none_has_none():
+    assert sorted(GRAD_COMPRESSION_HOOKS) == sorted(GRAD_COMPRESSIONS)
+    assert [name for name, hook in GRAD_COMPRESSION_HOOKS.items() if hook is None] == ["none"]
