@@ -49,8 +49,9 @@ BENCH_OUT ?= bench/results.json
 QUALITY_STEPS ?= 3000
 TARGET ?= 1.50
 QUALITY_OUT ?= bench/quality.json
+SIZES ?= 1,100,1000
 
-.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-profile bench-micro bench-data plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
 	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
@@ -104,6 +105,8 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench-levers ROUNDS times every row this many times, in turn, and keeps each row's fastest
 #> bench-levers DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-data SIZES generated corpus sizes in MB, comma-separated (each deleted after its row)
+#> bench-data NPROC processes of each make train it times
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
 HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
@@ -190,6 +193,10 @@ bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, 
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
 	$(PY) -m bench.profile $(if $(DATA),--data $(call shell_quote,$(DATA)))
+
+bench-data: $(STAMP) ## corpus size: tokenize MB/s, seconds to the first step (cold, cached), peak RSS per process
+	$(PY) -m bench.data --sizes $(call shell_quote,$(SIZES)) --nproc $(call shell_quote,$(NPROC)) \
+		$(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro
