@@ -15,6 +15,7 @@ skipped, so that a corpus saved with one has the same vocabulary as without it.
 import codecs
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -61,17 +62,23 @@ def scan(paths: list[Path], progress: Progress = no_progress) -> Scan:
     ascii_seen = b""  # the one-byte characters found so far, for bytes.translate to delete
     seen = np.zeros(UNICODE, dtype=bool)  # the others, by code point
     characters = 0
-    for raw, piece in pieces(paths):
-        hasher.update(raw)
-        if isinstance(piece, bytes):
-            new = piece.translate(None, ascii_seen)
-            if new:
-                ascii_seen = bytes(sorted(set(ascii_seen) | set(new)))
-        else:
-            seen[piece] = True
-        characters += len(piece)
-        done += len(raw)
-        progress(done, total)
+    # hashlib lets go of the GIL while it hashes: a chunk's SHA-256 runs on another core beside the
+    # search of the next one's characters, in order, one chunk at a time.
+    with ThreadPoolExecutor(max_workers=1) as hashing:
+        hashed = hashing.submit(hasher.update, b"")
+        for raw, piece in pieces(paths):
+            hashed.result()
+            hashed = hashing.submit(hasher.update, raw)
+            if isinstance(piece, bytes):
+                new = piece.translate(None, ascii_seen)
+                if new:
+                    ascii_seen = bytes(sorted(set(ascii_seen) | set(new)))
+            else:
+                seen[piece] = True
+            characters += len(piece)
+            done += len(raw)
+            progress(done, total)
+        hashed.result()
     codes = sorted(set(ascii_seen) | set(np.flatnonzero(seen).tolist()))
     return Scan("".join(map(chr, codes)), characters, hasher.hexdigest())
 
