@@ -67,7 +67,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> install PYTHON3 the Python that creates .venv
 #> train NPROC processes on this machine (each a DDP rank); must divide the batch of 32
 #> train STEPS optimiser steps (empty: 3000, or on --resume the checkpoint's own total)
-#> train DATA UTF-8 corpus (empty: data/tinyshakespeare.txt, downloaded if missing)
+#> train DATA UTF-8 corpus: a file, a folder or a glob (empty: data/tinyshakespeare.txt, downloaded if missing)
 #> train OUT directory for model.pt, metrics.jsonl, loss.png and the exports
 #> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
 #> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last checkpoint
