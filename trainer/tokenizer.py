@@ -27,6 +27,7 @@ from common.cli import UsageError
 CHUNK = 4 << 20  # bytes read at a time: the memory a pass needs is a small multiple of it
 BOM = codecs.BOM_UTF8
 UNICODE = 0x110000  # code points
+NOT_ONE_BYTE = bytes(range(128, 256))  # the bytes of UTF-8's longer characters (and of its BOM)
 
 # progress(bytes done, bytes in all): called after each chunk
 Progress = Callable[[int, int], None]
@@ -69,12 +70,13 @@ def scan(paths: list[Path], progress: Progress = no_progress) -> Scan:
         for raw, piece in pieces(paths):
             hashed.result()
             hashed = hashing.submit(hasher.update, raw)
-            if isinstance(piece, bytes):
-                new = piece.translate(None, ascii_seen)
-                if new:
-                    ascii_seen = bytes(sorted(set(ascii_seen) | set(new)))
-            else:
-                seen[piece] = True
+            # The one-byte characters not seen yet: the bytes left once the known ones (and any
+            # byte of a longer character) are deleted. The others are marked by code point.
+            new = raw.translate(None, ascii_seen + NOT_ONE_BYTE)
+            if new:
+                ascii_seen = bytes(sorted(set(ascii_seen) | set(new)))
+            if not isinstance(piece, bytes):
+                seen[piece[piece >= 128]] = True
             characters += len(piece)
             done += len(raw)
             progress(done, total)
