@@ -17,6 +17,7 @@ with a new mtime) keeps the cache, another tokenizes again over it.
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 import time
@@ -58,7 +59,8 @@ def entry(paths: list[Path], label: str) -> tuple[Path, Path]:
     """The token file and record of this list of files: one pair per corpus, replaced when it changes."""
     key = hashlib.sha256("\0".join(str(p.resolve()) for p in paths).encode()).hexdigest()[:16]
     folder = cache_folder(paths)
-    name = f"{Path(label).name or 'corpus'}-{key}"
+    name = re.sub(r"[^\w.-]", "_", Path(label).name).strip(".") or "corpus"  # a pattern's * and ? are not kept
+    name = f"{name}-{key}"
     return folder / f"{name}.bin", folder / f"{name}.json"
 
 

@@ -224,3 +224,22 @@ def test_a_checkpoint_of_a_corpus_with_a_byte_order_mark_resumes_on_the_same_tex
              "train_config": trained.to_dict()}
     resumed = continue_run(parse_config(["--resume", "--data", str(plain)]), load_corpus(plain, 8), saved)
     assert resumed.steps == 40  # no "trained on another corpus's vocabulary"
+
+
+def test_a_patterns_cache_is_named_without_its_wildcards(tmp_path):
+    bin_path, record_path = token_cache.entry([tmp_path / "a.txt"], str(tmp_path / "*.txt"))
+    assert bin_path.name.startswith("_.txt-") and record_path.parent == tmp_path / token_cache.FOLDER
+
+
+def test_a_long_tokenization_says_how_far_it_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(token_cache.ProgressLine, "FIRST_S", 0.0)  # as if each chunk took more than a second
+    monkeypatch.setattr(tokenizer, "CHUNK", 100)
+    path = tmp_path / "c.txt"
+    path.write_text(TEXT)
+    load_corpus(path, 8)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"tokenizing corpus {path}: reading 0 of 0 MB")
+    assert lines[-1].startswith(f"tokenized corpus {path}: {len(TEXT):,} characters in ")
+    capsys.readouterr()
+    load_corpus(path, 8)  # from the cache: nothing to say
+    assert capsys.readouterr().out == ""
