@@ -127,13 +127,29 @@ def build(paths: list[Path], label: str, stats: list, bin_path: Path, record_pat
     scan = tokenizer.scan(paths, progress.update("reading"))
     if scan.characters == 0:
         raise UsageError(f"corpus {label} is empty: pass a UTF-8 text with --data")
-    record_path.unlink(missing_ok=True)  # the old record, if any, no longer describes the file
+    record = {"format": FORMAT, "vocab": scan.vocab, "dtype": tokenizer.id_dtype(len(scan.vocab)).str,
+              "length": scan.characters, "sha256": scan.sha256, "files": stats}
+    try:
+        record_path.unlink(missing_ok=True)  # the old record does not describe the file about to replace its ids
+        write_ids_file(paths, scan.vocab, bin_path, progress)
+        write_record(record_path, record)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).parent != bin_path.parent:
+            raise  # reading the corpus: load_corpus names it
+        raise UsageError(f"cannot write the token cache {bin_path} ({exc.strerror}): free space there "
+                         "(each corpus's cache is about its size), or remove caches no longer needed") from None
+    progress.done(scan.characters)
+    return record
+
+
+def write_ids_file(paths: list[Path], vocab: str, bin_path: Path, progress: "ProgressLine") -> None:
+    """The ids into a temporary file, renamed to bin_path once whole."""
     remove_stale_temporaries(bin_path)
     fd, tmp = tempfile.mkstemp(dir=bin_path.parent, prefix=f".{bin_path.name}.", suffix=".tmp")
-    os.fchmod(fd, usual_mode())  # mkstemp makes 0600: others who may read the corpus may read its ids
+    os.fchmod(fd, usual_mode())  # mkstemp makes 0600: who may read the corpus may read its ids
     try:
         with os.fdopen(fd, "wb") as f:
-            tokenizer.write_ids(paths, scan.vocab, f, progress.update("writing"))
+            tokenizer.write_ids(paths, vocab, f, progress.update("writing"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, bin_path)
@@ -141,11 +157,6 @@ def build(paths: list[Path], label: str, stats: list, bin_path: Path, record_pat
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(bin_path.parent)
-    record = {"format": FORMAT, "vocab": scan.vocab, "dtype": tokenizer.id_dtype(len(scan.vocab)).str,
-              "length": scan.characters, "sha256": scan.sha256, "files": stats}
-    write_record(record_path, record)
-    progress.done(scan.characters)
-    return record
 
 
 def write_record(record_path: Path, record: dict) -> None:

@@ -1,6 +1,7 @@
 """trainer.token_cache and trainer.tokenizer: a corpus tokenized once, reused while it is the same,
 tokenized again when it changes; any UTF-8, in any chunking; folders; nothing half-written."""
 
+import errno
 import os
 
 import numpy as np
@@ -243,3 +244,16 @@ def test_a_long_tokenization_says_how_far_it_is(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     load_corpus(path, 8)  # from the cache: nothing to say
     assert capsys.readouterr().out == ""
+
+
+def test_a_full_disk_while_caching_is_one_line_and_leaves_no_cache(tmp_path, monkeypatch):
+    path = tmp_path / "c.txt"
+    path.write_text(TEXT)
+
+    def full_disk(paths, vocab, out, progress):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tokenizer, "write_ids", full_disk)
+    with pytest.raises(UsageError, match=r"cannot write the token cache .* \(No space left on device\): free space"):
+        load_corpus(path, 8)
+    assert cache_entries(path) == []
