@@ -15,6 +15,7 @@ cache, not from the disk.
 """
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def tokenize_rate(corpus: Path) -> float:
     paths = corpus_files(corpus)
     remove_cache(corpus)
     start = time.perf_counter()
-    token_cache.tokens(paths, str(corpus))
+    with contextlib.redirect_stdout(sys.stderr):  # its progress lines, away from the table
+        token_cache.tokens(paths, str(corpus))
     return corpus.stat().st_size / MB / (time.perf_counter() - start)
 
 
