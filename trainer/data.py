@@ -158,7 +158,7 @@ class Batches:
         starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=generator)
         per_rank = self.batch_size // self.world_size
         starts = starts[self.rank * per_rank:(self.rank + 1) * per_rank].numpy()
-        # The windows' pages are all this rank reads of a memory-mapped token file.
-        windows = torch.from_numpy(np.take(self.data, starts[:, None] + np.arange(self.block_size + 1))
-                                   .astype(np.int64))
+        windows = np.take(self.data, starts[:, None] + np.arange(self.block_size + 1)).astype(np.int64)
+        token_cache.release_pages(self.data)  # the windows are copied out: their pages can go
+        windows = torch.from_numpy(windows)
         return windows[:, :-1], windows[:, 1:]

@@ -16,6 +16,7 @@ with a new mtime) keeps the cache, another tokenizes again over it.
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import stat
@@ -38,7 +39,7 @@ STALE_TMP_S = 60  # a temporary file left this long by a killed tokenizer is rem
 @dataclass(frozen=True)
 class Tokens:
     vocab: str
-    ids: np.ndarray  # read-only memory map of the token file
+    ids: np.ndarray  # the token file, memory-mapped read-only
     path: Path  # the token file
 
 
@@ -51,8 +52,28 @@ def tokens(paths: list[Path], label: str) -> Tokens:
         record = refresh(record, paths, stats, record_path)
     if record is None:
         record = build(paths, label, stats, bin_path, record_path)
-    ids = np.memmap(bin_path, dtype=np.dtype(record["dtype"]), mode="r", shape=(record["length"],))
+    with open(bin_path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_RANDOM)  # batches read scattered windows: no read-ahead around each
+    ids = np.frombuffer(mapped, dtype=np.dtype(record["dtype"]), count=record["length"])
     return Tokens(record["vocab"], ids, bin_path)
+
+
+def release_pages(ids: np.ndarray) -> None:
+    """Take the token file's pages out of this process's resident memory (MADV_DONTNEED); they stay
+    in the page cache, and the next read maps them again without reading the disk.
+
+    Each page fault maps the 16 pages around it (the kernel's fault-around), so a rank that keeps
+    its map grows by about 64 KB for every window it reads: by 180 MB over a 100-step run of a
+    1 GB corpus, and towards the whole file over a long one. Released after every batch, a
+    rank's resident memory holds no more of the corpus than one batch's windows.
+    """
+    base = ids
+    while isinstance(base, np.ndarray):  # a split's view -> the map's array -> its memoryview -> the map
+        base = base.base
+    base = base.obj if isinstance(base, memoryview) else base
+    if isinstance(base, mmap.mmap):  # else ids in memory (the tests' arrays): nothing to release
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def entry(paths: list[Path], label: str) -> tuple[Path, Path]:

@@ -257,3 +257,18 @@ def test_a_full_disk_while_caching_is_one_line_and_leaves_no_cache(tmp_path, mon
     with pytest.raises(UsageError, match=r"cannot write the token cache .* \(No space left on device\): free space"):
         load_corpus(path, 8)
     assert cache_entries(path) == []
+
+
+def test_drawing_batches_keeps_none_of_the_token_file_resident(tmp_path):
+    from bench.data import token_map_kb
+    from trainer.data import Batches
+
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"to be or not to be\n" * (400 << 10))  # 7.8 MB: 120 pages of 64 KB
+    corpus = load_corpus(path, 64)
+    bin_path, _ = token_cache.entry([path], str(path))
+    batches = Batches(corpus.train, seed=0, batch_size=32, block_size=64)
+    for step in range(50):  # 1,600 windows: the kernel's fault-around alone would map the whole file
+        x, _ = batches.draw("train", step)
+    assert token_map_kb(os.getpid(), str(bin_path)) == 0
+    assert corpus.decode(x[0].tolist()) in "to be or not to be\n" * 5  # the windows themselves are whole
