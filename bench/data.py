@@ -8,8 +8,8 @@ temporary folder (Tiny Shakespeare repeated: ASCII, 65 characters) and deleted a
 - first step, cold and cached: seconds from `make train NPROC=N STEPS=1` to its "step 1" line
   (one evaluation batch per split), with no token cache and then with the one the cold run left;
 - memory: over a STEPS-step `make train` (default evaluation), each process's peak resident memory
-  (VmHWM), and the most of it that was the token file's pages (shared among the ranks through the
-  page cache).
+  (VmHWM), the most of it that was file pages (the libraries' and the token file's, shared with
+  other processes) and the most that was the token file's pages.
 The corpus's own pages stay in the page cache between the runs: "cold" is without a token
 cache, not from the disk.
 """
@@ -119,11 +119,12 @@ class MemoryWatch:
         if role is None:
             return
         status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        peak_kb = int(status["VmHWM"].split()[0])
-        token_kb = token_map_kb(pid, self.token_file)
-        seen = self.peaks.setdefault(pid, {"role": role, "peak_mb": 0.0, "token_map_mb": 0.0})
-        seen["peak_mb"] = max(seen["peak_mb"], peak_kb / 1024)
-        seen["token_map_mb"] = max(seen["token_map_mb"], token_kb / 1024)
+        now = {"peak_mb": int(status["VmHWM"].split()[0]) / 1024,  # the kernel's own peak of VmRSS
+               "file_mb": int(status["RssFile"].split()[0]) / 1024,  # file pages: libraries and the map
+               "token_map_mb": token_map_kb(pid, self.token_file) / 1024}
+        seen = self.peaks.setdefault(pid, {"role": role, **dict.fromkeys(now, 0.0)})
+        for key, value in now.items():
+            seen[key] = max(seen[key], value)
 
     def stop(self) -> list[dict]:
         self.stopped.set()
@@ -192,7 +193,8 @@ def measure(corpus: Path, args: argparse.Namespace, work: Path) -> dict:
 
 
 def report(row: dict) -> str:
-    processes = ", ".join(f"{p['role']} {p['peak_mb']:.0f} ({p['token_map_mb']:.0f})" for p in row["processes"])
+    processes = ", ".join(f"{p['role']} {p['peak_mb']:.0f} ({p['file_mb']:.0f}, {p['token_map_mb']:.0f})"
+                          for p in row["processes"])
     return (f"| {row['size_mb']:,.0f} MB | {row['tokenize_mb_s']:.0f} | {row['first_step_cold_s']:.1f} s "
             f"| {row['first_step_cached_s']:.1f} s | {processes} |")
 
@@ -201,9 +203,9 @@ def report(row: dict) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     source = Path(resolve_corpus(args.data, download=True)).read_bytes()
-    print(f"corpus sizes {args.sizes} MB, NPROC={args.nproc}, memory over {args.steps} steps; "
-          "peak RSS in MB per process (of it the token file's pages)", flush=True)
-    print("| corpus | tokenize MB/s | first step, cold | first step, cached | peak RSS MB (token map MB) |")
+    print(f"corpus sizes {args.sizes} MB, NPROC={args.nproc}, memory over {args.steps} steps: each process's "
+          "peak RSS in MB (the most of it in file pages, and in the token file's pages)", flush=True)
+    print("| corpus | tokenize MB/s | first step, cold | first step, cached | peak RSS MB (file pages, token map) |")
     print("| --- | --- | --- | --- | --- |", flush=True)
     for size_mb in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-data-") as folder:
