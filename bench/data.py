@@ -7,6 +7,7 @@ temporary folder (Tiny Shakespeare repeated: ASCII, 65 characters) and deleted a
   in this process (both passes, the SHA-256, the writes);
 - first step, cold and cached: seconds from `make train NPROC=N STEPS=1` to its "step 1" line
   (one evaluation batch per split), with no token cache and then with the one the cold run left;
+  and the cold run's launcher's peak RSS, it being the process that tokenizes;
 - memory: over a STEPS-step `make train` (default evaluation), each process's peak resident memory
   (VmHWM), the most of it that was file pages (the libraries' and the token file's, shared with
   other processes) and the most that was the token file's pages.
@@ -182,21 +183,22 @@ def timed_run(command: list[str], token_file: str | None = None) -> tuple[float,
 
 def measure(corpus: Path, args: argparse.Namespace, work: Path) -> dict:
     rate = tokenize_rate(corpus)
+    bin_path, _ = token_cache.entry(corpus_files(corpus), str(corpus))
     remove_cache(corpus)
     quick = ("--eval-iters", "1")
-    cold, _ = timed_run(make_train(corpus, work / "cold", args.nproc, 1, *quick))
+    cold, tokenizing = timed_run(make_train(corpus, work / "cold", args.nproc, 1, *quick), token_file=str(bin_path))
     cached, _ = timed_run(make_train(corpus, work / "cached", args.nproc, 1, *quick))
-    bin_path, _ = token_cache.entry(corpus_files(corpus), str(corpus))
     _, memory = timed_run(make_train(corpus, work / "memory", args.nproc, args.steps), token_file=str(bin_path))
+    launcher = next((p["peak_mb"] for p in tokenizing if p["role"] == "launcher"), float("nan"))
     return {"size_mb": corpus.stat().st_size / MB, "tokenize_mb_s": rate, "first_step_cold_s": cold,
-            "first_step_cached_s": cached, "processes": memory}
+            "first_step_cached_s": cached, "tokenizing_launcher_mb": launcher, "processes": memory}
 
 
 def report(row: dict) -> str:
     processes = ", ".join(f"{p['role']} {p['peak_mb']:.0f} ({p['file_mb']:.0f}, {p['token_map_mb']:.0f})"
                           for p in row["processes"])
     return (f"| {row['size_mb']:,.0f} MB | {row['tokenize_mb_s']:.0f} | {row['first_step_cold_s']:.1f} s "
-            f"| {row['first_step_cached_s']:.1f} s | {processes} |")
+            f"({row['tokenizing_launcher_mb']:.0f} MB) | {row['first_step_cached_s']:.1f} s | {processes} |")
 
 
 @command
@@ -205,7 +207,8 @@ def main(argv: list[str]) -> int:
     source = Path(resolve_corpus(args.data, download=True)).read_bytes()
     print(f"corpus sizes {args.sizes} MB, NPROC={args.nproc}, memory over {args.steps} steps: each process's "
           "peak RSS in MB (the most of it in file pages, and in the token file's pages)", flush=True)
-    print("| corpus | tokenize MB/s | first step, cold | first step, cached | peak RSS MB (file pages, token map) |")
+    print("| corpus | tokenize MB/s | first step, cold (launcher's peak RSS) | first step, cached "
+          "| peak RSS MB (file pages, token map) |")
     print("| --- | --- | --- | --- | --- |", flush=True)
     for size_mb in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-data-") as folder:
