@@ -4,7 +4,7 @@ and the memory of each process.
 For each size (1 MB, 100 MB and 1 GB by default) a corpus of that many bytes is generated in a
 temporary folder (Tiny Shakespeare repeated: ASCII, 65 characters) and deleted after its row:
 - tokenize MB/s: the corpus's bytes over the seconds token_cache.tokens takes to build its cache
-  in this process (both passes, the SHA-256, the writes);
+  in this process (both passes, the SHA-256, the writes), and over the CPU seconds it takes;
 - first step, cold and cached: seconds from `make train NPROC=N STEPS=1` to its "step 1" line
   (one evaluation batch per split), with no token cache and then with the one the cold run left;
   and the cold run's launcher's peak RSS, it being the process that tokenizes;
@@ -74,14 +74,16 @@ def check_disk(folder: Path, size: int) -> None:
                            "and its token file: choose smaller --sizes or free space (TMPDIR= for another folder)")
 
 
-def tokenize_rate(corpus: Path) -> float:
-    """MB/s of building the token cache of `corpus` from nothing."""
+def tokenize_rate(corpus: Path) -> tuple[float, float]:
+    """MB/s of building the token cache of `corpus` from nothing: over the wall time, and over the
+    CPU time of this process's threads (which a busy machine changes less)."""
     paths = corpus_files(corpus)
     remove_cache(corpus)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(sys.stderr):  # its progress lines, away from the table
         token_cache.tokens(paths, str(corpus))
-    return corpus.stat().st_size / MB / (time.perf_counter() - start)
+    size = corpus.stat().st_size / MB
+    return size / (time.perf_counter() - start), size / (time.process_time() - start_cpu)
 
 
 def remove_cache(corpus: Path) -> None:
@@ -182,7 +184,7 @@ def timed_run(command: list[str], token_file: str | None = None) -> tuple[float,
 
 
 def measure(corpus: Path, args: argparse.Namespace, work: Path) -> dict:
-    rate = tokenize_rate(corpus)
+    rate, rate_cpu = tokenize_rate(corpus)
     bin_path, _ = token_cache.entry(corpus_files(corpus), str(corpus))
     remove_cache(corpus)
     quick = ("--eval-iters", "1")
@@ -190,14 +192,16 @@ def measure(corpus: Path, args: argparse.Namespace, work: Path) -> dict:
     cached, _ = timed_run(make_train(corpus, work / "cached", args.nproc, 1, *quick))
     _, memory = timed_run(make_train(corpus, work / "memory", args.nproc, args.steps), token_file=str(bin_path))
     launcher = next((p["peak_mb"] for p in tokenizing if p["role"] == "launcher"), float("nan"))
-    return {"size_mb": corpus.stat().st_size / MB, "tokenize_mb_s": rate, "first_step_cold_s": cold,
-            "first_step_cached_s": cached, "tokenizing_launcher_mb": launcher, "processes": memory}
+    return {"size_mb": corpus.stat().st_size / MB, "tokenize_mb_s": rate, "tokenize_mb_cpu_s": rate_cpu,
+            "first_step_cold_s": cold, "first_step_cached_s": cached, "tokenizing_launcher_mb": launcher,
+            "processes": memory}
 
 
 def report(row: dict) -> str:
     processes = ", ".join(f"{p['role']} {p['peak_mb']:.0f} ({p['file_mb']:.0f}, {p['token_map_mb']:.0f})"
                           for p in row["processes"])
-    return (f"| {row['size_mb']:,.0f} MB | {row['tokenize_mb_s']:.0f} | {row['first_step_cold_s']:.1f} s "
+    return (f"| {row['size_mb']:,.0f} MB | {row['tokenize_mb_s']:.0f} ({row['tokenize_mb_cpu_s']:.0f}) "
+            f"| {row['first_step_cold_s']:.1f} s "
             f"({row['tokenizing_launcher_mb']:.0f} MB) | {row['first_step_cached_s']:.1f} s | {processes} |")
 
 
@@ -207,7 +211,7 @@ def main(argv: list[str]) -> int:
     source = Path(resolve_corpus(args.data, download=True)).read_bytes()
     print(f"corpus sizes {args.sizes} MB, NPROC={args.nproc}, memory over {args.steps} steps: each process's "
           "peak RSS in MB (the most of it in file pages, and in the token file's pages)", flush=True)
-    print("| corpus | tokenize MB/s | first step, cold (launcher's peak RSS) | first step, cached "
+    print("| corpus | tokenize MB/s (per CPU s) | first step, cold (launcher's peak RSS) | first step, cached "
           "| peak RSS MB (file pages, token map) |")
     print("| --- | --- | --- | --- | --- |", flush=True)
     for size_mb in args.sizes:
