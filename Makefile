@@ -52,8 +52,9 @@ TARGET ?= 1.50
 QUALITY_OUT ?= bench/quality.json
 RATES ?= 10gbit,1gbit,100mbit
 LINK_OUT ?= bench/link.json
+SIZES ?= 1,100,1000
 
-.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-link bench-profile bench-micro plot clean
+.PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-link bench-profile bench-micro bench-data plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
 	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
@@ -69,7 +70,7 @@ help: ## list the targets, each with the variables it reads and their values now
 #> install PYTHON3 the Python that creates .venv
 #> train NPROC processes on this machine (each a DDP rank); must divide the batch of 32
 #> train STEPS optimiser steps (empty: 3000, or on --resume the checkpoint's own total)
-#> train DATA UTF-8 corpus (empty: data/tinyshakespeare.txt, downloaded if missing)
+#> train DATA UTF-8 corpus: a file, a folder or a glob (empty: data/tinyshakespeare.txt, downloaded if missing)
 #> train OUT directory for model.pt, metrics.jsonl, loss.png and the exports
 #> train ARGS more trainer flags, e.g. ARGS="--resume" (python -m trainer --help lists them)
 #> train MAX_RESTARTS times torchrun restarts failed workers, which resume from the last checkpoint
@@ -112,6 +113,8 @@ help: ## list the targets, each with the variables it reads and their values now
 #> bench-link LINK_OUT JSON file for the results (python -m bench.scaling LINK_OUT --plot PNG draws the model)
 #> bench-link DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
 #> bench-profile DATA UTF-8 corpus (empty: data/tinyshakespeare.txt)
+#> bench-data SIZES generated corpus sizes in MB, comma-separated (each deleted after its row)
+#> bench-data NPROC processes of each make train it times
 #> plot OUT the run's directory: reads metrics.jsonl, writes loss.png
 HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(firstword $(MAKEFILE_LIST))))
 
@@ -205,6 +208,10 @@ bench-link: $(STAMP) ## steps/s of 2 machines (namespaces, root) over each link 
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
 	$(PY) -m bench.profile $(if $(DATA),--data $(call shell_quote,$(DATA)))
+
+bench-data: $(STAMP) ## corpus size: tokenize MB/s, seconds to the first step (cold, cached), peak RSS per process
+	$(PY) -m bench.data --sizes $(call shell_quote,$(SIZES)) --nproc $(call shell_quote,$(NPROC)) \
+		$(if $(DATA),--data $(call shell_quote,$(DATA)))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro

@@ -8,7 +8,7 @@ these): tests/unit/test_defaults.py holds them equal.
 from pathlib import Path
 
 CORPUS = Path("data/tinyshakespeare.txt")
-CORPUS_HELP = f"UTF-8 corpus; default {CORPUS}, downloaded if missing"
+CORPUS_HELP = f"UTF-8 corpus: a file, a folder or a glob pattern; default {CORPUS}, downloaded if missing"
 
 # What a run leaves in its --out folder.
 CHECKPOINT = "model.pt"  # the weights, the optimiser state and the settings: what --resume reads

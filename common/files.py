@@ -30,7 +30,7 @@ def atomic_write(path: Path, write) -> None:
     buffer = io.BytesIO()
     write(buffer)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    os.fchmod(fd, usual_mode())  # mkstemp makes 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getbuffer())
@@ -43,10 +43,11 @@ def atomic_write(path: Path, write) -> None:
     fsync_dir(path.parent)
 
 
-def _umask() -> int:
+def usual_mode() -> int:
+    """The permissions a new file gets from open(2) under this process's umask (rw for all, less the mask)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def fsync_dir(directory: Path) -> None:

@@ -5,17 +5,20 @@ batch and each takes its own slice: the run is the same whatever the world size,
 resumed run needs no data position beyond the step number.
 """
 
+import glob
 import hashlib
 import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common import defaults, vocab
 from common.cli import UsageError
 from common.files import atomic_write, existing_file
+from trainer import token_cache
 
 DEFAULT_PATH = defaults.CORPUS
 URL = os.environ.get(
@@ -27,14 +30,44 @@ TRAIN_FRACTION = 0.9
 
 
 def resolve_corpus(path: str | None, download: bool = True) -> Path:
-    """--data PATH, else data/tinyshakespeare.txt, else download it there."""
+    """--data PATH (a file, a folder or a glob pattern), else data/tinyshakespeare.txt, else download it there."""
+    if path and (Path(path).is_dir() or (is_pattern(path) and not Path(path).exists())):
+        corpus_files(path)  # a folder or pattern without a file is refused here
+        return Path(path)
     if path:
-        return existing_file(path, "corpus", "pass a UTF-8 text file with --data (DATA= for make)")
+        return existing_file(path, "corpus", "pass a UTF-8 text file, a folder of them or a glob with --data "
+                             "(DATA= for make)")
     if DEFAULT_PATH.exists():
         return existing_file(DEFAULT_PATH, "corpus", "put the corpus there, or pass a UTF-8 text file with --data")
     if download:
         _download(DEFAULT_PATH)
     return DEFAULT_PATH
+
+
+def is_pattern(path: str) -> bool:
+    return any(c in str(path) for c in "*?[")
+
+
+def corpus_files(path: str | Path) -> list[Path]:
+    """The files of a corpus, in the order they are joined: a file alone; a folder's files, those
+    in its subfolders included, by name (hidden ones, like .git or the token cache, left out); or
+    the files a glob pattern matches (** for any depth), by name."""
+    path = str(path)
+    if Path(path).is_dir():
+        root = Path(path)
+        found = [Path(folder, name) for folder, subfolders, names in os.walk(root)
+                 for name in names if not name.startswith(".")
+                 if not any(part.startswith(".") for part in Path(folder).relative_to(root).parts)]
+        where = f"corpus folder {path} holds no files"
+    elif is_pattern(path) and not Path(path).exists():
+        found = [Path(match) for match in glob.glob(path, recursive=True)]
+        where = f"--data {path} matches no file"
+    else:
+        return [Path(path)]
+    files = sorted((p for p in found if p.is_file()), key=lambda p: str(p))
+    if not files:
+        raise UsageError(f"{where}: pass a UTF-8 text file, a folder of them or a glob with --data (DATA= for make)")
+    return files
 
 
 def _download(dest: Path) -> None:
@@ -59,8 +92,9 @@ def _download(dest: Path) -> None:
 @dataclass
 class Corpus:
     vocab: str  # the sorted unique characters; index = token id
-    train: torch.Tensor  # int64 token ids, first 90%
-    val: torch.Tensor  # int64 token ids, last 10%
+    train: np.ndarray  # token ids, the first 90%: a view of the memory-mapped token file
+    val: np.ndarray  # token ids, the last 10%
+    files: int | None = None  # how many files a folder or pattern corpus joins (None: one file)
 
     def encode(self, text: str) -> list[int]:
         return vocab.encode(self.vocab, text)
@@ -68,33 +102,35 @@ class Corpus:
     def decode(self, ids: list[int]) -> str:
         return vocab.decode(self.vocab, ids)
 
+    def describe(self) -> str:
+        """What the banner says of the corpus: its files and characters when it joins several."""
+        characters = len(self.train) + len(self.val)
+        files = "" if self.files is None else f"corpus {self.files} file(s), {characters:,} characters, "
+        return f"{files}vocab {len(self.vocab)}"
 
-def load_corpus(path: str | Path, block_size: int) -> Corpus:
-    path = Path(path)
+
+def load_corpus(data: str | Path | None, block_size: int) -> Corpus:
+    """The corpus --data names (a file, a folder, a glob; None: the default file), tokenized once
+    into the token cache (trainer/token_cache.py) and memory-mapped from it."""
+    label = str(resolve_corpus(data, download=False))
+    paths = corpus_files(label)
     try:
-        raw = path.read_bytes()
+        cached = token_cache.tokens(paths, label)
     except OSError as exc:
-        raise UsageError(f"cannot read corpus {path} ({exc.strerror}): check the path and its permissions") from None
-    if not raw:
-        raise UsageError(f"corpus {path} is empty: pass a UTF-8 text with --data")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"corpus {path} is not UTF-8 (byte {exc.start}): "
-                         "convert it to UTF-8 or pass another --data") from None
-    chars = "".join(sorted(set(text)))
-    ids = torch.tensor(vocab.encode(chars, text), dtype=torch.long)
+        raise UsageError(f"cannot read corpus {exc.filename or label} ({exc.strerror}): "
+                         "check the path and its permissions") from None
+    ids = cached.ids
     split = int(TRAIN_FRACTION * len(ids))
     train, val = ids[:split], ids[split:]
     # A window needs block_size inputs plus one target; the validation split must hold one.
     needed = block_size + 1
     if len(val) < needed:
         raise UsageError(
-            f"corpus {path} is too short: {len(text)} characters leave {len(val)} for validation, "
+            f"corpus {label} is too short: {len(ids)} characters leave {len(val)} for validation, "
             f"fewer than block size + 1 = {needed}: use a text of at least {10 * needed} characters "
             "or a smaller --block-size"
         )
-    return Corpus(vocab=chars, train=train, val=val)
+    return Corpus(vocab=cached.vocab, train=train, val=val, files=None if Path(label).is_file() else len(paths))
 
 
 def stream_seed(seed: int, purpose: str, step: int, index: int = 0) -> int:
@@ -108,7 +144,7 @@ class Batches:
     """The windows one rank draws from one split: batch_size windows of block_size characters
     make the global batch of (seed, purpose, step, index), and this rank takes its slice."""
 
-    data: torch.Tensor  # token ids of one split
+    data: np.ndarray  # token ids of one split (a view of the memory-mapped token file)
     seed: int
     batch_size: int  # global: split evenly across the ranks
     block_size: int
@@ -121,6 +157,8 @@ class Batches:
         generator = torch.Generator().manual_seed(stream_seed(self.seed, purpose, step, index))
         starts = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=generator)
         per_rank = self.batch_size // self.world_size
-        starts = starts[self.rank * per_rank:(self.rank + 1) * per_rank]
-        windows = self.data[starts[:, None] + torch.arange(self.block_size + 1)]
+        starts = starts[self.rank * per_rank:(self.rank + 1) * per_rank].numpy()
+        windows = np.take(self.data, starts[:, None] + np.arange(self.block_size + 1)).astype(np.int64)
+        token_cache.release_pages(self.data)  # the windows are copied out: their pages can go
+        windows = torch.from_numpy(windows)
         return windows[:, :-1], windows[:, 1:]

@@ -41,13 +41,14 @@ def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict |
 
 
 def check_processes(cfg: TrainConfig, env: DistEnv) -> None:
-    """The world size must split the batch; the corpus is fetched by one process per machine."""
+    """The world size must split the batch; the corpus is fetched and tokenized by one process per
+    machine (the other ranks then find it in the token cache)."""
     counts = ", ".join([str(n) for n in range(1, cfg.batch_size + 1) if cfg.batch_size % n == 0][:6])
     multiple = -(-cfg.batch_size // env.world_size) * env.world_size  # the next one up
     check_split(cfg.batch_size, env.world_size, f"use a process count that divides {cfg.batch_size} "
                 f"(NPROC={counts}) or a --batch-size that {env.world_size} processes split (e.g. {multiple})")
     if env.local_rank == 0:
-        resolve_corpus(cfg.data, download=True)
+        load_corpus(resolve_corpus(cfg.data, download=True), cfg.block_size)
 
 
 def read_corpus(cfg: TrainConfig) -> Corpus:

@@ -291,7 +291,7 @@ class Trainer:
         own = f" ({', '.join(own)})" if own else ""
         return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
                 f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es){nodes_part(env)} "
-                f"x {torch.get_num_threads()} thread(s), vocab {len(self.corpus.vocab)}, "
+                f"x {torch.get_num_threads()} thread(s), {self.corpus.describe()}, "
                 f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 

@@ -2,13 +2,14 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
 from common.cli import UsageError
 from trainer.data import Batches, load_corpus, stream_seed
 
-DATA = torch.arange(1000)
+DATA = np.arange(1000)
 BATCH, BLOCK = 8, 16
 
 
@@ -57,14 +58,28 @@ def test_each_window_is_a_contiguous_slice_of_data():
     x, y = batches().draw("train", 1)
     for inputs, targets in zip(x, y):
         start = int(inputs[0])
-        assert torch.equal(inputs, DATA[start:start + BLOCK])
-        assert torch.equal(targets, DATA[start + 1:start + BLOCK + 1])
+        assert torch.equal(inputs, torch.from_numpy(DATA[start:start + BLOCK]))
+        assert torch.equal(targets, torch.from_numpy(DATA[start + 1:start + BLOCK + 1]))
+
+
+def test_draw_gathers_the_windows_the_tensor_index_did():
+    """The windows of a token file's map are those the int64 tensor of the same ids gave (the
+    trainer's batches before the token cache): the same runs, to the last digit."""
+    ids = np.random.default_rng(0).integers(0, 65, 5000).astype(np.uint8)
+    x, y = Batches(ids, seed=1337, batch_size=BATCH, block_size=BLOCK, rank=1, world_size=2).draw("train", 3, 1)
+    tensor = torch.from_numpy(ids.astype(np.int64))
+    generator = torch.Generator().manual_seed(stream_seed(1337, "train", 3, 1))
+    starts = torch.randint(len(tensor) - BLOCK, (BATCH,), generator=generator)[BATCH // 2:]
+    windows = tensor[starts[:, None] + torch.arange(BLOCK + 1)]
+    assert x.dtype == y.dtype == torch.long
+    assert torch.equal(x, windows[:, :-1]) and torch.equal(y, windows[:, 1:])
 
 
 def test_data_of_one_window_yields_that_window():
-    data = torch.arange(BLOCK + 1)  # the last target is the last token: no window beyond it
+    data = np.arange(BLOCK + 1)  # the last target is the last token: no window beyond it
     x, y = Batches(data, seed=0, batch_size=4, block_size=BLOCK).draw("val", 1)
-    assert torch.equal(x, data[:-1].expand(4, -1)) and torch.equal(y, data[1:].expand(4, -1))
+    window = torch.from_numpy(data)
+    assert torch.equal(x, window[:-1].expand(4, -1)) and torch.equal(y, window[1:].expand(4, -1))
 
 
 @pytest.mark.parametrize("world_size", [2, 4, 8])
@@ -110,8 +125,8 @@ def test_load_corpus_splits_90_10(tmp_path):
     path.write_text(TEXT, encoding="utf-8")
     corpus = load_corpus(path, block_size=8)
     assert len(corpus.train) == int(0.9 * len(TEXT)) and len(corpus.val) == len(TEXT) - len(corpus.train)
-    assert corpus.train.dtype == corpus.val.dtype == torch.long
-    assert corpus.decode(torch.cat([corpus.train, corpus.val]).tolist()) == TEXT
+    assert corpus.train.dtype == corpus.val.dtype == np.uint8  # 14 characters: one byte each
+    assert corpus.decode(np.concatenate([corpus.train, corpus.val]).tolist()) == TEXT
 
 
 def test_load_corpus_accepts_the_length_its_error_asks_for(tmp_path):
@@ -135,5 +150,5 @@ def test_load_corpus_refuses_bad_files_naming_them(tmp_path, content, says):
 
 
 def test_load_corpus_of_a_missing_file_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="cannot read corpus"):
+    with pytest.raises(UsageError, match="missing.txt does not exist"):
         load_corpus(tmp_path / "missing.txt", block_size=8)
