@@ -106,11 +106,12 @@ def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_checkpoint(tmp_pa
     shutil.copy(trained_run / "model.pt", out)
     shutil.copy(trained_run / "metrics.jsonl", out)
     good = (out / "model.pt").read_bytes()
-    # A checkpoint at step 30 of the same 60-step run, with one weight matrix poisoned.
+    # A checkpoint at step 30 of the same 60-step run, with one weight matrix blown up: finite, so
+    # the checkpoint is valid (a NaN weight is refused as damaged), but the loss overflows at once.
     poisoned = torch.load(trained_run / "model.pt", weights_only=True)
     poisoned["step"] = 30
     for weights in ("training_weights", "model"):  # the weights the optimiser steps, and their average
-        next(iter(poisoned[weights].values())).fill_(math.nan)
+        next(iter(poisoned[weights].values())).fill_(1e30)
     torch.save(poisoned, tmp_path / "poisoned.pt")
     result = subprocess.run(make_train(out, corpus, "--resume", tmp_path / "poisoned.pt", "--steps", 60,
                                        "--eval-every", 30, *QUICK), cwd=ROOT, env=child_env(),

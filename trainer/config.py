@@ -214,6 +214,34 @@ def read_command_line(argv: list[str]) -> dict:
 # What a checkpoint saved before a field existed trained with: AdamW alone (no Muon), and
 # AdamW's one rate for the embeddings and the head.
 BEFORE_THE_FIELD = {"muon_lr": 0.0, "embed_lr": 0.0, "head_lr": 0.0}
+# Fields added after the first checkpoint format (a checkpoint may lack them); the others it must hold.
+ADDED_LATER = (*BEFORE_THE_FIELD, "ema_decay", "muon_momentum", "muon_weight_decay")
+
+
+def saved_config_problem(saved: dict) -> str | None:
+    """What is wrong with a checkpoint's train_config, or None: a field a resumed run reads that is
+    missing, of another type, or outside its flag's limits (a hand-edited or foreign checkpoint)."""
+    missing = [name for name in RESUMED_FIELDS if name not in saved and name not in ADDED_LATER]
+    if missing:
+        return f"it lacks {', '.join(map(repr, missing[:3]))}{' and more' * (len(missing) > 3)}"
+    options = {f.name: f for f in _options()}
+    for name in RESUMED_FIELDS:
+        if name in saved and not _fits(options[name], saved[name]):
+            return f"{name!r} is {saved[name]!r}, not a value --{name.replace('_', '-')} takes"
+    return None
+
+
+def _fits(f: Field, value) -> bool:
+    """Whether `value` has the field's type and lies within its declared limits and choices."""
+    meta = f.metadata
+    if isinstance(value, bool) or not isinstance(value, {int: int, float: (int, float)}.get(f.type, str)):
+        return False
+    if meta["choices"] is not None:
+        return value in meta["choices"]
+    if meta["within"] is not None:
+        return _inside(value, meta["within"])
+    low, high = meta["at_least"], meta["at_most"]
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def resolve(given: dict, saved: dict | None = None) -> TrainConfig:

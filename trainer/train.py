@@ -20,10 +20,10 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import TrainConfig
+from trainer.config import BEFORE_THE_FIELD, TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
-from trainer.optim import make_optimizer
+from trainer.optim import make_optimizer, state_names
 from trainer.progress import Progress
 from trainer.resume import STOP_SIGNALS, launched_by, resume_command
 from trainer.run_folder import RunFolder
@@ -156,11 +156,14 @@ class Trainer:
                   "the previous checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
 
     def load_checkpoint(self, saved: dict) -> None:
-        """The weights, the optimiser state and the step of `saved`. The random state needs no
-        restoring: every step seeds its own dropout (train_step)."""
+        """The weights, the optimiser's moments and the step of `saved`; the optimiser's settings
+        are this run's (Optimizers.load_state_dict). The random state needs no restoring: every
+        step seeds its own dropout (train_step)."""
         self.raw_model.load_state_dict(saved.get("training_weights", saved["model"]))
         self.average.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        shapes = {name: tuple(p.shape) for name, p in self.raw_model.named_parameters()}
+        self.optimizer.load_state_dict(saved["optimizer"],
+                                       state_names(shapes, {**BEFORE_THE_FIELD, **saved["train_config"]}))
         self.step = saved["step"]
         self.last_losses = saved.get("losses", {})
 
