@@ -168,18 +168,24 @@ def test_on_a_full_disk_a_checkpoint_fails_whole_and_a_metrics_record_is_dropped
     assert len(warnings) == 1 and "No space left on device" in warnings[0]  # once, not at every step
 
 
-def test_training_on_a_full_disk_warns_and_goes_on_with_no_traceback_from_any_rank(tmp_path, corpus, trained_run):
+def test_training_on_a_full_disk_warns_goes_on_and_fails_when_the_last_checkpoint_fails(tmp_path, corpus,
+                                                                                          trained_run):
     checkpoint_size = (trained_run / "model.pt").stat().st_size
     # Room for one checkpoint and the logs, not for a second checkpoint beside it while it is written.
     size = f"{(checkpoint_size * 3 // 2) // 1024}k"
     with tmpfs(tmp_path / "small", size) as disk:
         result = subprocess.run(make_train(disk, corpus, "--steps", 6, "--eval-every", 2, *QUICK),
                                 cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr + result.stdout and "RuntimeError" not in result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: could not write")]
-        assert len(warnings) == 3, result.stderr  # steps 2, 4 and 6, each tried again
+        assert len(warnings) == 2, result.stderr  # steps 2 and 4, each tried again
         assert all("No space left on device" in w and "previous checkpoint is kept" in w for w in warnings)
+        # The last one has no next one: the run fails in one line, with no "done" and nothing exported.
+        assert result.returncode != 0, result.stderr[-3000:]  # the worker's 1; make's own 2 after it
+        assert error_lines(result.stderr) == [line for line in result.stderr.splitlines() if line.startswith(
+            "error: could not write the last checkpoint") and "No space left on device" in line and
+            "at step 1, is kept" in line and "resume with:" in line], result.stderr
+        assert "done:" not in result.stdout and "writing" not in result.stdout
         assert checkpoint.load(disk / "model.pt")["step"] == 1  # the checkpoint that fitted, intact
         assert sorted(step_losses(disk)) == list(range(1, 7))
         strict_records(disk / "metrics.jsonl")

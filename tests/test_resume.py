@@ -4,6 +4,8 @@ import os
 import shutil
 import signal
 
+import torch
+
 from tests.conftest import QUICK, assert_one_line_error, eval_records, read_jsonl, run, step_losses, trainer_cmd
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
@@ -88,3 +90,17 @@ def test_optimiser_flags_given_on_resume_are_what_trains_and_what_is_recorded(tm
             lr_at(step, 5e-4, saved["min_lr"], saved["warmup_steps"], 62, saved["schedule"]) for step in (61, 62)]
         losses[nproc] = step_losses(out)
     assert all(abs(losses[None][s] - losses[2][s]) <= 1e-4 for s in (61, 62)), losses
+
+
+def test_a_new_run_leaves_a_stopped_runs_checkpoint_alone_unless_told_to_start_over(tmp_path, corpus, trained_run):
+    stopped = torch.load(trained_run / "model.pt", weights_only=True)
+    stopped["step"] = 30  # as a run of 60 steps stopped (Ctrl-C, a crash) at step 30 leaves it
+    torch.save(stopped, tmp_path / "model.pt")
+    shutil.copy(trained_run / "metrics.jsonl", tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("model.pt", "metrics.jsonl")}
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 4, *QUICK))
+    assert_one_line_error(result, f"{tmp_path / 'model.pt'} holds a run stopped at step 30 of 60", "--resume",
+                          "another --out", "--start-over")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    told = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 4, "--start-over", "--dry-run"))
+    assert told.returncode == 0, told.stderr

@@ -52,6 +52,8 @@ class TrainConfig:
                                 "final step", group=FILES, nargs="?", const="", metavar="CKPT")
     extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
                           group=FILES)
+    start_over: bool = option(False, "without --resume: start from scratch in an --out whose run stopped before its "
+                              "last step, replacing its checkpoint and metrics", group=FILES)
     # run length and batch
     steps: int = option(3000, "optimiser steps in total (on --resume: the checkpoint's)", group=RUN, at_least=1)
     batch_size: int = option(32, "global batch in windows, split across ranks", group=RUN, at_least=1)

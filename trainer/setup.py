@@ -55,7 +55,23 @@ def read_corpus(cfg: TrainConfig) -> Corpus:
 def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | None:
     """Rank 0: claim --out (writable, not in use by another run) and load the checkpoint to continue."""
     folder.claim(check_only=cfg.dry_run)
+    if cfg.resume is None and env.restart == 0 and not cfg.start_over:
+        check_no_stopped_run(folder)
     return folder.checkpoint_to_resume(cfg.resume, env.run_id, env.restart)
+
+
+def check_no_stopped_run(folder: RunFolder) -> None:
+    """A new run would overwrite the checkpoint and metrics of a run stopped in --out, and with them
+    the only way to finish it: refused unless --start-over says so. A finished run's checkpoint (its
+    exports stand beside it) and a file that is no checkpoint of ours are replaced as before."""
+    try:
+        saved = checkpoint.load(folder.checkpoint) if folder.checkpoint.is_file() else None
+    except UsageError:
+        return
+    if saved is not None and saved["step"] < saved["train_config"]["steps"]:
+        raise UsageError(f"{folder.checkpoint} holds a run stopped at step {saved['step']} of "
+                         f"{saved['train_config']['steps']}: finish it with --resume (ARGS=\"--resume\" for make), "
+                         "train in another --out (OUT= for make), or pass --start-over to replace it")
 
 
 def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainConfig:

@@ -77,6 +77,7 @@ class Trainer:
         self.model = distributed.wrap(model, env, options.ddp)
         self.stop_signal = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
+        self.save_error = ""  # why the last failed checkpoint write failed
 
     # -- one optimiser step ---------------------------------------------------------------
 
@@ -152,8 +153,10 @@ class Trainer:
             checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step
         except OSError as exc:
-            print(f"warning: could not write {self.folder.checkpoint} ({exc.strerror}); "
-                  "the previous checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
+            self.save_error = exc.strerror or type(exc).__name__
+            if self.step < self.cfg.steps:  # the last step's failure is the run's error (_train_loop)
+                print(f"warning: could not write {self.folder.checkpoint} ({self.save_error}); the previous "
+                      "checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
 
     def load_checkpoint(self, saved: dict) -> None:
         """The weights, the optimiser's moments and the step of `saved`; the optimiser's settings
@@ -230,6 +233,13 @@ class Trainer:
             progress.print(f"stopped at step {self.step}: {self._checkpoint_state()}\n"
                            f"resume with: {self.resume_command}")
             return 128 + (self.stop_signal or signal.SIGTERM)
+        if self.env.is_main and self.saved_step != self.step:
+            # Without its last checkpoint the run's end is lost: no "done", and nothing exported from
+            # the stale checkpoint as if it were the trained model.
+            print(f"error: could not write the last checkpoint {self.folder.checkpoint} ({self.save_error}), so "
+                  f"the run's last steps are lost and nothing was exported; {self._checkpoint_state()}; free "
+                  f"space or fix the permissions, then resume with: {self.resume_command}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         progress.print(metrics.done_line(self.step, self.folder.checkpoint))
         return 0
 
