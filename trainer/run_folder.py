@@ -68,24 +68,24 @@ class RunFolder:
             except OSError:  # something else was put there meanwhile: leave it
                 return
 
-    def check_entries(self) -> None:
+    def check_entries(self, writer: str = "the run", fix: str = "choose another --out (OUT= for make)") -> None:
         """What already stands at the names the run writes must be a regular file (or nothing):
         a directory where model.pt goes would let a whole run train and then lose its weights, a
         FIFO where metrics.jsonl goes would hang rank 0. The folders (hf/, tensorboard/) must
-        be folders."""
+        be folders. make export checks the same before it renames anything (`writer`, `fix`: its words)."""
         files = [LOCK_NAME, defaults.CHECKPOINT, defaults.METRICS, defaults.LOSS_PLOT, *defaults.EXPORTS,
                  defaults.MANIFEST]
         for name in files:
             path = self.path / name
             problem = not_a_file(path) if os.path.lexists(path) else None
             if problem:
-                raise UsageError(f"{path} {problem}, and the run writes a file there: remove or rename it, or "
-                                 "choose another --out (OUT= for make)")
+                raise UsageError(f"{path} {problem}, and {writer} writes a file there: remove or rename it, "
+                                 f"or {fix}")
         for name in (defaults.HF_FOLDER, defaults.TENSORBOARD):
             path = self.path / name
             if os.path.lexists(path) and not path.is_dir():
-                raise UsageError(f"{path} is not a folder, and the run writes a folder there: remove or rename "
-                                 "it, or choose another --out (OUT= for make)")
+                raise UsageError(f"{path} is not a folder, and {writer} writes a folder there: remove or rename "
+                                 f"it, or {fix}")
 
     def resume_path(self, resume: str | None) -> Path:
         """The checkpoint --resume [CKPT] names: CKPT, or this folder's."""
