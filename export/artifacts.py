@@ -65,9 +65,10 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
         files |= {f"{hf.FOLDER}/{name}": data for name, data in hf_set.items()}
     except hf.NotRepresentable as exc:
         refused = exc
+    card = f"{hf.FOLDER}/{defaults.HF_CARD}"  # edited by people before push_to_hub: not part of the model
     text = manifest_text(
         snapshot["vocab"], model.config.block_size,
-        {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        {name: hashlib.sha256(data).hexdigest() for name, data in files.items() if name != card},
         config=model.config.to_dict(), step=snapshot["step"], source=path.name,
         input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},

@@ -33,9 +33,10 @@ def transformers_model(trained_run):
 
 def test_the_folder_is_part_of_the_export_set_and_describes_the_run(trained_run):
     manifest = json.loads((trained_run / "model.json").read_text(encoding="utf-8"))
-    for name in hf.FILES:
+    for name in hf.MODEL_FILES:
         data = (trained_run / "hf" / name).read_bytes()
         assert manifest["sha256"][f"hf/{name}"] == hashlib.sha256(data).hexdigest(), name
+    assert "hf/README.md" not in manifest["sha256"] and (trained_run / "hf" / "README.md").is_file()
     config = json.loads((trained_run / "hf" / "config.json").read_text())
     model, snapshot = load_trained_model(trained_run / "model.pt")
     c = model.config
@@ -148,9 +149,31 @@ def test_a_damaged_or_mismatched_folder_is_one_line(export_copy, damage, named):
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
     assert_one_line_error(generate_from(folder), named, "make export")
-    if damage.startswith("remove"):  # transformers.js reads no safetensors and checks no hashes
+    if not damage.startswith("truncate"):  # transformers.js reads no safetensors
         node = run(["node", ROOT / "web" / "hf-generate.mjs", folder, "--tokens", 5])
         assert_one_line_error(node, named, "make export")
+
+
+def test_node_checks_the_folder_as_every_loader_does(export_copy, trained_run):
+    """Another export's decoder (model.json's SHA-256), a prompt outside the vocabulary, a file for a folder."""
+    hf_generate = ["node", ROOT / "web" / "hf-generate.mjs"]
+    assert_one_line_error(run([*hf_generate, trained_run / "model.json"]), "is a file, not an hf folder")
+    assert_one_line_error(run([*hf_generate, export_copy / "hf", "--prompt", "ROMEO€", "--tokens", 5]),
+                          'characters the model does not know ("€")')
+    decoder = export_copy / "hf" / "onnx" / "model.onnx"
+    decoder.write_bytes(decoder.read_bytes() + b"\0")  # as good as another export's: not the one model.json lists
+    assert_one_line_error(run([*hf_generate, export_copy / "hf", "--tokens", 5]), "hf/onnx/model.onnx does not match",
+                          "make export")
+
+
+def test_an_edited_card_and_a_renamed_copy_of_the_folder_still_generate(export_copy):
+    """The card (README.md) is for people to edit before push_to_hub: model.json hashes what the model needs."""
+    (export_copy / "hf" / "README.md").write_text("# My Shakespeare\n", encoding="utf-8")
+    (export_copy / "hf").rename(export_copy / "shakespeare-hf")
+    for command in ([sys.executable, "-m", "export.generate"], ["node", ROOT / "web" / "hf-generate.mjs"]):
+        result = run([*command, export_copy / "shakespeare-hf", "--prompt", PROMPT, "--tokens", 5,
+                      "--temperature", 0])
+        assert result.returncode == 0 and result.stdout.startswith(PROMPT), result.stderr[-2000:]
 
 
 def test_node_refuses_more_characters_than_the_context_in_one_line(trained_run):
