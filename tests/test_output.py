@@ -112,7 +112,8 @@ def test_done_line_says_where_the_time_went_then_what_is_being_written(trained_r
     done = next(i for i, line in enumerate(log) if line.startswith("done: "))
     assert re.match(r"done: 60 steps in \d+ s: \d+ s in training steps \([\d.]+ steps/s\), \d+ s evaluating",
                     log[done]), log[done]
-    assert log[done + 1].startswith("writing loss.png and the exports (model.ts, model.pt2, model.onnx, model.json)")
+    assert log[done + 1].startswith("writing loss.png and the exports "
+                                    "(model.ts, model.pt2, model.onnx, hf/, model.json)")
     assert log[done + 2].startswith("wrote ")
 
 

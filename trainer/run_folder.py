@@ -51,6 +51,15 @@ class RunFolder:
         self.made_lock = not lock_was_there  # only once the file is there: a refused claim made none
         if check_only:
             release(self.path)
+        else:
+            self.remove_abandoned_temporaries()
+
+    def remove_abandoned_temporaries(self) -> None:
+        """The temporary files of writes that a killed run left (.model.pt.*.tmp, ...): with the lock
+        held, no other run is writing them."""
+        for name in (defaults.CHECKPOINT, defaults.METRICS, defaults.LOSS_PLOT):
+            for path in self.path.glob(f".{name}.*.tmp"):
+                path.unlink(missing_ok=True)
 
     def abandon(self) -> None:
         """For a run refused after claim and before writing anything: release the folder, and

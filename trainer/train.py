@@ -7,6 +7,7 @@ The setup before the first step is trainer/setup.py.
 
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -351,7 +352,7 @@ def run(cfg: TrainConfig) -> int:
         trainer = Trainer(cfg, env, corpus, saved)
         status = trainer.train()
         if status == 0 and env.is_main:
-            finish_run(trainer)
+            status = finish_run(trainer)
         return status
     finally:
         # DDP holds the process group: drop it first, so the group's worker threads are joined
@@ -360,14 +361,50 @@ def run(cfg: TrainConfig) -> int:
         distributed.shutdown()
 
 
-def finish_run(trainer: Trainer) -> None:
-    """Rank 0, after the last step: the loss picture and (unless --no-export) the exports."""
+class StoppedWhileFinishing(BaseException):
+    """A stop signal while loss.png and the exports are written (raised by its handler, so that the
+    writes in progress remove their temporary files on the way out)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def finish_run(trainer: Trainer) -> int:
+    """Rank 0, after the last step: the loss picture and (unless --no-export) the exports.
+    Returns the exit status: 128 + the signal when a stop signal cut them short."""
+    stopped = []
+
+    def stop(signum, frame):
+        if not stopped:  # Ctrl-C comes twice under torchrun (the terminal's, then torchrun's): once is enough
+            stopped.append(signum)
+            raise StoppedWhileFinishing(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        write_outputs(trainer)
+        return 0
+    except StoppedWhileFinishing as exc:
+        what = "the exports were not written (the previous set, if any, stands)" if trainer.cfg.export else \
+            "loss.png was not written"
+        print(f"stopped by {signal.Signals(exc.signum).name} after the last step: the checkpoint "
+              f"{trainer.folder.checkpoint} is complete, but {what}; write them with: "
+              f"make export CKPT={shlex.quote(str(trainer.folder.checkpoint))} (make plot OUT=... for loss.png)",
+              file=sys.stderr, flush=True)
+        return 128 + exc.signum
+    finally:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, exit_at_once if stopped else previous[signum])
+
+
+def write_outputs(trainer: Trainer) -> None:
+    """loss.png and (unless --no-export) the exports."""
     from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
     from trainer.plot import plot_metrics  # only at the end
 
     folder = trainer.folder
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
-    exports = ", ".join([*defaults.EXPORTS, defaults.MANIFEST])
+    exports = ", ".join([*defaults.EXPORTS, f"{defaults.HF_FOLDER}/", defaults.MANIFEST])
     what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
     print(f"writing {what} to {folder.path} ...", flush=True)
     written = []
