@@ -11,7 +11,7 @@ from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
 from trainer import checkpoint, distributed, memory
-from trainer.config import TrainConfig, check_run_length, check_split, resolve, sample_prompt
+from trainer.config import TrainConfig, check_run_length, check_split, notes, resolve, sample_prompt
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
 
@@ -99,6 +99,9 @@ def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, e
     prompt, note = sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))
     if note and saved is None and env.is_main and not cfg.dry_run:
         print(note, flush=True)
+    if env.is_main and not cfg.dry_run:
+        for line in notes(cfg):
+            print(line, flush=True)
     return dataclasses.replace(cfg, sample_prompt=prompt)
 
 
