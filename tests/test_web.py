@@ -329,3 +329,13 @@ def test_the_server_sends_no_file_through_a_link_out_of_the_run_folder_nor_to_an
             assert page.status == 200
     assert_one_line_error(run([sys.executable, "-m", "web.serve", "--out", secret, "--port", "0"]),
                           "is a file, not a run folder", "OUT=")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seed", str(2 ** 53 + 1)], "--seed must be at most 9007199254740991"),
+    (["--bogus"], "Unknown option '--bogus' (usage: "),
+    (["--seed", "-1"], "Option '--seed' argument is ambiguous (usage: "),
+])
+def test_node_flag_errors_are_one_line_of_our_own(tmp_path, args, words):
+    """Issue 37, cause 8: a seed past 2^53-1 was "not at least 0", and parseArgs' advice ran to three lines."""
+    assert_one_line_error(run(["node", ROOT / "web" / "generate.mjs", tmp_path / "model.onnx", *args]), words)

@@ -16,7 +16,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { env, pipeline, TextStreamer } from "@huggingface/transformers";
 
-import { parseSettings, UsageError } from "./sampling.mjs";
+import { parseArgsProblem, parseSettings, UsageError } from "./sampling.mjs";
 
 const USAGE = "node web/hf-generate.mjs HF_FOLDER [--prompt TEXT] [--tokens N] [--temperature T]";
 const NEEDED = ["config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
@@ -30,7 +30,7 @@ function options(argv) {
       options: { prompt: { type: "string", default: "ROMEO:" }, tokens: { type: "string" }, temperature: { type: "string" } },
     });
   } catch (err) {
-    throw new UsageError(`${err.message} (usage: ${USAGE})`);
+    throw new UsageError(`${parseArgsProblem(err)} (usage: ${USAGE})`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`give one hf folder (usage: ${USAGE})`);
