@@ -16,6 +16,8 @@ from export import hf
 from export.artifacts import load_trained_model
 from model import GPT, GPTConfig, count_parameters
 from tests.conftest import ROOT, assert_one_line_error, run
+from trainer.config import resolve
+from trainer.optim import make_optimizer
 from web.browser import drive, page_url
 from web.serve import serving
 
@@ -185,9 +187,11 @@ def test_export_of_a_model_gpt2_cannot_represent_writes_the_rest_and_says_why_in
     # n_embd 16 < 65 characters: lm_head's bias cannot fold into ln_f, the model is not GPT-2.
     snapshot = torch.load(trained_run / "model.pt", weights_only=True)
     config = GPTConfig(vocab_size=len(snapshot["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
-    weights = GPT(config).state_dict()
-    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights},
-               tmp_path / "model.pt")
+    model = GPT(config)
+    weights = model.state_dict()
+    optimizer = make_optimizer(model, resolve({}, snapshot["train_config"])).state_dict()  # one of this model
+    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights,
+                "optimizer": optimizer}, tmp_path / "model.pt")
     result = run([sys.executable, "-m", "export", tmp_path / "model.pt"])
     assert_one_line_error(result, "hf/ not written", "lm_head", "--n-embd")
     manifest = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
