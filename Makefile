@@ -25,10 +25,13 @@ ARGS ?=
 train: export TORCH_DISABLE_SHARE_RDZV_TCP_STORE ?= 1
 
 # The one quoting rule: every value reaches its program as one shell word, whatever it holds
-# (spaces, quotes, `$`): make train OUT='my runs'. ARGS alone is split into words, being flags.
-shell_quote = '$(subst ','\'',$(1))'
-TRAIN_FLAGS = --out $(call shell_quote,$(OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA))) \
-              $(if $(STEPS),--steps $(call shell_quote,$(STEPS))) $(ARGS)
+# (spaces, quotes, `$`, newlines): make train OUT='my runs'. ARGS alone is split into words, being
+# flags. A recipe names the value $(call passed,NAME), the environment variable MAKE_NAME (exported
+# below) in double quotes: the shell passes it on whole without reading it. Written into the recipe
+# itself, a newline in a value would end the recipe's line there (make runs each line on its own).
+passed = "$$MAKE_$(1)"
+TRAIN_FLAGS = --out $(call passed,OUT) $(if $(DATA),--data $(call passed,DATA)) \
+              $(if $(STEPS),--steps $(call passed,STEPS)) $(ARGS)
 
 # export and generation
 CKPT ?= $(OUT)/model.pt
@@ -38,8 +41,8 @@ TOKENS ?= 200
 TEMPERATURE ?= 0.8
 TOP_K ?=
 SEED ?=
-SAMPLING_FLAGS = --tokens $(call shell_quote,$(TOKENS)) --temperature $(call shell_quote,$(TEMPERATURE)) \
-                 $(if $(TOP_K),--top-k $(call shell_quote,$(TOP_K))) $(if $(SEED),--seed $(call shell_quote,$(SEED)))
+SAMPLING_FLAGS = --tokens $(call passed,TOKENS) --temperature $(call passed,TEMPERATURE) \
+                 $(if $(TOP_K),--top-k $(call passed,TOP_K)) $(if $(SEED),--seed $(call passed,SEED))
 # the browser page (web/): its npm packages are reinstalled when web/package-lock.json changes
 PORT ?= 8000
 NODE_STAMP := web/node_modules/.installed-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
@@ -57,7 +60,7 @@ SIZES ?= 1,100,1000
 .PHONY: help install web-install serve train lint test export generate cpp-generate bench bench-quality bench-levers bench-link bench-profile bench-micro bench-data plot clean
 
 help: ## list the targets, each with the variables it reads and their values now (the defaults)
-	@printf '%s\n' $(foreach v,$(HELP_VARS),$(call shell_quote,$(v)=$($(v)))) | awk ' \
+	@printf '%s\n' $(foreach v,$(HELP_VARS),"$(v)=$$MAKE_$(v)") | awk ' \
 	  FNR == NR { i = index($$0, "="); value[substr($$0, 1, i - 1)] = substr($$0, i + 1); next } \
 	  /^#> / { rest = substr($$0, index($$0, $$3) + length($$3) + 1); \
 	           doc[$$2] = doc[$$2] sprintf("    %-26s %s\n", $$3 "=" value[$$3], rest); next } \
@@ -124,15 +127,19 @@ HELP_VARS = $(sort $(shell sed -nE 's/^\#> [a-z-]+ ([A-Z_0-9]+) .*/\1/p' $(first
 $(foreach v,$(HELP_VARS),$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $$(value $(v)))$(if $(filter override,$(origin $(v))),$(eval export $(v)))))
 
+# MAKE_<NAME> for every variable above, and for cpp-generate's CPP_MODEL: its value at the time a
+# recipe runs, in that target's context.
+$(foreach v,$(HELP_VARS) CPP_MODEL,$(eval export MAKE_$(v) = $$($(v))))
+
 # A target refuses an empty value of the variables it needs, in one line and exit status 2, as the
 # programs refuse a bad flag: OUT= would put a run's files in the repository's root, CKPT= names no file.
-require = @$(foreach v,$(1),test -n $(call shell_quote,$($(v))) || { echo "error: $(v) is empty: give it a \
+require = @$(foreach v,$(1),test -n $(call passed,$(v)) || { echo "error: $(v) is empty: give it a \
   value, or leave it unset for its default (make help shows it)" >&2; exit 2; };)
 
 $(STAMP): pyproject.toml
 	$(call require,PYTHON3)
 	rm -f $(VENV)/.installed-*
-	test -x $(PY) || $(call shell_quote,$(PYTHON3)) -m venv $(VENV)
+	test -x $(PY) || $(call passed,PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -146,18 +153,18 @@ web-install: $(NODE_STAMP) ## npm ci in web/: the pinned onnxruntime-web and pla
 
 serve: $(STAMP) $(NODE_STAMP) ## the generation page on http://127.0.0.1:PORT/ with OUT's model.onnx and model.json: OUT= PORT=8000
 	$(call require,OUT)
-	@$(PY) -m web.serve --out $(call shell_quote,$(OUT)) --port $(call shell_quote,$(PORT))
+	@$(PY) -m web.serve --out $(call passed,OUT) --port $(call passed,PORT)
 
 # trainer.launch checks the variables, dry-runs the trainer, then runs torchrun in-process (threads
 # per rank: this machine's cores / NPROC unless OMP_NUM_THREADS is set). $$PPID is this make: after
 # Ctrl-C the launcher lets make end by the signal, without an error line after the resume command.
 train: $(STAMP) ## train under torchrun: NPROC=4 STEPS= DATA= OUT= ARGS="..." MAX_RESTARTS= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= LOCAL_ADDR= RDZV_TIMEOUT=
 	$(call require,OUT)
-	@$(PY) -m trainer.launch --nproc $(call shell_quote,$(NPROC)) --nnodes $(call shell_quote,$(NNODES)) \
-		--node-rank $(call shell_quote,$(NODE_RANK)) --master-addr $(call shell_quote,$(MASTER_ADDR)) \
-		--local-addr $(call shell_quote,$(LOCAL_ADDR)) \
-		--master-port $(call shell_quote,$(MASTER_PORT)) --max-restarts $(call shell_quote,$(MAX_RESTARTS)) \
-		--rdzv-timeout $(call shell_quote,$(RDZV_TIMEOUT)) --make-pid $$PPID -- $(TRAIN_FLAGS)
+	@$(PY) -m trainer.launch --nproc $(call passed,NPROC) --nnodes $(call passed,NNODES) \
+		--node-rank $(call passed,NODE_RANK) --master-addr $(call passed,MASTER_ADDR) \
+		--local-addr $(call passed,LOCAL_ADDR) \
+		--master-port $(call passed,MASTER_PORT) --max-restarts $(call passed,MAX_RESTARTS) \
+		--rdzv-timeout $(call passed,RDZV_TIMEOUT) --make-pid $$PPID -- $(TRAIN_FLAGS)
 
 lint: $(STAMP) ## ruff (pinned in pyproject.toml, configured there): pyflakes, pycodestyle, import order, complexity <= 10; no import cycle
 	$(PY) -m ruff check .
@@ -174,51 +181,51 @@ test: lint $(NODE_STAMP) ## lint, the unit tests (seconds), then the rest (real 
 
 export: $(STAMP) ## write model.ts, model.pt2, model.onnx, hf/, model.json beside CKPT (default checkpoints/model.pt)
 	$(call require,OUT CKPT)
-	$(PY) -m export $(call shell_quote,$(CKPT))
+	$(PY) -m export $(call passed,CKPT)
 
 # --prompt=...: a prompt that starts with "-" is still the prompt.
 generate: $(STAMP) ## print text from MODEL (.pt .ts .pt2 .onnx hf/): PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
 	$(call require,OUT MODEL)
-	@$(PY) -m export.generate $(call shell_quote,$(MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
+	@$(PY) -m export.generate $(call passed,MODEL) --prompt=$(call passed,PROMPT) $(SAMPLING_FLAGS)
 
 # The C++ program loads TorchScript only: MODEL defaults to OUT/model.ts here, and any other file is refused.
 cpp-generate: CPP_MODEL = $(if $(filter file,$(origin MODEL)),$(OUT)/model.ts,$(MODEL))
 cpp-generate: $(STAMP) ## build the libtorch C++ generator and run it on MODEL=OUT/model.ts: PROMPT= TOKENS= TEMPERATURE= TOP_K= SEED=
 	$(call require,OUT MODEL)
-	@$(PY) -m export.cpp $(call shell_quote,$(CPP_MODEL)) --prompt=$(call shell_quote,$(PROMPT)) $(SAMPLING_FLAGS)
+	@$(PY) -m export.cpp $(call passed,CPP_MODEL) --prompt=$(call passed,PROMPT) $(SAMPLING_FLAGS)
 
 bench: $(STAMP) ## steps/s by NPROC (NPROCS=1,2,4) vs the textbook loop and the adamw recipe, best of ROUNDS, MFU, generation tokens/s -> BENCH_OUT
 	$(call require,BENCH_OUT)
-	$(PY) -m bench --nprocs $(call shell_quote,$(NPROCS)) --rounds $(call shell_quote,$(ROUNDS)) \
-		--out $(call shell_quote,$(BENCH_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench --nprocs $(call passed,NPROCS) --rounds $(call passed,ROUNDS) \
+		--out $(call passed,BENCH_OUT) $(if $(DATA),--data $(call passed,DATA))
 
 bench-quality: $(STAMP) ## time to quality: steps and training seconds to val <= TARGET of each recipe and the textbook loop -> QUALITY_OUT
 	$(call require,QUALITY_OUT)
-	$(PY) -m bench.quality --steps $(call shell_quote,$(QUALITY_STEPS)) --target $(call shell_quote,$(TARGET)) \
-		--nproc $(call shell_quote,$(NPROC)) --out $(call shell_quote,$(QUALITY_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench.quality --steps $(call passed,QUALITY_STEPS) --target $(call passed,TARGET) \
+		--nproc $(call passed,NPROC) --out $(call passed,QUALITY_OUT) $(if $(DATA),--data $(call passed,DATA))
 
 bench-levers: $(STAMP) ## steps/s of each speed lever (dtype, threads, dropout, torch.compile, DDP, kept memory, pinning)
-	$(PY) -m bench.levers --rounds $(call shell_quote,$(ROUNDS)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench.levers --rounds $(call passed,ROUNDS) $(if $(DATA),--data $(call passed,DATA))
 
 # Two "machines" are network namespaces of this one (root only, tests/netns.py), one rank each.
 bench-link: $(STAMP) ## steps/s of 2 machines (namespaces, root) over each link rate vs 1, with and without bf16 gradients; scaling model -> LINK_OUT
 	$(call require,RATES LINK_OUT)
-	$(PY) -m bench.link --rates $(call shell_quote,$(RATES)) --rounds $(call shell_quote,$(ROUNDS)) \
-		--out $(call shell_quote,$(LINK_OUT)) $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench.link --rates $(call passed,RATES) --rounds $(call passed,ROUNDS) \
+		--out $(call passed,LINK_OUT) $(if $(DATA),--data $(call passed,DATA))
 
 bench-profile: $(STAMP) ## where a training step's time goes (torch.profiler), default dtype and fp32
-	$(PY) -m bench.profile $(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench.profile $(if $(DATA),--data $(call passed,DATA))
 
 bench-data: $(STAMP) ## corpus size: tokenize MB/s, seconds to the first step (cold, cached), peak RSS per process
-	$(PY) -m bench.data --sizes $(call shell_quote,$(SIZES)) --nproc $(call shell_quote,$(NPROC)) \
-		$(if $(DATA),--data $(call shell_quote,$(DATA)))
+	$(PY) -m bench.data --sizes $(call passed,SIZES) --nproc $(call passed,NPROC) \
+		$(if $(DATA),--data $(call passed,DATA))
 
 bench-micro: $(STAMP) ## pytest-benchmark micro-benchmarks (forward+backward, all-reduce, sampling, Adam)
 	$(PY) -m pytest -q bench/micro
 
 plot: $(STAMP) ## draw OUT/loss.png from OUT/metrics.jsonl
 	$(call require,OUT)
-	$(PY) -m trainer.plot $(call shell_quote,$(OUT))
+	$(PY) -m trainer.plot $(call passed,OUT)
 
 clean: ## remove build outputs (keeps .venv, data and checkpoints)
 	rm -rf build bench/micro/.benchmarks .pytest_cache

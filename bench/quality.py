@@ -8,6 +8,7 @@ excluded), or "not within N steps", and the final losses. Written as JSON to --o
 """
 
 import json
+import math
 import sys
 import tempfile
 import time
@@ -94,6 +95,25 @@ def train_textbook(data: str, steps: int, eval_every: int, eval_iters: int) -> t
     return records, time.perf_counter() - started
 
 
+# The make variable of each flag make bench-quality passes, for the errors.
+MAKE_VARIABLES = {"steps": "QUALITY_STEPS", "target": "TARGET", "nproc": "NPROC"}
+
+
+def check_values(args) -> None:
+    """Each count at least 1 and the target a positive finite loss, one line naming the bad one."""
+    for name in ("steps", "eval_every", "eval_iters", "nproc"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"{flag_of(name)} must be at least 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.target) and args.target > 0):
+        raise UsageError(f"{flag_of('target')} must be a positive finite validation loss, got {args.target}: "
+                         f"e.g. {TARGET}")
+
+
+def flag_of(name: str) -> str:
+    flag = "--" + name.replace("_", "-")
+    return f"{flag} ({MAKE_VARIABLES[name]}= for make)" if name in MAKE_VARIABLES else flag
+
+
 @command
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
@@ -104,8 +124,7 @@ def main(argv: list[str]) -> int:
     if unknown or not (recipes or args.textbook):
         raise UsageError(f"--recipes {args.recipes!r}: name recipes of the trainer ({', '.join(RECIPES)}), "
                          "comma-separated")
-    if min(args.steps, args.eval_every, args.eval_iters, args.nproc) < 1:
-        raise UsageError("--steps, --eval-every, --eval-iters and --nproc must be at least 1")
+    check_values(args)
     check_split(TrainConfig.batch_size, args.nproc, f"use an --nproc that divides {TrainConfig.batch_size}")
     from bench.__main__ import check_out_file
     from bench.run import cpu_name, progress

@@ -15,6 +15,7 @@ import argparse
 import atexit
 import functools
 import gc
+import re
 import sys
 from typing import Callable
 
@@ -32,6 +33,9 @@ EXIT_PEER_GONE = 3
 atexit.register(gc.freeze)
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class UsageError(Exception):
     """A problem the user can fix. The message names the problem and the fix."""
 
@@ -41,7 +45,15 @@ class CommandFailed(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one UsageError line instead of usage text plus a message."""
+    """argparse whose errors are one UsageError line instead of usage text plus a message.
+
+    A value that reads as a negative number is a value, not an option: argparse knows only -3 and
+    -0.5, and called --lr -1e-3 or --ema-decay -Infinity "expected one argument" instead of
+    letting the flag's own check name the value."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")

@@ -25,11 +25,12 @@ import torch
 
 from common import defaults
 from common.cli import UsageError
-from common.files import atomic_write, fsync_dir
+from common.files import atomic_write, fsync_dir, not_a_file
 from export import hf
 from export.manifest import embedded_facts, manifest_text
 from model import GPT, GPTConfig
 from trainer import checkpoint
+from trainer.run_folder import RunFolder
 
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "idx", "logits"
@@ -54,6 +55,8 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
     """
     path = Path(path)
     model, snapshot = load_trained_model(path)
+    check_destination(path.parent, [*defaults.EXPORTS, *(f"{hf.FOLDER}/{name}" for name in hf.FILES),
+                                    defaults.MANIFEST])  # in seconds, not after the exporters' minute
     files = _serialized(model, snapshot["vocab"])
     refused = None
     try:
@@ -62,9 +65,10 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
         files |= {f"{hf.FOLDER}/{name}": data for name, data in hf_set.items()}
     except hf.NotRepresentable as exc:
         refused = exc
+    card = f"{hf.FOLDER}/{defaults.HF_CARD}"  # edited by people before push_to_hub: not part of the model
     text = manifest_text(
         snapshot["vocab"], model.config.block_size,
-        {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        {name: hashlib.sha256(data).hexdigest() for name, data in files.items() if name != card},
         config=model.config.to_dict(), step=snapshot["step"], source=path.name,
         input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
@@ -99,38 +103,58 @@ def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
 def write_set(out: Path, files: dict[str, bytes]) -> list[Path]:
     """Put `files` (name -> bytes) into `out` as one set, in their order: all or none of them.
 
-    Every file is first written whole (fsynced) into a staging directory inside `out`, then all are
-    renamed into place; a name may hold folders (hf/onnx/model.onnx), made as needed. A full disk,
-    an error or a kill before the renames leaves the previous set untouched; the renames take
-    microseconds, and a kill between two of them leaves files that the loaders refuse by the SHA-256
-    in model.json (which is renamed last).
+    First every name is checked (what stands there must be a file, hf/ a folder: the trainer's
+    own checks), then every file is written whole (fsynced) into a staging directory inside the
+    folder it goes to, then all are renamed into place; a name may hold folders (hf/onnx/model.onnx),
+    made as needed. A staging directory beside its files keeps each rename within one file system,
+    wherever hf/ is mounted or linked. A bad entry, a full disk, an error or a kill before the
+    renames leaves the previous set untouched; the renames take microseconds, and a kill between
+    two of them leaves files that the loaders refuse by the SHA-256 in model.json (renamed last).
     """
-    _remove_abandoned_staging(out)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
-    except OSError as exc:
-        raise UsageError(f"cannot write to {out} ({exc.strerror}): make the directory writable") from None
+    check_destination(out, files)
+    staging: dict[Path, Path] = {}  # destination folder -> its staging directory
     try:
         for name, data in files.items():
+            target = out / name
             try:
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(staging / name, lambda f: f.write(data))
+                if target.parent not in staging:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _remove_abandoned_staging(target.parent)
+                    staging[target.parent] = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
+                                                                   dir=target.parent))
+                atomic_write(staging[target.parent] / target.name, lambda f: f.write(data))
             except OSError as exc:
-                raise UsageError(f"cannot write {out / name} ({exc.strerror}): free some space or make the "
+                raise UsageError(f"cannot write {target} ({exc.strerror}): free some space or make the "
                                  "directory writable, then run make export; the previous export set is "
                                  "unchanged") from None
         for name in files:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, out / name)
+            os.replace(staging[(out / name).parent] / (out / name).name, out / name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    fsync_dir(out)  # the renames are durable once the directory entry is flushed
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in staging:
+        fsync_dir(folder)  # the renames are durable once the directory entries are flushed
     return [out / name for name in files]
 
 
-def _remove_abandoned_staging(out: Path) -> None:
+def check_destination(out: Path, files) -> None:
+    """Before anything is written: the trainer's checks of the run folder (RunFolder.check_entries),
+    and every other name of the set `files` (hf/'s files) a file or nothing, in a folder."""
+    fix = "run make export again"
+    RunFolder(out).check_entries(writer="make export", fix=fix)
+    for name in files:
+        problem = not_a_file(out / name) if os.path.lexists(out / name) else None
+        if problem:
+            raise UsageError(f"{out / name} {problem}, and make export writes a file there: remove or rename it, "
+                             f"or {fix}")
+        if os.path.lexists((out / name).parent) and not (out / name).parent.is_dir():
+            raise UsageError(f"{(out / name).parent} is not a folder, and make export writes a folder there: "
+                             f"remove or rename it, or {fix}")
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
     """Staging directories of exports that were killed (their process is gone)."""
-    for staging in out.glob(f"{STAGING_PREFIX}*"):
+    for staging in folder.glob(f"{STAGING_PREFIX}*"):
         pid = staging.name[len(STAGING_PREFIX):].split("-")[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)

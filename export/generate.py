@@ -44,7 +44,7 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """A model file ready to generate from; an exported one only when model.json vouches for it."""
     path = Path(path)
-    if path.is_dir() and path.name == defaults.HF_FOLDER:
+    if path.is_dir() and path.suffix not in FORMATS:  # an hf folder, under any name (a renamed copy)
         from export import hf_load  # transformers loads slowly: only for this format
 
         return LoadedModel(*hf_load.load_hf_folder(path), hf_load.RUNTIME)

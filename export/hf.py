@@ -28,6 +28,7 @@ from model import GPT, count_parameters
 FOLDER = defaults.HF_FOLDER
 ONNX_DECODER = "onnx/model.onnx"
 FILES = defaults.HF_FILES
+MODEL_FILES = defaults.HF_MODEL_FILES  # all but the model card: what model.json hashes
 FOLD_TOLERANCE = 1e-6  # |W d - b| after the fold, relative to |b|: float64 pinv of a full-rank W gives ~1e-15
 
 

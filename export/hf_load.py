@@ -22,7 +22,7 @@ RUNTIME = "transformers"
 def load_hf_folder(folder: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, int]:
     """The folder's logits function (token ids (B, T) -> logits (B, T, V)), vocabulary and block size."""
     manifest = read_manifest(folder.parent / defaults.MANIFEST)
-    for name in hf.FILES:
+    for name in hf.MODEL_FILES:  # the card (README.md) is for people to edit
         path = folder / name
         if not path.is_file():
             raise UsageError(f"{path} is missing: {REDO}")

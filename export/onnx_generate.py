@@ -22,6 +22,7 @@ import onnxruntime as ort
 # The project's defaults (common/defaults.py, which this file may not import: it runs on its own).
 PROMPT, TOKENS, TEMPERATURE = "ROMEO:", 200, 0.8
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
+REDO = "copy model.onnx and model.json from one export, or export again with make export"
 
 
 def fail(message: str):
@@ -74,7 +75,7 @@ def parse_args() -> argparse.Namespace:
 def load(model_path: Path):
     """(session, vocab, block_size, input name, output name) of a model.onnx checked against its model.json."""
     manifest = model_path.with_name("model.json")
-    redo = "copy model.onnx and model.json from one export, or export again with make export"
+    redo = REDO
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
         # An array of characters (a plain string in manifests before format 2: list() reads both).
@@ -87,12 +88,27 @@ def load(model_path: Path):
         fail(f"{manifest} is not a manifest for {model_path.name} ({type(exc).__name__}): {redo}")
     if hashlib.sha256(model).hexdigest() != expected:
         fail(f"{model_path} does not match its SHA-256 in {manifest} (damaged, or from another export): {redo}")
+    ort.set_default_logger_severity(4)  # fatal only: a failure is this program's one line, not onnxruntime's log
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes just checked
     # model.onnx carries its own vocabulary and block size too (since format 2): they must agree.
     own = session.get_modelmeta().custom_metadata_map
     if "vocab" in own and (json.loads(own["vocab"]), int(own["block_size"])) != (vocab, block_size):
         fail(f"{manifest} does not match {model_path} (vocabulary or block size): {redo}")
     return session, vocab, block_size, input_name, output_name
+
+
+def last_logits(session, input_name: str, output_name: str, context: np.ndarray, vocab_size: int,
+                model_path: Path) -> np.ndarray:
+    """The logits of the context's last position. A model.onnx without metadata can disagree with an
+    old model.json on the block size or the vocabulary: onnxruntime's failure is one line then."""
+    try:
+        logits = session.run([output_name], {input_name: context})[0][0, -1]
+    except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidArgument, ...)
+        fail(f"{model_path} cannot run a context of {context.shape[1]} characters (onnxruntime: {type(exc).__name__}): "
+             f"it does not fit the block size its model.json gives; {REDO}")
+    if logits.shape[-1] != vocab_size:
+        fail(f"{model_path} has {logits.shape[-1]} characters where its model.json has {vocab_size}; {REDO}")
+    return logits
 
 
 def main() -> None:
@@ -109,7 +125,8 @@ def main() -> None:
     try:
         for _ in range(args.tokens):
             context = np.array([ids[-block_size:]], dtype=np.int64)  # the model sees at most block_size
-            ids.append(next_token(session.run([output_name], {input_name: context})[0][0, -1], args.temperature, rng))
+            ids.append(next_token(last_logits(session, input_name, output_name, context, len(vocab), args.model),
+                                  args.temperature, rng))
             print(vocab[ids[-1]], end="", flush=True)  # as it comes: a long generation shows progress
     except KeyboardInterrupt:
         print(flush=True)

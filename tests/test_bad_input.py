@@ -168,8 +168,11 @@ def test_checkpoint_without_the_optimizer_state_names_the_key(tmp_path, corpus, 
 
 # Issue 20: a damaged snapshot is one line in every reader (the trainer's --resume, make export,
 # make generate), since all of them read it through trainer.checkpoint.load.
+# Issue 37: the values inside, too (a NaN weight, a train_config value no flag takes, a moment of another shape).
 @pytest.mark.parametrize("damage, reader", [("weight", "resume"), ("optimizer", "export"), ("step", "generate"),
-                                            ("a directory", "generate"), ("model.json", "resume")])
+                                            ("a directory", "generate"), ("model.json", "resume"),
+                                            ("nan weight", "generate"), ("steps string", "resume"),
+                                            ("moment shape", "resume")])
 def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, trained_run, damage, reader):
     import torch
 
@@ -179,6 +182,12 @@ def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, traine
         del saved["model"]["lm_head.weight"]
     saved["optimizer"] = {} if damage == "optimizer" else saved["optimizer"]
     saved["step"] = "12" if damage == "step" else saved["step"]
+    if damage == "nan weight":
+        saved["model"]["ln_f.bias"][0] = float("nan")
+    if damage == "steps string":
+        saved["train_config"]["steps"] = "60"
+    if damage == "moment shape":
+        saved["optimizer"]["muon"]["state"][0]["momentum_buffer"] = torch.zeros(3)
     if damage == "a directory":
         path.mkdir()
     elif damage == "model.json":
@@ -190,7 +199,9 @@ def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, traine
                "generate": [sys.executable, "-m", "export.generate", path, "--tokens", 5]}[reader]
     words = {"weight": "weight lm_head.weight missing", "optimizer": "'optimizer' holds no optimiser state",
              "step": "'step' is '12'", "a directory": "is a directory, not a file",
-             "model.json": "is not a checkpoint"}[damage]
+             "model.json": "is not a checkpoint", "nan weight": "weight ln_f.bias holds NaN",
+             "steps string": "'steps' is '60', not a value --steps takes",
+             "moment shape": "momentum_buffer of blocks.0.attn.qkv.weight is not a tensor of shape"}[damage]
     line = assert_one_line_error(run(command, cwd=tmp_path), str(path), words)
     assert "corrupt" not in line
     # No export beside it, and no trace of the refused run's --out (it claimed the folder, then let go).

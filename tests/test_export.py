@@ -29,7 +29,8 @@ def greedy_text(path) -> str:
 def test_export_writes_every_format_and_a_manifest_with_their_hashes(trained_run):
     manifest = json.loads((trained_run / "model.json").read_text())
     assert len(manifest["vocab"]) == 65 and manifest["block_size"] == 128 and manifest["step"] == 60
-    assert set(manifest["sha256"]) == {"model.ts", "model.pt2", "model.onnx", *(f"hf/{name}" for name in hf.FILES)}
+    assert set(manifest["sha256"]) == {"model.ts", "model.pt2", "model.onnx",
+                                       *(f"hf/{name}" for name in hf.MODEL_FILES)}
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256((trained_run / name).read_bytes()).hexdigest() == digest
     graph = onnx.load(trained_run / "model.onnx")

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from export import hf
@@ -92,3 +93,36 @@ def test_an_export_on_a_full_disk_is_one_line_and_keeps_the_previous_set(trained
         assert sorted(p.name for p in disk.iterdir()) == sorted({"model.pt", *(name.split("/")[0] for name in SET)})
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("entry", ["model.json", "hf"])
+def test_a_bad_entry_in_the_way_is_one_line_before_anything_is_renamed(trained_run, tmp_path, entry):
+    before = copy_run(trained_run, tmp_path)
+    retrain_one_step(tmp_path)
+    path = tmp_path / entry
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.mkdir() if entry == "model.json" else path.write_text("not a folder")  # a directory, a file
+    what = "is a directory, not a file" if entry == "model.json" else "is not a folder"
+    assert_one_line_error(run([sys.executable, "-m", "export", tmp_path / "model.pt"]), f"{path} {what}",
+                          "make export")
+    assert {name: (tmp_path / name).read_bytes() for name in SET if not name.startswith(f"{entry}")} == {
+        name: data for name, data in before.items() if not name.startswith(f"{entry}")}
+
+
+def test_hf_on_another_file_system_gets_the_new_set(trained_run, tmp_path):
+    """hf/ linked to a mount: each file is staged in the folder it goes to, so no rename crosses file systems."""
+    copy_run(trained_run, tmp_path / "run")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(elsewhere)], check=True)
+    try:
+        shutil.copytree(tmp_path / "run" / "hf", elsewhere, dirs_exist_ok=True)
+        shutil.rmtree(tmp_path / "run" / "hf")
+        (tmp_path / "run" / "hf").symlink_to(elsewhere)
+        retrain_one_step(tmp_path / "run")
+        result = run([sys.executable, "-m", "export", tmp_path / "run" / "model.pt"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert assert_whole_set(tmp_path / "run") == torch.load(tmp_path / "run" / "model.pt")["step"]
+        assert not [p for p in elsewhere.rglob(f"{STAGING_PREFIX}*")]
+    finally:
+        subprocess.run(["umount", str(elsewhere)], check=True)

@@ -198,6 +198,22 @@ def test_the_onnx_example_refuses_a_missing_or_wrong_manifest(export_set, manife
                           str(export_set / "model.json"), "make export")
 
 
+def test_the_onnx_example_names_a_block_size_its_model_cannot_run(export_set):
+    """A model.onnx without its metadata beside a format-1 model.json that claims a longer context:
+    onnxruntime's failure at the 129th character was a traceback (issue 37)."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(export_set / "model.onnx")
+    del model.metadata_props[:]
+    data = model.SerializeToString()
+    (export_set / "model.onnx").write_bytes(data)
+    edit_manifest(export_set, block_size=256, sha256={"model.onnx": hashlib.sha256(data).hexdigest()})
+    assert_one_line_error(run([sys.executable, EXAMPLE, export_set / "model.onnx", "--tokens", 130]),
+                          "cannot run a context of 129 characters", "make export")
+
+
 # Issue 20, cause 2: one sampling rule, and text as it is generated.
 
 def test_a_temperature_too_small_for_fp32_is_greedy_in_python_onnx_and_cpp(trained_run, cpp_program):
@@ -231,3 +247,10 @@ def test_every_generator_streams_and_ctrl_c_keeps_the_text(trained_run, generato
     assert child.returncode == 130, err[-2000:]
     assert text.startswith("ROMEO:") and text.endswith("\n") and len(text) > 100
     assert "Traceback" not in err and "Error" not in err, err[-2000:]
+
+
+def test_the_cpp_program_names_a_prompt_byte_that_is_not_utf8(trained_run, cpp_program):
+    """Issue 37: a stray byte was called a character missing from the vocabulary."""
+    result = subprocess.run([str(cpp_program), str(trained_run / "model.ts"), "--prompt", b"ROMEO\xff:"],
+                            capture_output=True, text=True, errors="replace", env=child_env(), timeout=120)
+    assert_one_line_error(result, "the prompt is not UTF-8 text (byte 0xFF at position 5)")

@@ -16,6 +16,8 @@ from export import hf
 from export.artifacts import load_trained_model
 from model import GPT, GPTConfig, count_parameters
 from tests.conftest import ROOT, assert_one_line_error, run
+from trainer.config import resolve
+from trainer.optim import make_optimizer
 from web.browser import drive, page_url
 from web.serve import serving
 
@@ -33,9 +35,10 @@ def transformers_model(trained_run):
 
 def test_the_folder_is_part_of_the_export_set_and_describes_the_run(trained_run):
     manifest = json.loads((trained_run / "model.json").read_text(encoding="utf-8"))
-    for name in hf.FILES:
+    for name in hf.MODEL_FILES:
         data = (trained_run / "hf" / name).read_bytes()
         assert manifest["sha256"][f"hf/{name}"] == hashlib.sha256(data).hexdigest(), name
+    assert "hf/README.md" not in manifest["sha256"] and (trained_run / "hf" / "README.md").is_file()
     config = json.loads((trained_run / "hf" / "config.json").read_text())
     model, snapshot = load_trained_model(trained_run / "model.pt")
     c = model.config
@@ -148,9 +151,31 @@ def test_a_damaged_or_mismatched_folder_is_one_line(export_copy, damage, named):
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
     assert_one_line_error(generate_from(folder), named, "make export")
-    if damage.startswith("remove"):  # transformers.js reads no safetensors and checks no hashes
+    if not damage.startswith("truncate"):  # transformers.js reads no safetensors
         node = run(["node", ROOT / "web" / "hf-generate.mjs", folder, "--tokens", 5])
         assert_one_line_error(node, named, "make export")
+
+
+def test_node_checks_the_folder_as_every_loader_does(export_copy, trained_run):
+    """Another export's decoder (model.json's SHA-256), a prompt outside the vocabulary, a file for a folder."""
+    hf_generate = ["node", ROOT / "web" / "hf-generate.mjs"]
+    assert_one_line_error(run([*hf_generate, trained_run / "model.json"]), "is a file, not an hf folder")
+    assert_one_line_error(run([*hf_generate, export_copy / "hf", "--prompt", "ROMEO€", "--tokens", 5]),
+                          'characters the model does not know ("€")')
+    decoder = export_copy / "hf" / "onnx" / "model.onnx"
+    decoder.write_bytes(decoder.read_bytes() + b"\0")  # as good as another export's: not the one model.json lists
+    assert_one_line_error(run([*hf_generate, export_copy / "hf", "--tokens", 5]), "hf/onnx/model.onnx does not match",
+                          "make export")
+
+
+def test_an_edited_card_and_a_renamed_copy_of_the_folder_still_generate(export_copy):
+    """The card (README.md) is for people to edit before push_to_hub: model.json hashes what the model needs."""
+    (export_copy / "hf" / "README.md").write_text("# My Shakespeare\n", encoding="utf-8")
+    (export_copy / "hf").rename(export_copy / "shakespeare-hf")
+    for command in ([sys.executable, "-m", "export.generate"], ["node", ROOT / "web" / "hf-generate.mjs"]):
+        result = run([*command, export_copy / "shakespeare-hf", "--prompt", PROMPT, "--tokens", 5,
+                      "--temperature", 0])
+        assert result.returncode == 0 and result.stdout.startswith(PROMPT), result.stderr[-2000:]
 
 
 def test_node_refuses_more_characters_than_the_context_in_one_line(trained_run):
@@ -162,9 +187,11 @@ def test_export_of_a_model_gpt2_cannot_represent_writes_the_rest_and_says_why_in
     # n_embd 16 < 65 characters: lm_head's bias cannot fold into ln_f, the model is not GPT-2.
     snapshot = torch.load(trained_run / "model.pt", weights_only=True)
     config = GPTConfig(vocab_size=len(snapshot["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
-    weights = GPT(config).state_dict()
-    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights},
-               tmp_path / "model.pt")
+    model = GPT(config)
+    weights = model.state_dict()
+    optimizer = make_optimizer(model, resolve({}, snapshot["train_config"])).state_dict()  # one of this model
+    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights,
+                "optimizer": optimizer}, tmp_path / "model.pt")
     result = run([sys.executable, "-m", "export", tmp_path / "model.pt"])
     assert_one_line_error(result, "hf/ not written", "lm_head", "--n-embd")
     manifest = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))

@@ -1,5 +1,5 @@
 """Every make target passes every variable it reads (make help's `#>` lines) to its program as one
-word, as typed: a value with a space, a quote and a `$` arrives whole and unexpanded. The programs
+word, as typed: a value with a space, a quote, a `$` and a newline arrives whole and unexpanded. The programs
 are replaced by a stub (PY=..., PYTHON3=...) that records the argv and environment it receives, so
 no target does its real work here."""
 
@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import ROOT, run
 from tests.test_generate_input import assert_make_one_line_error
 
-VALUE = "it's a b$x"  # a quote, a space, and a `$` that make and the shell must both leave alone
+# A quote, a space, a `$` that make and the shell must both leave alone, and a newline (a prompt of
+# two lines: make once ended the recipe's line there).
+VALUE = "it's a b$x\nJULIET:"
 DOCUMENTED = re.findall(r"^#> ([a-z-]+) ([A-Z_0-9]+) ", (ROOT / "Makefile").read_text(), re.MULTILINE)
 SPLIT_ON_PURPOSE = {"ARGS"}  # more trainer flags: the shell splits them into words
 READ_FROM_THE_ENVIRONMENT = {("test", "DATA"), ("train", "OMP_NUM_THREADS")}

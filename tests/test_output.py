@@ -5,6 +5,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 
 from tests.conftest import ROOT, child_env, eval_records, read_jsonl, step_losses
 
@@ -45,6 +46,22 @@ def test_make_plot_draws_the_picture_from_metrics(trained_run, tmp_path):
     result = subprocess.run(["make", "--no-print-directory", "plot", f"OUT={tmp_path}"], cwd=ROOT,
                             env=child_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_read_only_home_keeps_matplotlibs_warnings_out_of_the_output(trained_run, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(trained_run / "metrics.jsonl", tmp_path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(home)], check=True)
+    try:
+        env = {k: v for k, v in child_env(HOME=home).items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME",
+                                                                          "XDG_CACHE_HOME", "PYTHONWARNINGS")}
+        result = subprocess.run([sys.executable, "-m", "trainer.plot", tmp_path], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["umount", str(home)], check=True)
+    assert result.returncode == 0 and "matplotlib" not in result.stderr.lower(), result.stderr
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -112,7 +129,8 @@ def test_done_line_says_where_the_time_went_then_what_is_being_written(trained_r
     done = next(i for i, line in enumerate(log) if line.startswith("done: "))
     assert re.match(r"done: 60 steps in \d+ s: \d+ s in training steps \([\d.]+ steps/s\), \d+ s evaluating",
                     log[done]), log[done]
-    assert log[done + 1].startswith("writing loss.png and the exports (model.ts, model.pt2, model.onnx, model.json)")
+    assert log[done + 1].startswith("writing loss.png and the exports "
+                                    "(model.ts, model.pt2, model.onnx, hf/, model.json)")
     assert log[done + 2].startswith("wrote ")
 
 

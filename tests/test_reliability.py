@@ -106,11 +106,12 @@ def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_checkpoint(tmp_pa
     shutil.copy(trained_run / "model.pt", out)
     shutil.copy(trained_run / "metrics.jsonl", out)
     good = (out / "model.pt").read_bytes()
-    # A checkpoint at step 30 of the same 60-step run, with one weight matrix poisoned.
+    # A checkpoint at step 30 of the same 60-step run, with one weight matrix blown up: finite, so
+    # the checkpoint is valid (a NaN weight is refused as damaged), but the loss overflows at once.
     poisoned = torch.load(trained_run / "model.pt", weights_only=True)
     poisoned["step"] = 30
     for weights in ("training_weights", "model"):  # the weights the optimiser steps, and their average
-        next(iter(poisoned[weights].values())).fill_(math.nan)
+        next(iter(poisoned[weights].values())).fill_(1e30)
     torch.save(poisoned, tmp_path / "poisoned.pt")
     result = subprocess.run(make_train(out, corpus, "--resume", tmp_path / "poisoned.pt", "--steps", 60,
                                        "--eval-every", 30, *QUICK), cwd=ROOT, env=child_env(),
@@ -167,18 +168,24 @@ def test_on_a_full_disk_a_checkpoint_fails_whole_and_a_metrics_record_is_dropped
     assert len(warnings) == 1 and "No space left on device" in warnings[0]  # once, not at every step
 
 
-def test_training_on_a_full_disk_warns_and_goes_on_with_no_traceback_from_any_rank(tmp_path, corpus, trained_run):
+def test_training_on_a_full_disk_warns_goes_on_and_fails_when_the_last_checkpoint_fails(tmp_path, corpus,
+                                                                                          trained_run):
     checkpoint_size = (trained_run / "model.pt").stat().st_size
     # Room for one checkpoint and the logs, not for a second checkpoint beside it while it is written.
     size = f"{(checkpoint_size * 3 // 2) // 1024}k"
     with tmpfs(tmp_path / "small", size) as disk:
         result = subprocess.run(make_train(disk, corpus, "--steps", 6, "--eval-every", 2, *QUICK),
                                 cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr + result.stdout and "RuntimeError" not in result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: could not write")]
-        assert len(warnings) == 3, result.stderr  # steps 2, 4 and 6, each tried again
+        assert len(warnings) == 2, result.stderr  # steps 2 and 4, each tried again
         assert all("No space left on device" in w and "previous checkpoint is kept" in w for w in warnings)
+        # The last one has no next one: the run fails in one line, with no "done" and nothing exported.
+        assert result.returncode != 0, result.stderr[-3000:]  # the worker's 1; make's own 2 after it
+        assert error_lines(result.stderr) == [line for line in result.stderr.splitlines() if line.startswith(
+            "error: could not write the last checkpoint") and "No space left on device" in line and
+            "at step 1, is kept" in line and "resume with:" in line], result.stderr
+        assert "done:" not in result.stdout and "writing" not in result.stdout
         assert checkpoint.load(disk / "model.pt")["step"] == 1  # the checkpoint that fitted, intact
         assert sorted(step_losses(disk)) == list(range(1, 7))
         strict_records(disk / "metrics.jsonl")

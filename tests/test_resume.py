@@ -4,9 +4,12 @@ import os
 import shutil
 import signal
 
-from tests.conftest import QUICK, assert_one_line_error, eval_records, run, step_losses, trainer_cmd
+import torch
+
+from tests.conftest import QUICK, assert_one_line_error, eval_records, read_jsonl, run, step_losses, trainer_cmd
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
+from trainer.schedule import lr_at
 
 # Not the defaults, so a resumed run that fell back to them would show in the losses.
 ORIGINAL = ["--steps", 8, "--eval-every", 4, "--save-every", 4, "--lr", "1e-3", "--warmup-steps", 2,
@@ -66,3 +69,38 @@ def test_extend_trains_on_to_the_new_total(tmp_path, corpus, trained_run):
     assert checkpoint.load(tmp_path / "model.pt")["step"] == 62
     assert checkpoint.load(tmp_path / "model.pt")["train_config"]["steps"] == 62
     assert sorted(step_losses(tmp_path)) == list(range(1, 63))
+
+
+def test_optimiser_flags_given_on_resume_are_what_trains_and_what_is_recorded(tmp_path, corpus, trained_run):
+    """A Muon checkpoint resumed under another recipe and rate (a traceback once, or ignored flags),
+    at one and two processes: the same losses, and the checkpoint and metrics say what trained."""
+    losses = {}
+    for nproc in (None, 2):
+        out = tmp_path / f"nproc-{nproc}"
+        out.mkdir()
+        finished_copy(trained_run, out)
+        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--resume", "--steps", 62, "--extend",
+                                 "--recipe", "adamw", "--lr", "5e-4", "--beta2", "0.95", "--no-export"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        saved = checkpoint.load(out / "model.pt")["train_config"]
+        assert (saved["recipe"], saved["lr"], saved["muon_lr"], saved["beta2"]) == ("adamw", 5e-4, 0.0, 0.95)
+        records = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step", 0) > 60 and "lr" in r]
+        assert [r["lr"] for r in records] == [
+            lr_at(step, 5e-4, saved["min_lr"], saved["warmup_steps"], 62, saved["schedule"]) for step in (61, 62)]
+        losses[nproc] = step_losses(out)
+    assert all(abs(losses[None][s] - losses[2][s]) <= 1e-4 for s in (61, 62)), losses
+
+
+def test_a_new_run_leaves_a_stopped_runs_checkpoint_alone_unless_told_to_start_over(tmp_path, corpus, trained_run):
+    stopped = torch.load(trained_run / "model.pt", weights_only=True)
+    stopped["step"] = 30  # as a run of 60 steps stopped (Ctrl-C, a crash) at step 30 leaves it
+    torch.save(stopped, tmp_path / "model.pt")
+    shutil.copy(trained_run / "metrics.jsonl", tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("model.pt", "metrics.jsonl")}
+    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 4, *QUICK))
+    assert_one_line_error(result, f"{tmp_path / 'model.pt'} holds a run stopped at step 30 of 60", "--resume",
+                          "another --out", "--start-over")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    told = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 4, "--start-over", "--dry-run"))
+    assert told.returncode == 0, told.stderr

@@ -289,13 +289,14 @@ def test_malformed_requests_and_an_aborted_download_cost_at_most_a_line_each(tmp
         port = int(server.stdout.readline().split()[4].rsplit(":", 1)[1].strip("/"))
         for request in MALFORMED:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-                client.sendall(request + b"\r\n\r\n")
+                client.sendall(request + b"\r\nHost: 127.0.0.1\r\n\r\n")
                 reply = client.makefile("rb").read()  # the server closes the connection after it
                 # Without a version in the request line (HTTP/0.9) the reply is the error page alone.
                 status = reply.split(b"\r\n")[0] if b"\r\n" in reply else reply
                 assert re.search(rb"\b(400|404)\b", status), request[:40]
         with socket.create_connection(("127.0.0.1", port), timeout=30) as client:  # hangs up mid-download
-            client.sendall(b"GET /node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm HTTP/1.1\r\n\r\n")
+            client.sendall(b"GET /node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\n\r\n")
             client.recv(100)
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
@@ -305,3 +306,36 @@ def test_malformed_requests_and_an_aborted_download_cost_at_most_a_line_each(tmp
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0 and "Traceback" not in err, err[-3000:]
     assert len(err.splitlines()) <= len(MALFORMED), err[-3000:]
+
+
+def test_the_server_sends_no_file_through_a_link_out_of_the_run_folder_nor_to_another_host(tmp_path):
+    """Issue 37, cause 11: model.json -> a file outside --out, and a request for another host name
+    (DNS rebinding: a site whose name now points at 127.0.0.1)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.json").symlink_to(secret)
+    (out / "model.onnx").write_bytes(b"onnx")
+    with serving(out) as url:
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(url + "model.json")
+        with urllib.request.urlopen(url + "model.onnx") as response:
+            assert response.read() == b"onnx"
+        rebound = urllib.request.Request(url + "model.onnx", headers={"Host": "attacker.example:8000"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(rebound)
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": "localhost"})) as page:
+            assert page.status == 200
+    assert_one_line_error(run([sys.executable, "-m", "web.serve", "--out", secret, "--port", "0"]),
+                          "is a file, not a run folder", "OUT=")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seed", str(2 ** 53 + 1)], "--seed must be at most 9007199254740991"),
+    (["--bogus"], "Unknown option '--bogus' (usage: "),
+    (["--seed", "-1"], "Option '--seed' argument is ambiguous (usage: "),
+])
+def test_node_flag_errors_are_one_line_of_our_own(tmp_path, args, words):
+    """Issue 37, cause 8: a seed past 2^53-1 was "not at least 0", and parseArgs' advice ran to three lines."""
+    assert_one_line_error(run(["node", ROOT / "web" / "generate.mjs", tmp_path / "model.onnx", *args]), words)

@@ -16,6 +16,8 @@ import torch
 from common.cli import UsageError
 from common.files import atomic_write, existing_file
 from model import GPTConfig, weight_shapes
+from trainer.config import BEFORE_THE_FIELD, saved_config_problem
+from trainer.optim import state_names
 
 FORMAT = "shakespeare-gpt/1"
 # What resuming and exporting read; a checkpoint without one of them cannot be used.
@@ -84,10 +86,38 @@ def validate(checkpoint: dict) -> str | None:
             return problem if key == "model" else f"{key!r}: {problem}"
     if len(checkpoint["vocab"]) != config.vocab_size:
         return f"a vocabulary of {len(checkpoint['vocab'])} characters for a model of {config.vocab_size}"
-    optimizer = checkpoint["optimizer"]
-    states = [optimizer] if "param_groups" in optimizer else list(optimizer.values())
-    if not states or not all(isinstance(v, dict) and {"state", "param_groups"} <= set(v) for v in states):
+    problem = saved_config_problem(checkpoint["train_config"])
+    if problem:
+        return f"'train_config': {problem}"
+    train_config = {**BEFORE_THE_FIELD, **checkpoint["train_config"]}
+    if train_config.get("ema_decay", 0) > 0 and "training_weights" not in checkpoint:
+        # "model" is then the average: resuming from it would restart training from other weights.
+        return "its train_config has an --ema-decay but it lacks 'training_weights'"
+    return optimizer_problem(checkpoint["optimizer"], state_names(expected, train_config), expected)
+
+
+def optimizer_problem(optimizer: dict, names: dict[str, list[str]], shapes: dict[str, tuple]) -> str | None:
+    """The optimisers' states against the parameters their train_config gives each (`names`), or None:
+    a moment of another shape would otherwise fail inside the optimiser's step."""
+    states = {"adamw": optimizer} if "param_groups" in optimizer else optimizer
+    if not states or not all(isinstance(v, dict) and {"state", "param_groups"} <= set(v) for v in states.values()):
         return "'optimizer' holds no optimiser state"
+    absent = [opt for opt in names if opt not in states]
+    if absent:
+        return f"'optimizer' lacks the {absent[0]!r} state its train_config uses"
+    for opt, state in states.items():
+        params = names.get(opt, [])
+        groups = state["param_groups"]
+        count = sum(len(g.get("params", ())) for g in groups if isinstance(g, dict)) if isinstance(groups, list) else -1
+        if count != len(params) or not isinstance(state["state"], dict):
+            return f"'optimizer' {opt!r} holds {max(count, 0)} parameters where its train_config gives it {len(params)}"
+        for index, moments in state["state"].items():
+            if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(moments, dict)):
+                return f"'optimizer' {opt!r} has a state for parameter {index!r}, which it does not hold"
+            shape = shapes[params[index]]
+            for key, value in moments.items():
+                if not isinstance(value, torch.Tensor) or (value.dim() and tuple(value.shape) != shape):
+                    return f"'optimizer' {opt!r}: {key} of {params[index]} is not a tensor of shape {shape}"
     return None
 
 
@@ -136,4 +166,6 @@ def weights_problem(weights: dict, expected: dict[str, tuple]) -> str | None:
     for name, shape in expected.items():
         if not isinstance(weights[name], torch.Tensor) or tuple(weights[name].shape) != shape:
             return f"weight {name} is not a tensor of shape {shape}"
+        if not torch.isfinite(weights[name]).all():
+            return f"weight {name} holds NaN or infinite values"
     return None

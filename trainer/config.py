@@ -54,6 +54,8 @@ class TrainConfig:
                                 "final step", group=FILES, nargs="?", const="", metavar="CKPT")
     extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
                           group=FILES)
+    start_over: bool = option(False, "without --resume: start from scratch in an --out whose run stopped before its "
+                              "last step, replacing its checkpoint and metrics", group=FILES)
     # run length and batch
     steps: int = option(3000, "optimiser steps in total (on --resume: the checkpoint's)", group=RUN, at_least=1)
     batch_size: int = option(32, "global batch in windows, split across ranks", group=RUN, at_least=1)
@@ -120,7 +122,7 @@ class TrainConfig:
     sample_tokens: int = option(120, "characters sampled at each evaluation; 0 = no sample", group=OUTPUT, at_least=0)
     sample_prompt: str = option(defaults.PROMPT, "start of each sample; its characters must occur in the corpus",
                                 group=OUTPUT)
-    export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx and model.json at the end",
+    export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx, hf/ and model.json at the end",
                           group=OUTPUT, flag="--no-export")
     tensorboard: bool = option(False, "also log scalars to <out>/tensorboard", group=OUTPUT)
     progress: str = option("auto", "auto: a progress bar on a terminal, plain lines otherwise", group=OUTPUT,
@@ -176,7 +178,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except None ones (recipe values say their own defaults)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False:
+        if action.default is None or isinstance(action.default, bool):  # a switch: its text says what it does
             return action.help
         return super()._get_help_string(action)
 
@@ -197,13 +199,38 @@ def build_parser() -> argparse.ArgumentParser:
         if f.type is bool:
             kwargs["action"] = "store_false" if f.default else "store_true"
         else:
-            kwargs.update(type=f.type if f.type in (int, float) else None, choices=meta["choices"])
+            kwargs.update(type={int: int, float: float_flag}.get(f.type), choices=meta["choices"])
         if meta["recipes"] is not None:
             # None: parse_config fills in the recipe's value, and --help names every recipe's value.
             values = ", ".join(f"{recipe}: {RECIPES[recipe][f.name]}" for recipe in RECIPES)
             kwargs.update(default=None, help=f"{meta['help'] or f.name} ({values})")
         groups[meta["group"]].add_argument(_flag(f), **kwargs)
     return p
+
+
+def float_flag(text: str) -> float:
+    """A float flag's value; one too small for a float (1e-400 reads as 0, which would turn Muon off
+    for --muon-lr) is refused rather than taken as 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if value == 0 and any(digit in "123456789" for digit in text.lower().split("e")[0]):
+        raise argparse.ArgumentTypeError(f"{text} is too small for a float (it would be 0): give 0 or a larger value")
+    return value
+
+
+def notes(cfg: TrainConfig) -> list[str]:
+    """What a run given these values should know, though they are allowed: a flag with no effect."""
+    lines = []
+    if cfg.warmup_steps >= cfg.steps and cfg.schedule != "constant":
+        lines.append(f"note: --warmup-steps {cfg.warmup_steps} is not shorter than the run's {cfg.steps} steps: "
+                     "the learning rate never reaches --lr")
+    idle = [_flag(f) for f in _options() if f.name in ("muon_momentum", "muon_weight_decay") and f.name in cfg.given]
+    if cfg.muon_lr == 0 and idle:
+        lines.append(f"note: {' and '.join(idle)} have no effect without Muon (--muon-lr 0, as --recipe "
+                     f"{cfg.recipe} sets it unless --muon-lr is given)")
+    return lines
 
 
 class _Unset:
@@ -221,6 +248,34 @@ def read_command_line(argv: list[str]) -> dict:
 # What a checkpoint saved before a field existed trained with: AdamW alone (no Muon), and
 # AdamW's one rate for the embeddings and the head.
 BEFORE_THE_FIELD = {"muon_lr": 0.0, "embed_lr": 0.0, "head_lr": 0.0}
+# Fields added after the first checkpoint format (a checkpoint may lack them); the others it must hold.
+ADDED_LATER = (*BEFORE_THE_FIELD, "ema_decay", "muon_momentum", "muon_weight_decay")
+
+
+def saved_config_problem(saved: dict) -> str | None:
+    """What is wrong with a checkpoint's train_config, or None: a field a resumed run reads that is
+    missing, of another type, or outside its flag's limits (a hand-edited or foreign checkpoint)."""
+    missing = [name for name in RESUMED_FIELDS if name not in saved and name not in ADDED_LATER]
+    if missing:
+        return f"it lacks {', '.join(map(repr, missing[:3]))}{' and more' * (len(missing) > 3)}"
+    options = {f.name: f for f in _options()}
+    for name in RESUMED_FIELDS:
+        if name in saved and not _fits(options[name], saved[name]):
+            return f"{name!r} is {saved[name]!r}, not a value --{name.replace('_', '-')} takes"
+    return None
+
+
+def _fits(f: Field, value) -> bool:
+    """Whether `value` has the field's type and lies within its declared limits and choices."""
+    meta = f.metadata
+    if isinstance(value, bool) or not isinstance(value, {int: int, float: (int, float)}.get(f.type, str)):
+        return False
+    if meta["choices"] is not None:
+        return value in meta["choices"]
+    if meta["within"] is not None:
+        return _inside(value, meta["within"])
+    low, high = meta["at_least"], meta["at_most"]
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
@@ -279,8 +334,10 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.n_embd % cfg.n_head:
         raise UsageError(f"--n-embd {cfg.n_embd} is not a multiple of --n-head {cfg.n_head}: choose values that divide")
     if cfg.schedule != "constant" and cfg.min_lr > cfg.lr:
-        raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the cosine decays from --lr to "
-                         "--min-lr, so pass a --min-lr no larger than --lr")
+        raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the {cfg.schedule} schedule decays from "
+                         "--lr to --min-lr, so pass a --min-lr no larger than --lr")
+    if cfg.out == "":
+        raise UsageError("--out is empty: name the directory for the run's files, e.g. --out checkpoints")
     if cfg.sample_prompt == "":
         raise UsageError("--sample-prompt is empty: give at least one character, or --sample-tokens 0 for no samples")
     if cfg.extend and (cfg.resume is None or "steps" not in cfg.given):
@@ -306,7 +363,10 @@ def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
     if cfg.steps != total and not cfg.extend:
         raise UsageError(f"{path} is a run of {total} steps and --steps {cfg.steps} would change its schedule: "
                          f"leave --steps out to finish it, or add --extend to train to {cfg.steps}")
-    if step >= cfg.steps:
+    if step > cfg.steps:
+        raise UsageError(f"{path} is at step {step}, past --steps {cfg.steps}: --extend trains on to a larger total, "
+                         f"so give --steps above {step}")
+    if step == cfg.steps:
         raise UsageError(f"{path} has finished its {cfg.steps} steps, nothing to resume: train further with "
                          "--steps N --extend, or write the exports with make export")
 

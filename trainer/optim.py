@@ -142,10 +142,11 @@ class Optimizers:
 
     Each param group keeps its own peak learning rate (`peak_lr`); `set_lr_scale` applies the
     schedule's factor to all of them, so Muon and AdamW follow one schedule at their own rates.
+    `names` holds each optimiser's parameter names in the order of its state_dict's indices.
     """
 
-    def __init__(self, **optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
+    def __init__(self, names: dict[str, list[str]], **optimizers: torch.optim.Optimizer):
+        self.optimizers, self.names = optimizers, names
         for group in self.param_groups:
             group["peak_lr"] = group["lr"]
 
@@ -168,18 +169,59 @@ class Optimizers:
     def state_dict(self) -> dict:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
-    def load_state_dict(self, state: dict) -> None:
-        """The optimisers' states (trainer.checkpoint.validate has checked their form).
+    def load_state_dict(self, state: dict, saved_names: dict[str, list[str]]) -> None:
+        """The moments of a checkpoint's optimisers, whose parameters were `saved_names` (state_names of
+        its train_config; trainer.checkpoint.validate has checked the state against them).
 
-        A checkpoint from before Muon holds one AdamW's state, whose groups lack `peak_lr`:
-        they keep this run's."""
+        Moments move by parameter name: a parameter this run gives to the optimiser that held it
+        keeps its moments, one that changes optimiser (another recipe, --muon-lr 0) starts afresh.
+        Every group keeps this run's settings (rates, betas, decay, momentum): on --resume a flag
+        or recipe given on the command line is what trains. A checkpoint from before Muon holds one
+        AdamW's state."""
         if "param_groups" in state:
             state = {"adamw": state}
-        peaks = [group["peak_lr"] for group in self.param_groups]
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state[name])
-        for group, peak in zip(self.param_groups, peaks, strict=True):
-            group.setdefault("peak_lr", peak)
+            saved = state.get(name, {"state": {}})
+            index = {param: i for i, param in enumerate(saved_names.get(name, []))}
+            moments = {i: saved["state"][index[param]] for i, param in enumerate(self.names[name])
+                       if index.get(param) in saved["state"]}
+            groups, start = [], 0
+            for group in opt.param_groups:  # this run's groups, their parameters as state_dict indices
+                groups.append({**group, "params": list(range(start, start + len(group["params"])))})
+                start += len(group["params"])
+            opt.load_state_dict({"state": moments, "param_groups": groups})
+
+
+# The rates that decide which optimiser and group a parameter falls in (0 where a checkpoint's
+# train_config predates the field, as trainer.config.BEFORE_THE_FIELD says).
+LAYOUT_RATES = ("muon_lr", "embed_lr", "head_lr")
+
+
+def layout(shapes: dict[str, tuple], muon_lr: float, embed_lr: float, head_lr: float) -> dict[str, list]:
+    """Each optimiser's param groups as (kind, parameter names), in make_optimizer's order, from the
+    parameters' names and shapes alone: a checkpoint's layout follows from its train_config.
+
+    AdamW: the matrices Muon does not take (weight decay), the embeddings and the head's weight
+    where they have their own rate, then the vectors (no decay). Muon (muon_lr > 0): the blocks'
+    2-D weights, the fused qkv apart (orthogonalised as its three matrices)."""
+    muon = [n for n, shape in shapes.items() if n.startswith("blocks.") and len(shape) == 2] if muon_lr > 0 else []
+    rest = [n for n in shapes if n not in muon]
+    own = [(kind, names) for kind, names, lr in (("embeddings", ["tok_emb.weight", "pos_emb.weight"], embed_lr),
+                                                 ("head", ["lm_head.weight"], head_lr)) if lr > 0]
+    apart = {n for _, names in own for n in names}
+    adamw = [("matrices", [n for n in rest if len(shapes[n]) >= 2 and n not in apart]), *own,
+             ("vectors", [n for n in rest if len(shapes[n]) < 2])]
+    groups = {"adamw": [(kind, names) for kind, names in adamw if names]}
+    if muon:
+        groups["muon"] = [("qkv", [n for n in muon if n.endswith("qkv.weight")]),
+                          ("other_matrices", [n for n in muon if not n.endswith("qkv.weight")])]
+    return groups
+
+
+def state_names(shapes: dict[str, tuple], rates: dict) -> dict[str, list[str]]:
+    """Each optimiser's parameter names in its state_dict's order, for the LAYOUT_RATES in `rates`."""
+    groups = layout(shapes, *(rates[name] for name in LAYOUT_RATES))
+    return {opt: [n for _, names in kinds for n in names] for opt, kinds in groups.items()}
 
 
 def muon_matrices(model: GPT) -> list[tuple[str, torch.nn.Parameter]]:
@@ -189,25 +231,25 @@ def muon_matrices(model: GPT) -> list[tuple[str, torch.nn.Parameter]]:
 
 def make_optimizer(model: GPT, cfg, ns_dtype: torch.dtype = torch.float32) -> Optimizers:
     """AdamW with weight decay on matrices only (none on biases and norms) for what Muon does
-    not take; with cfg.muon_lr > 0, Muon for the blocks' matrices.
+    not take; with cfg.muon_lr > 0, Muon for the blocks' matrices (`layout`).
 
     The embeddings and the head's weight get their own AdamW groups where cfg.embed_lr and
     cfg.head_lr are set (0 = cfg.lr, one group with the other matrices). With weight_decay 0 (the
     course recipe) AdamW is exactly Adam. The fused kernel updates all its parameters in one pass.
     """
-    muon = {id(p): name for name, p in muon_matrices(model)} if cfg.muon_lr > 0 else {}
-    rest = [p for p in model.parameters() if id(p) not in muon]
-    own_rates = [(params, lr) for params, lr in (([model.tok_emb.weight, model.pos_emb.weight], cfg.embed_lr),
-                                                 ([model.lm_head.weight], cfg.head_lr)) if lr > 0]
-    apart = {id(p) for params, _ in own_rates for p in params}
-    groups = [{"params": [p for p in rest if p.dim() >= 2 and id(p) not in apart], "weight_decay": cfg.weight_decay},
-              *({"params": params, "weight_decay": cfg.weight_decay, "lr": lr} for params, lr in own_rates),
-              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
-    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-    if not muon:
-        return Optimizers(adamw=adamw)
-    matrices = [p for _, p in muon_matrices(model)]
-    groups = [{"params": [p for p in matrices if muon[id(p)].endswith("qkv.weight")], "split": 3},
-              {"params": [p for p in matrices if not muon[id(p)].endswith("qkv.weight")], "split": 1}]
-    return Optimizers(adamw=adamw, muon=Muon(groups, cfg.muon_lr, cfg.muon_momentum, cfg.muon_weight_decay,
-                                              ns_dtype))
+    params = dict(model.named_parameters())
+    groups = layout({n: tuple(p.shape) for n, p in params.items()}, cfg.muon_lr, cfg.embed_lr, cfg.head_lr)
+    settings = {"matrices": {"weight_decay": cfg.weight_decay}, "vectors": {"weight_decay": 0.0},
+                "embeddings": {"weight_decay": cfg.weight_decay, "lr": cfg.embed_lr},
+                "head": {"weight_decay": cfg.weight_decay, "lr": cfg.head_lr},
+                "qkv": {"split": 3}, "other_matrices": {"split": 1}}
+
+    def param_groups(opt: str) -> list[dict]:
+        return [{**settings[kind], "params": [params[n] for n in names]} for kind, names in groups[opt]]
+
+    names = {opt: [n for _, names in kinds for n in names] for opt, kinds in groups.items()}
+    adamw = torch.optim.AdamW(param_groups("adamw"), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    if "muon" not in groups:
+        return Optimizers(names, adamw=adamw)
+    return Optimizers(names, adamw=adamw, muon=Muon(param_groups("muon"), cfg.muon_lr, cfg.muon_momentum,
+                                                    cfg.muon_weight_decay, ns_dtype))

@@ -7,10 +7,34 @@ vocabulary of the run's own snapshot (model.pt beside metrics.jsonl).
 """
 
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-import matplotlib
+
+def choose_matplotlib_dir() -> None:
+    """matplotlib keeps its config and font cache under HOME; where it cannot write there (a
+    read-only HOME) it warns into the run's output and uses a temporary folder. Choose that
+    temporary folder first (MPLCONFIGDIR), so the run's output stays the run's."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    home = Path.home()
+    folders = [Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "matplotlib",
+               Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "matplotlib"]
+    if not all(writable(folder) for folder in folders):
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")
+
+
+def writable(folder: Path) -> bool:
+    """Whether `folder` can be written, or made where it does not exist yet."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+choose_matplotlib_dir()  # before matplotlib is imported: it reads MPLCONFIGDIR then
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402

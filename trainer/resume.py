@@ -25,12 +25,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def resume_command(cfg: TrainConfig, env, launcher: dict | None) -> str:
     """The command that resumes this run. `env`: the rank's DistEnv (what torchrun started);
     `launcher`: how trainer.launch was started (launched_by()), None without it."""
-    flags = cfg.flags(cfg.given - {"resume", "dry_run"})
+    flags = cfg.flags(cfg.given - {"resume", "dry_run", "start_over"})
     if launcher and "make" in launcher:
         words = ["make", "train", *launcher["make"]]
         if "out" in cfg.given:
             words.append(f"OUT={shlex.quote(cfg.out)}")
-        args = shlex.join([*cfg.flags(cfg.given - {"resume", "dry_run", "out"}), "--resume"])
+        args = shlex.join([*cfg.flags(cfg.given - {"resume", "dry_run", "start_over", "out"}), "--resume"])
         return " ".join([*words, f"ARGS={shlex.quote(args)}"])
     if launcher:
         return shlex.join([python(), "-m", "trainer.launch", *launcher["launch"], "--", *flags, "--resume"])

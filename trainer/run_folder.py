@@ -49,6 +49,15 @@ class RunFolder:
         self.check_entries()
         acquire(self.path, check_only)
         self.made_lock = not lock_was_there  # only once the file is there: a refused claim made none
+        if not check_only:
+            self.remove_abandoned_temporaries()
+
+    def remove_abandoned_temporaries(self) -> None:
+        """The temporary files of writes that a killed run left (.model.pt.*.tmp, ...): with the lock
+        held, no other run is writing them."""
+        for name in (defaults.CHECKPOINT, defaults.METRICS, defaults.LOSS_PLOT):
+            for path in self.path.glob(f".{name}.*.tmp"):
+                path.unlink(missing_ok=True)
 
     def abandon(self) -> None:
         """For a run refused after claim and before writing anything: release the folder, and
@@ -66,24 +75,24 @@ class RunFolder:
             except OSError:  # something else was put there meanwhile: leave it
                 return
 
-    def check_entries(self) -> None:
+    def check_entries(self, writer: str = "the run", fix: str = "choose another --out (OUT= for make)") -> None:
         """What already stands at the names the run writes must be a regular file (or nothing):
         a directory where model.pt goes would let a whole run train and then lose its weights, a
         FIFO where metrics.jsonl goes would hang rank 0. The folders (hf/, tensorboard/) must
-        be folders."""
+        be folders. make export checks the same before it renames anything (`writer`, `fix`: its words)."""
         files = [LOCK_NAME, defaults.CHECKPOINT, defaults.METRICS, defaults.LOSS_PLOT, *defaults.EXPORTS,
                  defaults.MANIFEST]
         for name in files:
             path = self.path / name
             problem = not_a_file(path) if os.path.lexists(path) else None
             if problem:
-                raise UsageError(f"{path} {problem}, and the run writes a file there: remove or rename it, or "
-                                 "choose another --out (OUT= for make)")
+                raise UsageError(f"{path} {problem}, and {writer} writes a file there: remove or rename it, "
+                                 f"or {fix}")
         for name in (defaults.HF_FOLDER, defaults.TENSORBOARD):
             path = self.path / name
             if os.path.lexists(path) and not path.is_dir():
-                raise UsageError(f"{path} is not a folder, and the run writes a folder there: remove or rename "
-                                 "it, or choose another --out (OUT= for make)")
+                raise UsageError(f"{path} is not a folder, and {writer} writes a folder there: remove or rename "
+                                 f"it, or {fix}")
 
     def resume_path(self, resume: str | None) -> Path:
         """The checkpoint --resume [CKPT] names: CKPT, or this folder's."""

@@ -12,7 +12,7 @@ from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
 from trainer import checkpoint, distributed, memory, nodes
-from trainer.config import TrainConfig, check_run_length, check_split, resolve, sample_prompt
+from trainer.config import TrainConfig, check_run_length, check_split, notes, resolve, sample_prompt
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
 
@@ -63,6 +63,8 @@ def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | Non
     On a run over several machines, a checkpoint to resume missing here is for
     nodes.agreed_checkpoint to report, with the node that has it."""
     folder.claim(check_only=cfg.dry_run)
+    if cfg.resume is None and env.restart == 0 and not cfg.start_over:
+        check_no_stopped_run(folder)
     several_machines = env.world_size > env.local_world_size
     if cfg.resume is not None and several_machines and not folder.resume_path(cfg.resume).exists():
         return None
@@ -71,6 +73,20 @@ def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | Non
 
 def skip(*args) -> None:
     return None
+
+
+def check_no_stopped_run(folder: RunFolder) -> None:
+    """A new run would overwrite the checkpoint and metrics of a run stopped in --out, and with them
+    the only way to finish it: refused unless --start-over says so. A finished run's checkpoint (its
+    exports stand beside it) and a file that is no checkpoint of ours are replaced as before."""
+    try:
+        saved = checkpoint.load(folder.checkpoint) if folder.checkpoint.is_file() else None
+    except UsageError:
+        return
+    if saved is not None and saved["step"] < saved["train_config"]["steps"]:
+        raise UsageError(f"{folder.checkpoint} holds a run stopped at step {saved['step']} of "
+                         f"{saved['train_config']['steps']}: finish it with --resume (ARGS=\"--resume\" for make), "
+                         "train in another --out (OUT= for make), or pass --start-over to replace it")
 
 
 def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainConfig:
@@ -98,6 +114,9 @@ def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, e
     prompt, note = sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))
     if note and saved is None and env.first_on_node and not cfg.dry_run:
         print(note, flush=True)
+    if env.is_main and not cfg.dry_run:
+        for line in notes(cfg):
+            print(line, flush=True)
     return dataclasses.replace(cfg, sample_prompt=prompt)
 
 

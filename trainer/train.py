@@ -7,6 +7,7 @@ The setup before the first step is trainer/setup.py.
 
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -20,10 +21,10 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import TrainConfig
+from trainer.config import BEFORE_THE_FIELD, TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
-from trainer.optim import make_optimizer
+from trainer.optim import make_optimizer, state_names
 from trainer.progress import Progress
 from trainer.resume import STOP_SIGNALS, launched_by, resume_command
 from trainer.run_folder import RunFolder
@@ -79,6 +80,7 @@ class Trainer:
         self.model = distributed.wrap(model, env, options.ddp, cfg.grad_compression)
         self.stop_signal = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
+        self.save_error = ""  # why the last failed checkpoint write failed
 
     # -- one optimiser step ---------------------------------------------------------------
 
@@ -155,15 +157,20 @@ class Trainer:
             checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step
         except OSError as exc:
-            print(f"warning: could not write {self.folder.checkpoint} ({exc.strerror}); "
-                  "the previous checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
+            self.save_error = exc.strerror or type(exc).__name__
+            if self.step < self.cfg.steps:  # the last step's failure is the run's error (_train_loop)
+                print(f"warning: could not write {self.folder.checkpoint} ({self.save_error}); the previous "
+                      "checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
 
     def load_checkpoint(self, saved: dict) -> None:
-        """The weights, the optimiser state and the step of `saved`. The random state needs no
-        restoring: every step seeds its own dropout (train_step)."""
+        """The weights, the optimiser's moments and the step of `saved`; the optimiser's settings
+        are this run's (Optimizers.load_state_dict). The random state needs no restoring: every
+        step seeds its own dropout (train_step)."""
         self.raw_model.load_state_dict(saved.get("training_weights", saved["model"]))
         self.average.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        shapes = {name: tuple(p.shape) for name, p in self.raw_model.named_parameters()}
+        self.optimizer.load_state_dict(saved["optimizer"],
+                                       state_names(shapes, {**BEFORE_THE_FIELD, **saved["train_config"]}))
         self.step = saved["step"]
         self.last_losses = saved.get("losses", {})
 
@@ -234,6 +241,13 @@ class Trainer:
             progress.print(f"stopped at step {self.step}: {self._checkpoint_state()}\n"
                            f"resume with: {self.resume_command}")
             return 128 + (self.stop_signal or signal.SIGTERM)
+        if self.env.is_main and self.saved_step != self.step:
+            # Without its last checkpoint the run's end is lost: no "done", and nothing exported from
+            # the stale checkpoint as if it were the trained model.
+            print(f"error: could not write the last checkpoint {self.folder.checkpoint} ({self.save_error}), so "
+                  f"the run's last steps are lost and nothing was exported; {self._checkpoint_state()}; free "
+                  f"space or fix the permissions, then resume with: {self.resume_command}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         progress.print(metrics.done_line(self.step, self.folder.checkpoint))
         return 0
 
@@ -357,7 +371,7 @@ def run(cfg: TrainConfig) -> int:
         trainer = Trainer(cfg, env, corpus, saved, keeps_files=keeps_files)
         status = trainer.train()
         if status == 0 and keeps_files:
-            finish_run(trainer)
+            status = finish_run(trainer)
         return status
     finally:
         # DDP holds the process group: drop it first, so the group's worker threads are joined
@@ -366,14 +380,50 @@ def run(cfg: TrainConfig) -> int:
         distributed.shutdown()
 
 
-def finish_run(trainer: Trainer) -> None:
-    """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports."""
+class StoppedWhileFinishing(BaseException):
+    """A stop signal while loss.png and the exports are written (raised by its handler, so that the
+    writes in progress remove their temporary files on the way out)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def finish_run(trainer: Trainer) -> int:
+    """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports.
+    Returns the exit status: 128 + the signal when a stop signal cut them short."""
+    stopped = []
+
+    def stop(signum, frame):
+        if not stopped:  # Ctrl-C comes twice under torchrun (the terminal's, then torchrun's): once is enough
+            stopped.append(signum)
+            raise StoppedWhileFinishing(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        write_outputs(trainer)
+        return 0
+    except StoppedWhileFinishing as exc:
+        what = "the exports were not written (the previous set, if any, stands)" if trainer.cfg.export else \
+            "loss.png was not written"
+        print(f"stopped by {signal.Signals(exc.signum).name} after the last step: the checkpoint "
+              f"{trainer.folder.checkpoint} is complete, but {what}; write them with: "
+              f"make export CKPT={shlex.quote(str(trainer.folder.checkpoint))} (make plot OUT=... for loss.png)",
+              file=sys.stderr, flush=True)
+        return 128 + exc.signum
+    finally:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, exit_at_once if stopped else previous[signum])
+
+
+def write_outputs(trainer: Trainer) -> None:
+    """loss.png and (unless --no-export) the exports."""
     from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
     from trainer.plot import plot_metrics  # only at the end
 
     folder = trainer.folder
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
-    exports = ", ".join([*defaults.EXPORTS, defaults.MANIFEST])
+    exports = ", ".join([*defaults.EXPORTS, f"{defaults.HF_FOLDER}/", defaults.MANIFEST])
     what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
     print(f"writing {what} to {folder.path} ...", flush=True)
     written = []

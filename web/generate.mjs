@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-web";
 
 import { openModel } from "./onnx-model.mjs";
-import { encode, generateTokens, parseSettings, randomSource, UsageError } from "./sampling.mjs";
+import { encode, generateTokens, parseArgsProblem, parseSettings, randomSource, UsageError } from "./sampling.mjs";
 
 const USAGE = "node web/generate.mjs MODEL.onnx [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed N]";
 
@@ -29,7 +29,7 @@ function options(argv) {
       },
     });
   } catch (err) {
-    throw new UsageError(`${err.message} (usage: ${USAGE})`);
+    throw new UsageError(`${parseArgsProblem(err)} (usage: ${USAGE})`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`give one model file (usage: ${USAGE})`);

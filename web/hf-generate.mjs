@@ -10,15 +10,17 @@
 // goes to stdout, each character as it is generated (Ctrl-C ends the line there, exit status 130); a
 // problem is one line on stderr starting "error: ", exit status 2.
 
-import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { env, pipeline, TextStreamer } from "@huggingface/transformers";
 
-import { parseSettings, UsageError } from "./sampling.mjs";
+import { parseArgsProblem, parseSettings, UsageError } from "./sampling.mjs";
 
 const USAGE = "node web/hf-generate.mjs HF_FOLDER [--prompt TEXT] [--tokens N] [--temperature T]";
 const NEEDED = ["config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
+const REDO = "export again with make export";
 
 function options(argv) {
   let parsed;
@@ -28,7 +30,7 @@ function options(argv) {
       options: { prompt: { type: "string", default: "ROMEO:" }, tokens: { type: "string" }, temperature: { type: "string" } },
     });
   } catch (err) {
-    throw new UsageError(`${err.message} (usage: ${USAGE})`);
+    throw new UsageError(`${parseArgsProblem(err)} (usage: ${USAGE})`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`give one hf folder (usage: ${USAGE})`);
@@ -38,12 +40,38 @@ function options(argv) {
   return { folder: resolve(positionals[0]), prompt: values.prompt, ...settings };
 }
 
+/** The vocabulary of the model.json beside the folder (under any name), once every file transformers.js
+ * reads matches its SHA-256, as every other loader checks: another export's onnx/model.onnx is refused. */
+export function checkedVocabulary(folder) {
+  if (!existsSync(folder)) throw new UsageError(`${folder} does not exist: train (make train) and export (make export) first`);
+  if (!statSync(folder).isDirectory()) {
+    throw new UsageError(`${folder} is a file, not an hf folder: name the hf folder that make export writes`);
+  }
+  const missing = NEEDED.filter((name) => !existsSync(join(folder, name)));
+  if (missing.length) throw new UsageError(`${join(folder, missing[0])} is missing: ${REDO}`);
+  const path = join(dirname(folder), "model.json");
+  let manifest;
+  try {
+    manifest = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new UsageError(`${path} ${err.code === "ENOENT" ? "is missing" : "is not readable JSON"}: it holds the ` +
+      `files' SHA-256; ${REDO}`);
+  }
+  for (const name of NEEDED) {
+    const expected = manifest?.sha256?.[`hf/${name}`];
+    const actual = createHash("sha256").update(readFileSync(join(folder, name))).digest("hex");
+    if (typeof expected !== "string" || actual !== expected.toLowerCase()) {
+      throw new UsageError(`${join(folder, name)} does not match ${path} (its SHA-256 differs: a file of another ` +
+        `export): ${REDO}`);
+    }
+  }
+  if (!Array.isArray(manifest.vocab)) throw new UsageError(`${path} has no vocabulary: ${REDO}`);
+  return manifest.vocab;
+}
+
 /** The text-generation pipeline of a local folder; transformers.js reads no other place. */
 export async function localPipeline(folder) {
-  const missing = NEEDED.filter((name) => !existsSync(join(folder, name)));
-  if (missing.length) {
-    throw new UsageError(`${join(folder, missing[0])} is missing: train (make train) and export (make export) first`);
-  }
+  checkedVocabulary(folder);
   env.allowRemoteModels = false;
   env.localModelPath = dirname(folder) + "/";
   try {
@@ -55,6 +83,12 @@ export async function localPipeline(folder) {
 
 async function main(argv) {
   const args = options(argv);
+  const vocab = checkedVocabulary(args.folder);
+  const unknown = [...new Set([...args.prompt].filter((c) => !vocab.includes(c)))].sort();
+  if (unknown.length) {
+    throw new UsageError(`the prompt has characters the model does not know (${JSON.stringify(unknown.join(""))}): ` +
+      "use characters of its training corpus");
+  }
   const generator = await localPipeline(args.folder);
   const limit = generator.model.config.max_position_embeddings ?? generator.model.config.n_positions;
   const ids = generator.tokenizer.encode(args.prompt);

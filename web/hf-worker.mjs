@@ -7,9 +7,13 @@
 // sampling takes no seed (greedy text, temperature 0, is make generate's).
 
 import { env, InterruptableStoppingCriteria, pipeline } from "./node_modules/@huggingface/transformers/dist/transformers.js";
+import { sha256Hex } from "./onnx-model.mjs";
 import { UsageError } from "./sampling.mjs";
 
 const FOLDER = "hf";
+// What transformers.js reads of the folder, each checked against model.json's SHA-256 as every loader does.
+const CHECKED = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
+const REDO = "export again with make export, and serve that folder (make serve OUT=...)";
 env.allowRemoteModels = false;
 env.allowLocalModels = true; // off by default in browsers
 // a path, not a URL: transformers.js looks for local files only under a path (the server beside the page)
@@ -21,9 +25,26 @@ env.backends.onnx.wasm.wasmPaths = new URL("./node_modules/@huggingface/transfor
 
 let generator = null;
 let stopping = null;
+let vocab = null; // model.json's characters: a prompt is checked against them before transformers.js sees it
+
+/** model.json's vocabulary, once every file transformers.js reads matches its SHA-256. */
+async function checkedVocabulary() {
+  const manifest = await fetch("model.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  if (!manifest || !Array.isArray(manifest.vocab)) throw new UsageError(`model.json could not be read: ${REDO}`);
+  for (const name of CHECKED) {
+    const response = await fetch(`${FOLDER}/${name}`).catch(() => null);
+    const digest = response?.ok ? await sha256Hex(await response.arrayBuffer()) : null;
+    if (digest === null || digest !== String(manifest.sha256?.[`${FOLDER}/${name}`]).toLowerCase()) {
+      throw new UsageError(`${FOLDER}/${name} does not match model.json (its SHA-256 differs: a file of another ` +
+        `export, or none): ${REDO}`);
+    }
+  }
+  return manifest.vocab;
+}
 
 async function load() {
   if (generator) return generator;
+  vocab = await checkedVocabulary();
   try {
     generator = await pipeline("text-generation", FOLDER, { dtype: "fp32", device: "wasm" });
   } catch (err) {
@@ -39,6 +60,11 @@ async function load() {
 async function generate({ prompt, settings }) {
   if (!prompt) throw new UsageError("the prompt is empty: type at least one character to start from");
   const pipe = await load();
+  const unknown = [...new Set([...prompt].filter((c) => !vocab.includes(c)))].sort().join("");
+  if (unknown) {
+    throw new UsageError(`the prompt has characters the model does not know (${JSON.stringify(unknown)}): ` +
+      "use characters of its training corpus");
+  }
   const limit = pipe.model.config.n_positions;
   const length = pipe.tokenizer.encode(prompt).length;
   if (length + settings.tokens > limit) {

@@ -23,6 +23,12 @@ export function vocabularyOf(vocab) {
   return chars;
 }
 
+/** The first sentence of node:util parseArgs' message: the rest is advice for its own API ("To specify a positional
+ * argument starting with a '-', ..."), not for this command's user. */
+export function parseArgsProblem(err) {
+  return String(err.message).split(/\.\s|\n/)[0];
+}
+
 /** The generation settings from text fields (empty = default), checked; `names` label the fields in errors. */
 export function parseSettings({ tokens, temperature, topK, seed }, names = {}) {
   const label = { tokens: "tokens", temperature: "temperature", topK: "top-k", seed: "seed", ...names };
@@ -31,6 +37,10 @@ export function parseSettings({ tokens, temperature, topK, seed }, names = {}) {
     const value = Number(text);
     // Number() also reads "1e9" and "0x10"; a whole number is written in digits, as Python's int() wants it.
     const digits = /^\s*[+-]?\d+\s*$/.test(String(text));
+    if (integer && digits && value > Number.MAX_SAFE_INTEGER) {
+      throw new UsageError(`${label[key]} must be at most ${Number.MAX_SAFE_INTEGER} (2^53-1, the largest whole number ` +
+        `JavaScript holds exactly), not ${JSON.stringify(String(text))}`);
+    }
     if (!Number.isFinite(value) || (integer && !(digits && Number.isSafeInteger(value))) || value < min) {
       throw new UsageError(`${label[key]} must be ${integer ? "a whole number" : "a number"} of at least ${min}, not ${JSON.stringify(String(text))}`);
     }

@@ -42,6 +42,10 @@ class PageHandler(BaseHTTPRequestHandler):
         self.send_file(include_body=False)
 
     def send_file(self, include_body: bool):
+        if not self.from_this_machine():
+            # DNS rebinding: a page of another site whose name now points at 127.0.0.1 would read the files.
+            self.send_error(HTTPStatus.FORBIDDEN, "this server answers requests for 127.0.0.1 and localhost only")
+            return
         try:
             path = self.file_for(unquote(urlsplit(self.path).path))
             body = None if path is None else path.read_bytes()
@@ -63,10 +67,21 @@ class PageHandler(BaseHTTPRequestHandler):
         if include_body:
             self.wfile.write(body)
 
+    def from_this_machine(self) -> bool:
+        """Whether the Host header names this server as the browser at this machine reaches it."""
+        host = self.headers.get("Host", "").lower()
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        name = name if port.isdigit() else host
+        return name in ("127.0.0.1", "localhost")
+
     def file_for(self, url_path: str) -> Path | None:
         name = url_path.lstrip("/") or "index.html"
-        path = (self.out / name) if name in MODEL_FILES else (WEB / name).resolve()
-        if name not in MODEL_FILES and (WEB not in path.parents or path.suffix not in CONTENT_TYPES):
+        if name in MODEL_FILES:
+            # A regular file that resolves inside --out: a link out of it (model.json -> /etc/passwd) is not served.
+            path = (self.out / name).resolve()
+            return path if self.out in path.parents and path.is_file() else None
+        path = (WEB / name).resolve()
+        if WEB not in path.parents or path.suffix not in CONTENT_TYPES:
             return None
         return path if path.is_file() else None
 
@@ -126,6 +141,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("checkpoints"), help="folder with model.onnx and model.json")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     args = p.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"{args.out} is a file, not a run folder: OUT= names the folder that holds model.onnx and "
+                         "model.json (make train and make export write them)")
     if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
         raise UsageError("onnxruntime-web is not installed: run make serve (it runs npm ci in web/)")
     server = make_server(args.out, args.port)

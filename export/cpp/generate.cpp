@@ -13,6 +13,7 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <cstdio>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -91,6 +92,30 @@ static std::vector<std::string> characters(const std::string& text) {
   return out;
 }
 
+// The position of the first byte of `text` that is not part of valid UTF-8, or npos.
+static size_t invalid_utf8_at(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char lead = static_cast<unsigned char>(text[i]);
+    const size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return i;
+    for (size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return i;
+    }
+    i += length;
+  }
+  return std::string::npos;
+}
+
+// block_size.txt inside model.ts: a positive whole number in digits, or the file is not ours.
+static size_t parsed_block_size(const std::string& text, const std::string& where) {
+  size_t value = 0;
+  if (!text.empty() && text.size() < 10 && text.find_first_not_of("0123456789") == std::string::npos) {
+    value = std::stoul(text);  // digits only, fewer than 10: no exception, no overflow
+  }
+  if (value == 0) fail(where + " has a block_size.txt that is not a positive whole number: export it again with make export");
+  return value;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2 || argc % 2 != 0) {
     fail(std::string("usage: ") + argv[0] + " MODEL.ts [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]");
@@ -144,10 +169,17 @@ int main(int argc, char** argv) {
     fail(model_path.string() + " lacks vocab.txt or block_size.txt inside: export it with make export");
   }
   // Longer contexts than the model was trained for are cropped to the last block_size ids.
-  const size_t block_size = std::stoul(extra["block_size.txt"]);
+  const size_t block_size = parsed_block_size(extra["block_size.txt"], model_path.string());
   std::unordered_map<std::string, int64_t> index;
   for (size_t i = 0; i < vocab.size(); ++i) index[vocab[i]] = static_cast<int64_t>(i);
 
+  const size_t bad = invalid_utf8_at(prompt);
+  if (bad != std::string::npos) {
+    char shown[8];
+    std::snprintf(shown, sizeof shown, "0x%02X", static_cast<unsigned char>(prompt[bad]));
+    fail("the prompt is not UTF-8 text (byte " + std::string(shown) + " at position " + std::to_string(bad) +
+         "): pass it as UTF-8");
+  }
   std::vector<int64_t> ids;
   for (const std::string& c : characters(prompt)) {
     auto found = index.find(c);

@@ -1,13 +1,17 @@
 """trainer.checkpoint: the shape check of --resume, and checkpoints saved and loaded whole."""
 
+import copy
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from common.cli import UsageError
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, next_token_loss
 from trainer.checkpoint import FORMAT, REQUIRED_KEYS, check_compatible, load, save, validate
+from trainer.config import resolve
+from trainer.optim import make_optimizer
 
 CONFIG = GPTConfig(vocab_size=3, block_size=8, n_layer=2, n_head=2, n_embd=8)
 CHECKPOINT = {"model_config": CONFIG.to_dict(), "vocab": "abc"}
@@ -41,11 +45,31 @@ def test_dropout_is_not_part_of_the_shape():
     check_compatible(CHECKPOINT, "model.pt", dataclasses.replace(CONFIG, dropout=0.2, attn_dropout=0.1), "abc")
 
 
+def one_step() -> tuple[dict, dict, dict]:
+    """The weights, optimiser state (with Adam's moments and Muon's momentum) and train_config after a step."""
+    cfg = resolve({"n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
+    model = GPT(CONFIG)
+    optimizer = make_optimizer(model, cfg)
+    x = torch.randint(0, 3, (2, 8))
+    next_token_loss(model(x), x).backward()
+    optimizer.step()
+    return model.state_dict(), optimizer.state_dict(), cfg.to_dict()
+
+
+WEIGHTS, OPTIMIZER, TRAIN_CONFIG = one_step()
+
+
 def a_checkpoint(**extra) -> dict:
-    values = {"model": GPT(CONFIG).state_dict(), "model_config": CONFIG.to_dict(), "vocab": "abc",
-              "step": 7, "optimizer": {"state": {}, "param_groups": []}, "train_config": {"lr": 1e-3}, **extra}
+    values = {"model": WEIGHTS, "training_weights": WEIGHTS, "model_config": CONFIG.to_dict(), "vocab": "abc",
+              "step": 7, "optimizer": OPTIMIZER, "train_config": TRAIN_CONFIG, **extra}
     assert set(REQUIRED_KEYS) <= set(values)
     return values
+
+
+def with_muon_moment(moment: torch.Tensor) -> dict:
+    state = copy.deepcopy(OPTIMIZER)
+    state["muon"]["state"][0]["momentum_buffer"] = moment
+    return state
 
 
 def test_save_then_load_round_trips(tmp_path):
@@ -55,8 +79,10 @@ def test_save_then_load_round_trips(tmp_path):
     assert loaded["format"] == FORMAT
     assert set(loaded) == {"format", *saved}
     assert all(torch.equal(loaded["model"][name], weight) for name, weight in saved["model"].items())
-    assert {k: loaded[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")} == \
-        {k: saved[k] for k in ("model_config", "vocab", "step", "optimizer", "train_config", "losses")}
+    assert {k: loaded[k] for k in ("model_config", "vocab", "step", "train_config", "losses")} == \
+        {k: saved[k] for k in ("model_config", "vocab", "step", "train_config", "losses")}
+    moments = loaded["optimizer"]["muon"]["state"][0]["momentum_buffer"]
+    assert torch.equal(moments, saved["optimizer"]["muon"]["state"][0]["momentum_buffer"])
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
 
 
@@ -106,6 +132,14 @@ def without(mapping: dict, key: str) -> dict:
     (dict(model={**GPT(CONFIG).state_dict(), "lm_head.bias": torch.zeros(2)}), "lm_head.bias is not a tensor"),
     (dict(training_weights=without(GPT(CONFIG).state_dict(), "ln_f.bias")), "'training_weights': weight ln_f.bias"),
     (dict(training_weights=7), "'training_weights' is a int"),
+    (dict(model={**WEIGHTS, "ln_f.bias": torch.full((8,), math.nan)}), "weight ln_f.bias holds NaN"),
+    (dict(optimizer=with_muon_moment(torch.zeros(3))), "momentum_buffer of blocks.0.attn.qkv.weight is not a tensor"),
+    (dict(optimizer={"adamw": OPTIMIZER["adamw"]}), "'optimizer' lacks the 'muon' state its train_config uses"),
+    (dict(optimizer={**OPTIMIZER, "muon": OPTIMIZER["adamw"]}), "'muon' holds 20 parameters where its train_config"),
+    (dict(train_config={}), "'train_config': it lacks 'steps'"),
+    (dict(train_config={**TRAIN_CONFIG, "steps": "300"}), "'train_config': 'steps' is '300', not a value --steps"),
+    (dict(train_config={**TRAIN_CONFIG, "lr": math.nan}), "'lr' is nan, not a value --lr takes"),
+    (dict(train_config={**TRAIN_CONFIG, "recipe": "sgd"}), "'recipe' is 'sgd'"),
 ])
 def test_validate_names_what_is_wrong_inside(tmp_path, change, words):
     assert validate(a_checkpoint()) is None
@@ -113,6 +147,12 @@ def test_validate_names_what_is_wrong_inside(tmp_path, change, words):
     save(tmp_path / "model.pt", a_checkpoint(**change))
     with pytest.raises(UsageError, match="is damaged"):
         load(tmp_path / "model.pt")
+
+
+def test_an_averaged_run_without_its_training_weights_is_damaged():
+    # Resuming from the average alone would silently continue from other weights than the run's.
+    assert "an --ema-decay but it lacks 'training_weights'" in validate(without(a_checkpoint(), "training_weights"))
+    assert validate(without(a_checkpoint(train_config={**TRAIN_CONFIG, "ema_decay": 0.0}), "training_weights")) is None
 
 
 def test_load_tells_what_a_path_is_when_it_is_no_checkpoint(tmp_path):

@@ -166,3 +166,11 @@ def test_encode_then_decode_round_trips():
 def test_encode_names_the_characters_outside_the_vocabulary():
     with pytest.raises(UsageError, match=r"outside the vocabulary: 'XZ'"):
         encode("abc", "aZbXZ")
+
+
+@pytest.mark.parametrize("value", ["-Infinity", "-inf", "-nan", "-1e-3", "-2.5E+4", "-.5", "-7"])
+def test_a_negative_number_of_any_form_is_the_flags_value(value):
+    """Issue 37: --ema-decay -Infinity was "expected one argument"; the flag's own check names it."""
+    p = OneLineParser(prog="prog")
+    p.add_argument("--rate", type=float)
+    assert str(p.parse_args(["--rate", value]).rate) == str(float(value))

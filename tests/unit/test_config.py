@@ -5,7 +5,16 @@ from dataclasses import fields
 import pytest
 
 from common.cli import UsageError
-from trainer.config import RECIPE_FIELDS, RECIPES, TrainConfig, build_parser, parse_config, resolve
+from trainer.config import (
+    RECIPE_FIELDS,
+    RECIPES,
+    TrainConfig,
+    build_parser,
+    check_run_length,
+    notes,
+    parse_config,
+    resolve,
+)
 
 
 def test_defaults_are_the_muon_recipe():
@@ -140,3 +149,33 @@ def test_the_flags_of_a_configuration_give_it_back():
                                     "--no-export"]
     assert parse_config(cfg.flags(cfg.given)) == cfg
     assert resolve(cfg.command_line()) == cfg
+
+
+# Issue 37, cause 8: flags whose value was silently changed, ignored or misnamed.
+@pytest.mark.parametrize("argv, words", [
+    (["--muon-lr", "1e-400"], "--muon-lr: 1e-400 is too small for a float (it would be 0)"),
+    (["--lr", "0.0x"], "--lr: invalid float value: '0.0x'"),
+    (["--schedule", "wsd", "--lr", "0.1", "--min-lr", "0.5"], "the wsd schedule decays"),
+    (["--out", ""], "--out is empty"),
+])
+def test_a_flag_value_that_would_be_changed_or_misnamed_is_one_line(argv, words):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(argv)
+
+
+def test_flags_without_effect_get_a_note():
+    assert notes(parse_config([])) == []
+    assert "--warmup-steps 100 is not shorter than the run's 50 steps" in notes(parse_config(
+        ["--recipe", "adamw", "--steps", "50"]))[0]
+    assert "--muon-momentum have no effect without Muon" in notes(parse_config(
+        ["--recipe", "adamw", "--muon-momentum", "0.9"]))[-1]
+
+
+def test_help_shows_no_default_for_a_switch():
+    assert "(default: True)" not in build_parser().format_help()
+
+
+def test_extend_below_the_checkpoints_step_names_the_step():
+    cfg = parse_config(["--resume", "--steps", "40", "--extend"])
+    with pytest.raises(UsageError, match="is at step 60, past --steps 40"):
+        check_run_length(cfg, {"steps": 100}, 60, "model.pt")

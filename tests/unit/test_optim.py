@@ -87,7 +87,7 @@ def test_state_dict_round_trip_holds_the_momentum_buffers():
     assert set(state) == {"adamw", "muon"}
     assert len(state["muon"]["state"]) == len(muon_matrices(model))
     other_model, other = model_and_optimizer()
-    other.load_state_dict(state)
+    other.load_state_dict(state, optimizer.names)
     buffers = [s["momentum_buffer"] for s in other.optimizers["muon"].state.values()]
     assert len(buffers) == 16 and all(torch.equal(a, b["momentum_buffer"])
                                       for a, b in zip(buffers, state["muon"]["state"].values()))
@@ -110,3 +110,41 @@ def test_embeddings_and_head_at_lr_share_one_group_with_the_other_matrices():
     assert len(groups) == 2 and {g["lr"] for g in groups} == {0.002}
     assert {id(model.tok_emb.weight), id(model.lm_head.weight), id(model.blocks[0].attn.qkv.weight)} <= {
         id(p) for p in groups[0]["params"]}
+
+
+def stepped(*flags: str):
+    model, optimizer = model_and_optimizer(*flags)
+    x = torch.randint(0, 65, (2, 16))
+    next_token_loss(model(x), x).backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def state_of(model, optimizer, name: str) -> dict:
+    param = dict(model.named_parameters())[name]
+    return next((opt.state[param] for opt in optimizer.optimizers.values() if param in opt.state), {})
+
+
+def test_loaded_moments_train_with_this_runs_settings():
+    _, saved = stepped()
+    model, optimizer = model_and_optimizer("--lr", "0.001", "--muon-momentum", "0.9", "--beta2", "0.95")
+    optimizer.load_state_dict(copy.deepcopy(saved.state_dict()), saved.names)
+    assert {g["peak_lr"] for g in optimizer.optimizers["adamw"].param_groups} >= {0.001}
+    assert {g["momentum"] for g in optimizer.optimizers["muon"].param_groups} == {0.9}
+    assert {g["betas"] for g in optimizer.optimizers["adamw"].param_groups} == {(0.9, 0.95)}
+    assert torch.equal(state_of(model, optimizer, "blocks.0.attn.qkv.weight")["momentum_buffer"],
+                       saved.state_dict()["muon"]["state"][0]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("before, after", [((), ("--recipe", "adamw")), (("--recipe", "adamw"), ()),
+                                           ((), ("--muon-lr", "0")), ((), ("--recipe", "course"))])
+def test_another_layout_carries_the_moments_of_the_parameters_that_keep_their_optimiser(before, after):
+    saved_model, saved = stepped(*before)
+    model, optimizer = model_and_optimizer(*after)
+    optimizer.load_state_dict(copy.deepcopy(saved.state_dict()), saved.names)
+    for name in ("tok_emb.weight", "lm_head.bias"):  # AdamW's in every recipe
+        assert torch.equal(state_of(model, optimizer, name)["exp_avg"], state_of(saved_model, saved, name)["exp_avg"])
+    assert state_of(model, optimizer, "blocks.0.mlp.fc.weight") == {}  # changed optimiser: starts afresh
+    x = torch.randint(0, 65, (2, 16))
+    next_token_loss(model(x), x).backward()
+    optimizer.step()

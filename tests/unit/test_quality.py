@@ -1,6 +1,9 @@
 """bench.quality's rows and table: the first evaluation at or below the target, or none."""
 
-from bench.quality import first_at_or_below, quality_row, quality_table
+import pytest
+
+from bench.quality import build_parser, check_values, first_at_or_below, quality_row, quality_table
+from common.cli import UsageError
 
 EVALUATIONS = [{"step": 1, "train_loss": 4.17, "val_loss": 4.17, "train_s": 0.1},
                {"step": 100, "train_loss": 1.6, "val_loss": 1.55, "train_s": 10.0},
@@ -27,3 +30,15 @@ def test_a_run_that_never_reaches_the_target_says_so_in_the_table():
     lines = table.splitlines()
     assert lines[2].startswith("| muon | 200 | 20 | 1.5100 |")
     assert lines[3].startswith("| textbook loop | not within 300 steps | - |")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--target", "nan"], "--target (TARGET= for make) must be a positive finite validation loss, got nan"),
+    (["--target", "-1"], "got -1.0"), (["--target", "inf"], "got inf"),
+    (["--steps", "0"], "--steps (QUALITY_STEPS= for make) must be at least 1, got 0"),
+    (["--eval-iters", "-2"], "--eval-iters must be at least 1, got -2"),
+])
+def test_a_bad_value_is_named_with_its_make_variable(argv, words):
+    with pytest.raises(UsageError) as caught:
+        check_values(build_parser().parse_args(argv))
+    assert words in str(caught.value)

@@ -120,3 +120,15 @@ def test_abandon_keeps_an_earlier_runs_lock_file_and_anothers_claim(tmp_path):
         assert (tmp_path / "new" / LOCK_NAME).exists()  # its lock file stays
     finally:
         os.close(fd)
+
+
+def test_claim_removes_the_temporary_files_a_killed_run_left_and_only_those(tmp_path):
+    left = [tmp_path / ".model.pt.k2j4.tmp", tmp_path / ".loss.png.x1.tmp"]
+    kept = [tmp_path / ".model.json.a.tmp", tmp_path / "model.pt", tmp_path / "notes.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"x")
+    RunFolder(tmp_path).claim(check_only=True)  # the dry run holds no lock: it leaves them
+    assert all(path.exists() for path in left)
+    RunFolder(tmp_path).claim()
+    release(tmp_path)
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
