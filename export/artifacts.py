@@ -40,10 +40,10 @@ STAGING_PREFIX = ".export-"  # + pid: where a set is written before it is rename
 
 def load_trained_model(path: Path) -> tuple[GPT, dict]:
     """The eager model of a trainer checkpoint, in eval mode, and the checkpoint itself."""
-    snapshot = checkpoint.load(path)
-    model = GPT(GPTConfig.from_dict(snapshot["model_config"]))
-    model.load_state_dict(snapshot["model"])
-    return model.eval(), snapshot
+    saved = checkpoint.load(path)
+    model = GPT(GPTConfig.from_dict(saved["model_config"]))
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved
 
 
 def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
@@ -54,22 +54,22 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
     training run, whose model is saved and exported all the same) it is printed as a warning.
     """
     path = Path(path)
-    model, snapshot = load_trained_model(path)
+    model, saved = load_trained_model(path)
     check_destination(path.parent, [*defaults.EXPORTS, *(f"{hf.FOLDER}/{name}" for name in hf.FILES),
                                     defaults.MANIFEST])  # in seconds, not after the exporters' minute
-    files = _serialized(model, snapshot["vocab"])
+    files = _serialized(model, saved["vocab"])
     refused = None
     try:
         with _quiet_exporters():
-            hf_set = hf.hf_files(model, snapshot, ONNX_OPSET)
+            hf_set = hf.hf_files(model, saved, ONNX_OPSET)
         files |= {f"{hf.FOLDER}/{name}": data for name, data in hf_set.items()}
     except hf.NotRepresentable as exc:
         refused = exc
     card = f"{hf.FOLDER}/{defaults.HF_CARD}"  # edited by people before push_to_hub: not part of the model
     text = manifest_text(
-        snapshot["vocab"], model.config.block_size,
+        saved["vocab"], model.config.block_size,
         {name: hashlib.sha256(data).hexdigest() for name, data in files.items() if name != card},
-        config=model.config.to_dict(), step=snapshot["step"], source=path.name,
+        config=model.config.to_dict(), step=saved["step"], source=path.name,
         input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
         onnx_opset=ONNX_OPSET, torch_version=torch.__version__)

@@ -53,8 +53,8 @@ def load_model(path: str | Path) -> LoadedModel:
     existing_file(path, "model", "name a model file, or train (make train) and export (make export) first")
     runtime = FORMATS[path.suffix]
     if path.suffix == ".pt":
-        model, snapshot = load_trained_model(path)
-        return LoadedModel(model, snapshot["vocab"], model.config.block_size, runtime)
+        model, saved = load_trained_model(path)
+        return LoadedModel(model, saved["vocab"], model.config.block_size, runtime)
     manifest = read_manifest(path.with_name(defaults.MANIFEST))
     manifest.verify(path)
     try:

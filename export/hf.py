@@ -184,14 +184,14 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
-def model_card(model: GPT, snapshot: dict) -> str:
+def model_card(model: GPT, saved: dict) -> str:
     c = model.config
-    losses = snapshot.get("losses") or {}
-    train_config = snapshot.get("train_config") or {}
+    losses = saved.get("losses") or {}
+    train_config = saved.get("train_config") or {}
     loss_lines = "\n".join(f"- {k}: {v:.4f}" for k, v in losses.items())
     # The training recipe only: where the run's files were (paths of one machine) says nothing here.
     config_lines = "\n".join(f"- {k}: {v}" for k, v in train_config.items() if k in CARD_TRAINING_KEYS)
-    world = snapshot.get("world_size")
+    world = saved.get("world_size")
     corpus = Path(train_config.get("data") or "").name or "its corpus"
     return f"""---
 library_name: transformers
@@ -214,7 +214,7 @@ into the final LayerNorm's bias.
 
 ## Training
 
-Step {snapshot.get("step")} of the run, on {world} process(es) (PyTorch DDP on gloo).
+Step {saved.get("step")} of the run, on {world} process(es) (PyTorch DDP on gloo).
 
 {config_lines or "- (no training configuration recorded)"}
 
@@ -246,7 +246,7 @@ same folder (onnx/model.onnx, a decoder with a KV cache).
 """
 
 
-def hf_files(model: GPT, snapshot: dict, opset: int) -> dict[str, bytes]:
+def hf_files(model: GPT, saved: dict, opset: int) -> dict[str, bytes]:
     """hf/'s files by name inside the folder; NotRepresentable when the model is not exactly GPT-2."""
     from safetensors.torch import save
 
@@ -257,9 +257,9 @@ def hf_files(model: GPT, snapshot: dict, opset: int) -> dict[str, bytes]:
                                               "bos_token_id": None, "eos_token_id": None,
                                               "pad_token_id": None}, indent=2) + "\n",
         "model.safetensors": save(tensors, metadata={"format": "pt"}),
-        "tokenizer.json": tokenizer_json(snapshot["vocab"]),
+        "tokenizer.json": tokenizer_json(saved["vocab"]),
         "tokenizer_config.json": json.dumps(TOKENIZER_CONFIG, indent=2) + "\n",
         ONNX_DECODER: cached_onnx(model, opset),
-        "README.md": model_card(model, snapshot),
+        "README.md": model_card(model, saved),
     }
     return {name: data.encode("utf-8") if isinstance(data, str) else data for name, data in files.items()}

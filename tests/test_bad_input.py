@@ -166,14 +166,14 @@ def test_checkpoint_without_the_optimizer_state_names_the_key(tmp_path, corpus, 
     assert_one_line_error(result, "lacks 'optimizer'", str(tmp_path / "model.pt"))
 
 
-# Issue 20: a damaged snapshot is one line in every reader (the trainer's --resume, make export,
+# Issue 20: a damaged checkpoint is one line in every reader (the trainer's --resume, make export,
 # make generate), since all of them read it through trainer.checkpoint.load.
 # Issue 37: the values inside, too (a NaN weight, a train_config value no flag takes, a moment of another shape).
 @pytest.mark.parametrize("damage, reader", [("weight", "resume"), ("optimizer", "export"), ("step", "generate"),
                                             ("a directory", "generate"), ("model.json", "resume"),
                                             ("nan weight", "generate"), ("steps string", "resume"),
                                             ("moment shape", "resume")])
-def test_a_damaged_snapshot_is_one_line_in_every_reader(tmp_path, corpus, trained_run, damage, reader):
+def test_a_damaged_checkpoint_is_one_line_in_every_reader(tmp_path, corpus, trained_run, damage, reader):
     import torch
 
     path = tmp_path / "model.pt"

@@ -40,7 +40,7 @@ def test_the_folder_is_part_of_the_export_set_and_describes_the_run(trained_run)
         assert manifest["sha256"][f"hf/{name}"] == hashlib.sha256(data).hexdigest(), name
     assert "hf/README.md" not in manifest["sha256"] and (trained_run / "hf" / "README.md").is_file()
     config = json.loads((trained_run / "hf" / "config.json").read_text())
-    model, snapshot = load_trained_model(trained_run / "model.pt")
+    model, saved = load_trained_model(trained_run / "model.pt")
     c = model.config
     assert (config["n_positions"], config["n_embd"], config["n_layer"], config["n_head"], config["vocab_size"]) == \
         (c.block_size, c.n_embd, c.n_layer, c.n_head, c.vocab_size)
@@ -48,8 +48,8 @@ def test_the_folder_is_part_of_the_export_set_and_describes_the_run(trained_run)
     assert config["layer_norm_epsilon"] == 1e-5 and config["tie_word_embeddings"] is False
     card = (trained_run / "hf" / "README.md").read_text(encoding="utf-8")
     assert f"{count_parameters(GPT(GPTConfig())):,}-parameter" in card  # the default model's count
-    assert f"train: {snapshot['losses']['train']:.4f}" in card and f"val: {snapshot['losses']['val']:.4f}" in card
-    assert f"Step {snapshot['step']} " in card and "from_pretrained" in card and f"{c.block_size} tokens" in card
+    assert f"train: {saved['losses']['train']:.4f}" in card and f"val: {saved['losses']['val']:.4f}" in card
+    assert f"Step {saved['step']} " in card and "from_pretrained" in card and f"{c.block_size} tokens" in card
     assert str(ROOT.parent) not in card  # no path of the machine that trained it
 
 
@@ -63,10 +63,10 @@ def test_safetensors_logits_match_the_checkpoint(trained_run, transformers_model
 
 
 def test_the_tokenizer_round_trips_the_whole_corpus(trained_run, transformers_model, corpus):
-    _, snapshot = load_trained_model(trained_run / "model.pt")
+    _, saved = load_trained_model(trained_run / "model.pt")
     text = corpus.read_text(encoding="utf-8")
     ids = transformers_model[1](text).input_ids
-    assert ids == encode(snapshot["vocab"], text)
+    assert ids == encode(saved["vocab"], text)
     assert transformers_model[1].decode(ids) == text
 
 
@@ -185,12 +185,12 @@ def test_node_refuses_more_characters_than_the_context_in_one_line(trained_run):
 
 def test_export_of_a_model_gpt2_cannot_represent_writes_the_rest_and_says_why_in_one_line(trained_run, tmp_path):
     # n_embd 16 < 65 characters: lm_head's bias cannot fold into ln_f, the model is not GPT-2.
-    snapshot = torch.load(trained_run / "model.pt", weights_only=True)
-    config = GPTConfig(vocab_size=len(snapshot["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
+    saved = torch.load(trained_run / "model.pt", weights_only=True)
+    config = GPTConfig(vocab_size=len(saved["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
     model = GPT(config)
     weights = model.state_dict()
-    optimizer = make_optimizer(model, resolve({}, snapshot["train_config"])).state_dict()  # one of this model
-    torch.save({**snapshot, "model_config": config.to_dict(), "model": weights, "training_weights": weights,
+    optimizer = make_optimizer(model, resolve({}, saved["train_config"])).state_dict()  # one of this model
+    torch.save({**saved, "model_config": config.to_dict(), "model": weights, "training_weights": weights,
                 "optimizer": optimizer}, tmp_path / "model.pt")
     result = run([sys.executable, "-m", "export", tmp_path / "model.pt"])
     assert_one_line_error(result, "hf/ not written", "lm_head", "--n-embd")

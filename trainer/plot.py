@@ -3,7 +3,7 @@
     python -m trainer.plot [OUT]     (make plot OUT=checkpoints)
 
 The "guessing" line is the loss of a model that knows nothing, ln(vocabulary size), with the
-vocabulary of the run's own snapshot (model.pt beside metrics.jsonl).
+vocabulary of the run's own checkpoint (model.pt beside metrics.jsonl).
 """
 
 import math
@@ -63,7 +63,7 @@ def run_vocab_size(out: Path) -> int | None:
 
 
 def plot_metrics(metrics_path: Path, png_path: Path, vocab_size: int | None = None) -> Path:
-    """Draw png_path from metrics_path. vocab_size: the run's (None: read from its snapshot)."""
+    """Draw png_path from metrics_path. vocab_size: the run's (None: read from its checkpoint)."""
     if Path(png_path).is_dir():
         raise UsageError(f"{png_path} is a directory: move it away so the picture can be written there")
     if not Path(metrics_path).is_file():
