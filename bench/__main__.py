@@ -11,10 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from bench.timing import add_step_flags, check_step_flags
+from bench.timing import add_step_flags, check_out_file, check_step_flags
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
-from common.files import check_writable
 from trainer.config import TrainConfig, check_split
 
 DEFAULT_CKPT = Path("checkpoints") / defaults.CHECKPOINT
@@ -59,24 +58,12 @@ def checkpoint_for_generation(ckpt: Path | None) -> Path | None:
     return ckpt
 
 
-def check_out_file(out: Path) -> None:
-    """Fail now, not after minutes of measuring, when the results cannot be written."""
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} "
-                         "(BENCH_OUT= for make)")
-    try:
-        check_writable(out.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out "
-                         "(BENCH_OUT= for make)") from None
-
-
 @command
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
     check_step_flags(args)
-    check_out_file(Path(args.out))
+    check_out_file(Path(args.out), "BENCH_OUT")
     ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
     # Imported after the checks, so bad input is answered without loading torch.
     from bench.report import print_results

@@ -26,9 +26,9 @@ from bench import scaling
 from bench.link_report import ONE_MACHINE, bits_per_s, link_table, tbf_burst
 from bench.processes import REPO_ROOT, BenchFailure, run_module
 from bench.run import cpu_name, progress
-from bench.timing import add_step_flags, check_step_flags, fastest_round, warn_if_busy
+from bench.timing import add_step_flags, check_out_file, check_step_flags, fastest_round, warn_if_busy
 from common.cli import OneLineParser, UsageError, command
-from common.files import atomic_write, check_writable
+from common.files import atomic_write
 from tests import netns
 from trainer.config import GRAD_COMPRESSIONS
 from trainer.data import resolve_corpus
@@ -57,18 +57,6 @@ def parse_rates(text: str) -> list[str]:
             raise UsageError(f"--rates: {rate!r} is not a link rate: write rates as tc does, e.g. "
                              "--rates 10gbit,1gbit,100mbit (RATES= for make)") from None
     return rates
-
-
-def check_out_file(out: Path) -> None:
-    """Fail now, not after minutes of measuring, when the results cannot be written."""
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'link.json'} "
-                         "(LINK_OUT= for make)")
-    try:
-        check_writable(out.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out "
-                         "(LINK_OUT= for make)") from None
 
 
 def worker_args(data: str, warmup: int, steps: int, result: Path, round_number: int) -> list:
@@ -175,7 +163,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     rates = parse_rates(args.rates)
     check_step_flags(args)
-    check_out_file(Path(args.out))
+    check_out_file(Path(args.out), "LINK_OUT")
     why = netns.unavailable()
     if why:
         raise UsageError(f"the two machines cannot be made: {why}")

@@ -9,6 +9,7 @@ from typing import Callable
 
 from common import defaults
 from common.cli import OneLineParser, UsageError
+from common.files import check_writable
 
 
 def time_steps(step: Callable[[int], object], warmup: int, steps: int,
@@ -100,6 +101,18 @@ def check_step_flags(args: argparse.Namespace) -> None:
     if getattr(args, "rounds", 1) < 1:
         raise UsageError(f"--rounds {args.rounds}: at least 1 round is needed: write e.g. --rounds 3 "
                          "(ROUNDS= for make)")
+
+
+def check_out_file(out: Path, make_variable: str) -> None:
+    """Fail now, not after minutes of measuring, when the results file `out` cannot be written."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory: name a file, e.g. --out {out / 'results.json'} "
+                         f"({make_variable}= for make)")
+    try:
+        check_writable(out.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out} ({exc.strerror}): choose a writable path with --out "
+                         f"({make_variable}= for make)") from None
 
 
 def parse_step_flags(doc: str, argv: list[str], warmup: int, steps: int, what: str,
