@@ -26,14 +26,21 @@ def atomic_write(path: Path, write) -> None:
     to the file themselves report a full disk in their own way (torch.save as a RuntimeError
     saying "file write failed"), which callers could not tell from a bug.
     """
-    path = Path(path)
     buffer = io.BytesIO()
     write(buffer)
+    atomic_stream(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def atomic_stream(path: Path, write) -> None:
+    """Call write(file_object) on a temporary file beside `path`, fsync it, then rename it over
+    `path`; on any failure (a full disk, Ctrl-C) the temporary file is removed. For what is too
+    big to hold in memory first; atomic_write holds it, for libraries that write to files."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, usual_mode())  # mkstemp makes 0600
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getbuffer())
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

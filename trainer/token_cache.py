@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UsageError
-from common.files import atomic_write, check_writable, fsync_dir, usual_mode
+from common.files import atomic_stream, atomic_write, check_writable
 from trainer import tokenizer
 
 FOLDER = ".tokens"
@@ -166,18 +166,7 @@ def build(paths: list[Path], label: str, stats: list, bin_path: Path, record_pat
 def write_ids_file(paths: list[Path], vocab: str, bin_path: Path, progress: "ProgressLine") -> None:
     """The ids into a temporary file, renamed to bin_path once whole."""
     remove_stale_temporaries(bin_path)
-    fd, tmp = tempfile.mkstemp(dir=bin_path.parent, prefix=f".{bin_path.name}.", suffix=".tmp")
-    os.fchmod(fd, usual_mode())  # mkstemp makes 0600: who may read the corpus may read its ids
-    try:
-        with os.fdopen(fd, "wb") as f:
-            tokenizer.write_ids(paths, vocab, f, progress.update("writing"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, bin_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(bin_path.parent)
+    atomic_stream(bin_path, lambda f: tokenizer.write_ids(paths, vocab, f, progress.update("writing")))
 
 
 def write_record(record_path: Path, record: dict) -> None:
