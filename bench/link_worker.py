@@ -44,7 +44,7 @@ def trainer_for(env: DistEnv, data: str, out: str, **settings) -> Trainer:
     """A Trainer of the default configuration with these settings; nothing is written to `out`
     (the steps are called directly: no evaluation, no checkpoint)."""
     cfg = resolve(dict(data=data, out=out, sample_tokens=0, export=False, **settings))
-    cfg, corpus, _ = prepare(cfg, env)
+    cfg, corpus, _, _ = prepare(cfg, env)
     return Trainer(cfg, env, corpus)
 
 

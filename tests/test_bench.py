@@ -102,3 +102,14 @@ def test_quality_bench_trains_each_recipe_and_the_textbook_loop_and_finds_the_fi
         assert r["final_val_loss"] == r["evaluations"][-1]["val_loss"] < 4.3
     assert "| muon recipe, NPROC=1 | 1 |" in result.stdout
     assert_one_line_error(run([sys.executable, "-m", "bench.quality", "--recipes", "sgd"], timeout=60), "--recipes")
+
+
+def test_the_link_bench_builds_its_trainer_and_counts_muons_stacks(tmp_path, corpus):
+    """bench.link's compute job in-process (its two-machine jobs need root and minutes): the
+    trainer it times is the trainer's own setup, and Muon's stacks cover its 16 matrices."""
+    from bench.link_worker import muon_stacks, trainer_for
+    from common.dist_env import DistEnv
+
+    trainer = trainer_for(DistEnv(), str(corpus), str(tmp_path / "out"), batch_size=8)
+    assert trainer.cfg.batch_size == 8 and len(trainer.corpus.vocab) == 65
+    assert sum(count for count, _, _ in muon_stacks(trainer)) >= 16
