@@ -126,12 +126,12 @@ def main(argv: list[str]) -> int:
                          "comma-separated")
     check_values(args)
     check_split(TrainConfig.batch_size, args.nproc, f"use an --nproc that divides {TrainConfig.batch_size}")
-    from bench.__main__ import check_out_file
     from bench.run import cpu_name, progress
+    from bench.timing import check_out_file
     from common.files import atomic_write
     from trainer.data import resolve_corpus
 
-    check_out_file(Path(args.out))
+    check_out_file(Path(args.out), "QUALITY_OUT")
     data = str(resolve_corpus(args.data, download=True))
     rows = []
     for recipe in recipes:
