@@ -7,7 +7,6 @@ Who a rank is (common.dist_env.DistEnv) comes from torchrun's environment; a pla
 import importlib
 import os
 import sys
-import threading
 from datetime import timedelta
 
 import torch
@@ -138,40 +137,6 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 def lost_peer(exc: BaseException) -> bool:
     """Whether `exc` is a collective that failed because another rank's connection closed."""
     return dist.is_initialized() and isinstance(exc, RuntimeError) and any(words in str(exc) for words in PEER_GONE)
-
-
-# How often a worker checks that its launcher is still there: it stops within about this long.
-LAUNCHER_CHECK_S = 1.0
-
-
-def watch_launcher(on_gone):
-    """Under torchrun, call on_gone(launcher_pid) from a thread once the launcher has died.
-
-    torchrun starts its workers in sessions of their own, so a kill -9 of torchrun reaches no
-    worker: without this they would train on, unsupervised, into the same --out. A process
-    whose parent dies gets a new parent (init or a subreaper), so its parent pid changes.
-    Returns the function that stops the watching (and joins the thread, which holds on_gone
-    and through it the process group, so that nothing keeps the group alive past the run).
-    """
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return lambda: None
-    launcher = os.getppid()
-    stop = threading.Event()
-
-    def watch():
-        while not stop.wait(LAUNCHER_CHECK_S):
-            if os.getppid() != launcher:
-                on_gone(launcher)
-                return
-
-    thread = threading.Thread(target=watch, name="launcher-watch", daemon=True)
-    thread.start()
-
-    def stop_watching():
-        stop.set()
-        thread.join()
-
-    return stop_watching
 
 
 def shutdown() -> None:

@@ -6,9 +6,6 @@ The setup before the first step is trainer/setup.py.
 """
 
 import math
-import os
-import shlex
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from common import defaults
-from common.cli import EXIT_FAILED, EXIT_PEER_GONE, UsageError
+from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
@@ -26,10 +23,11 @@ from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
 from trainer.progress import Progress
-from trainer.resume import STOP_SIGNALS, launched_by, resume_command
+from trainer.resume import launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
 from trainer.setup import model_config, prepare
+from trainer.stopping import Diverged, Divergence, LastCheckpointLost, Standing, Stopping, peer_failure
 
 
 @dataclass(frozen=True)
@@ -38,19 +36,11 @@ class TrainerOptions:
 
     ddp: the keyword arguments of DistributedDataParallel (distributed.DDP_OPTIONS by default).
     compile: run the model through torch.compile (inductor); off by default, since its first
-    step costs a minute or more (docs/speed.md has the figures).
+    step waits for the compilation (docs/speed.md has the figures).
     """
 
     ddp: dict = field(default_factory=lambda: dict(distributed.DDP_OPTIONS))
     compile: bool = False
-
-
-class Diverged(Exception):
-    """A loss or a weight is no longer finite at `step`: training cannot go on from here."""
-
-    def __init__(self, step: int, what: str):
-        super().__init__(what)
-        self.step, self.what = step, what
 
 
 class Trainer:
@@ -78,7 +68,7 @@ class Trainer:
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         model = torch.compile(self.raw_model) if options.compile else self.raw_model
         self.model = distributed.wrap(model, env, options.ddp, cfg.grad_compression)
-        self.stop_signal = 0
+        self.stopping = Stopping(env)
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
         self.save_error = ""  # why the last failed checkpoint write failed
 
@@ -100,7 +90,7 @@ class Trainer:
         self.optimizer.step()
         self.average.update(self.raw_model, step)
         # One small collective gives every rank the global loss and any rank's stop request.
-        loss_sum, stops = distributed.all_reduce_sum([loss.item(), float(self.stop_signal > 0)])
+        loss_sum, stops = distributed.all_reduce_sum([loss.item(), float(self.stopping.requested)])
         return loss_sum / env.world_size, stops > 0
 
     def _lr(self, step: int) -> float:
@@ -178,50 +168,14 @@ class Trainer:
 
     def train(self) -> int:
         """Train to cfg.steps. Returns the process exit status (128 + signal when stopped early)."""
-        previous = self._install_signal_handlers()
-        stop_watching = distributed.watch_launcher(self._launcher_gone)
-        try:
-            return self._train_loop()
-        except Diverged as exc:
-            # Every rank stops at the same step (all see the same global numbers); no checkpoint.
-            if self.env.first_on_node:
-                print(f"error: training diverged at step {exc.step} ({exc.what}), so it stopped; "
-                      f"{self._checkpoint_state()}; try a lower --lr (now {self.cfg.lr:g}) or a gradient clip "
-                      f"(--grad-clip 1.0, now {self.cfg.grad_clip:g})", file=sys.stderr, flush=True)
-            return EXIT_FAILED
-        except RuntimeError as exc:
-            return self._peer_failed(exc)
-        finally:
-            stop_watching()
-            # The handlers refer to this Trainer, and through it to DDP and the process group:
-            # left installed, they keep the group's threads alive into interpreter shutdown.
-            for signum, handler in previous.items():
-                signal.signal(signum, exit_at_once if self.stop_signal else handler)
-
-    def _peer_failed(self, exc: RuntimeError) -> int:
-        """One line for a collective that another rank failed (frozen or gone); anything else is raised.
-
-        A rank that died on this node is named by make train's launcher, which sees each of its
-        ranks end: there the survivors say nothing, so a dead peer is one line in all. A dead
-        node is named by the first process of each other node, one line on each machine."""
-        env = self.env
-        silent = distributed.silent_rank(exc, env)
-        if silent is None and not distributed.lost_peer(exc):
-            raise exc
-        launched = launched_by() is not None
-        if launched and env.world_size > env.local_world_size and not env.first_on_node:
-            return EXIT_PEER_GONE  # the first process of this node says it
-        if silent is not None:
-            print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
-                  f"after step {self.step} (a frozen, swapped-out or unreachable process); "
-                  f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
-        elif launched and env.world_size == env.local_world_size:
-            return EXIT_PEER_GONE
-        else:
-            print(f"error: the connection to another rank closed after step {self.step} (its process died or its "
-                  f"machine went away: its own output says why); {self._checkpoint_state()}; "
-                  f"resume with: {self.resume_command}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        with self.stopping.watching():
+            try:
+                return self._train_loop()
+            except Diverged as exc:
+                cfg = self.cfg
+                return self.stopping.end(Divergence(exc.step, exc.what, cfg.lr, cfg.grad_clip), self.standing())
+            except RuntimeError as exc:
+                return self.stopping.end(peer_failure(exc, self.env, self.cfg.timeout), self.standing())
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
@@ -232,22 +186,15 @@ class Trainer:
             progress.print(self._banner())
             while self.step < cfg.steps and not stop:
                 stop = self._one_step(metrics, progress)
-        except KeyboardInterrupt:  # a second Ctrl-C (request_stop): stop now; the last checkpoint stands
+        except KeyboardInterrupt:  # a second Ctrl-C (Stopping.request): stop now; the last checkpoint stands
             stop = True
         finally:
             progress.close()  # the bar first, so that the last lines come after it
             metrics.close()
         if stop:
-            progress.print(f"stopped at step {self.step}: {self._checkpoint_state()}\n"
-                           f"resume with: {self.resume_command}")
-            return 128 + (self.stop_signal or signal.SIGTERM)
+            return self.stopping.end(self.stopping.stop_signal(), self.standing())
         if self.env.is_main and self.saved_step != self.step:
-            # Without its last checkpoint the run's end is lost: no "done", and nothing exported from
-            # the stale checkpoint as if it were the trained model.
-            print(f"error: could not write the last checkpoint {self.folder.checkpoint} ({self.save_error}), so "
-                  f"the run's last steps are lost and nothing was exported; {self._checkpoint_state()}; free "
-                  f"space or fix the permissions, then resume with: {self.resume_command}", file=sys.stderr, flush=True)
-            return EXIT_FAILED
+            return self.stopping.end(LastCheckpointLost(self.save_error), self.standing())
         progress.print(metrics.done_line(self.step, self.folder.checkpoint))
         return 0
 
@@ -282,20 +229,9 @@ class Trainer:
                 self.saved_step = self.step
         return stop
 
-    def _checkpoint_state(self) -> str:
-        path = self.folder.checkpoint
-        if self.saved_step == self.step:
-            return f"checkpoint saved to {path}"
-        if self.saved_step is not None:
-            return f"the last good checkpoint, {path} at step {self.saved_step}, is kept"
-        return f"{path} is left as it was"
-
-    def _launcher_gone(self, launcher_pid: int) -> None:
-        """Called by the watchdog thread: finish this step, save a checkpoint and stop, as on SIGTERM."""
-        if self.env.first_on_node:
-            print(f"warning: the launcher (torchrun, pid {launcher_pid}) is gone: stopping after this step",
-                  file=sys.stderr, flush=True)
-        self.stop_signal = self.stop_signal or signal.SIGTERM
+    def standing(self) -> Standing:
+        """Where the run stands, for the line that ends it."""
+        return Standing(self.step, self.saved_step, self.folder.checkpoint, self.resume_command)
 
     def _banner(self) -> str:
         cfg, env = self.cfg, self.env
@@ -309,19 +245,6 @@ class Trainer:
                 f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 
-    def _install_signal_handlers(self) -> dict:
-        """SIGINT, SIGTERM and SIGHUP (the terminal closed) finish the current step, save a
-        checkpoint, and stop every rank together; a second one stops at once.
-
-        Returns the handlers they replace."""
-
-        def request_stop(signum, frame):
-            if self.stop_signal:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-
-        return {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
-
 
 def nodes_part(env: DistEnv) -> str:
     """" on 2 nodes (rank 1 here)": which global ranks this machine holds, which the rendezvous decides."""
@@ -330,15 +253,6 @@ def nodes_part(env: DistEnv) -> str:
     first = env.rank - env.local_rank
     here = f"rank {first}" if env.local_world_size == 1 else f"ranks {first}-{first + env.local_world_size - 1}"
     return f" on {env.world_size // env.local_world_size} nodes ({here} here)"
-
-
-def exit_at_once(signum, frame):
-    """A signal after a stop by signal: the checkpoint is saved and the resume line printed, so the
-    process ends here. Ctrl-C reaches a worker twice, from the terminal and passed on by torchrun;
-    the second, late under load, would otherwise raise KeyboardInterrupt in interpreter shutdown."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(128 + signum)
 
 
 def evaluation_due(cfg: TrainConfig, step: int) -> bool:
@@ -380,40 +294,10 @@ def run(cfg: TrainConfig) -> int:
         distributed.shutdown()
 
 
-class StoppedWhileFinishing(BaseException):
-    """A stop signal while loss.png and the exports are written (raised by its handler, so that the
-    writes in progress remove their temporary files on the way out)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def finish_run(trainer: Trainer) -> int:
     """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports.
     Returns the exit status: 128 + the signal when a stop signal cut them short."""
-    stopped = []
-
-    def stop(signum, frame):
-        if not stopped:  # Ctrl-C comes twice under torchrun (the terminal's, then torchrun's): once is enough
-            stopped.append(signum)
-            raise StoppedWhileFinishing(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
-    try:
-        write_outputs(trainer)
-        return 0
-    except StoppedWhileFinishing as exc:
-        what = "the exports were not written (the previous set, if any, stands)" if trainer.cfg.export else \
-            "loss.png was not written"
-        print(f"stopped by {signal.Signals(exc.signum).name} after the last step: the checkpoint "
-              f"{trainer.folder.checkpoint} is complete, but {what}; write them with: "
-              f"make export CKPT={shlex.quote(str(trainer.folder.checkpoint))} (make plot OUT=... for loss.png)",
-              file=sys.stderr, flush=True)
-        return 128 + exc.signum
-    finally:
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, exit_at_once if stopped else previous[signum])
+    return trainer.stopping.finish(lambda: write_outputs(trainer), trainer.standing(), trainer.cfg.export)
 
 
 def write_outputs(trainer: Trainer) -> None:
