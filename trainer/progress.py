@@ -7,6 +7,8 @@ import sys
 
 from tqdm import tqdm
 
+from common.dist_env import DistEnv
+
 
 class Progress:
     def __init__(self, enabled: bool, mode: str, total: int, initial: int):
@@ -37,3 +39,12 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def nodes_part(env: DistEnv) -> str:
+    """" on 2 nodes (rank 1 here)": which global ranks this machine holds, which the rendezvous decides."""
+    if env.world_size == env.local_world_size:
+        return ""
+    first = env.rank - env.local_rank
+    here = f"rank {first}" if env.local_world_size == 1 else f"ranks {first}-{first + env.local_world_size - 1}"
+    return f" on {env.world_size // env.local_world_size} nodes ({here} here)"

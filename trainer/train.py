@@ -9,11 +9,11 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from common import defaults
-from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
@@ -22,7 +22,8 @@ from trainer.config import BEFORE_THE_FIELD, TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
-from trainer.progress import Progress
+from trainer.outputs import write_outputs
+from trainer.progress import Progress, nodes_part
 from trainer.resume import launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
@@ -246,15 +247,6 @@ class Trainer:
                 f"{self.dtype} matmuls ({self.dtype_reason})")
 
 
-def nodes_part(env: DistEnv) -> str:
-    """" on 2 nodes (rank 1 here)": which global ranks this machine holds, which the rendezvous decides."""
-    if env.world_size == env.local_world_size:
-        return ""
-    first = env.rank - env.local_rank
-    here = f"rank {first}" if env.local_world_size == 1 else f"ranks {first}-{first + env.local_world_size - 1}"
-    return f" on {env.world_size // env.local_world_size} nodes ({here} here)"
-
-
 def evaluation_due(cfg: TrainConfig, step: int) -> bool:
     """Evaluate at step 1 (the untrained loss), every --eval-every steps, and at the last step."""
     return step == 1 or step % cfg.eval_every == 0 or step == cfg.steps
@@ -297,24 +289,5 @@ def run(cfg: TrainConfig) -> int:
 def finish_run(trainer: Trainer) -> int:
     """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports.
     Returns the exit status: 128 + the signal when a stop signal cut them short."""
-    return trainer.stopping.finish(lambda: write_outputs(trainer), trainer.standing(), trainer.cfg.export)
-
-
-def write_outputs(trainer: Trainer) -> None:
-    """loss.png and (unless --no-export) the exports."""
-    from export.artifacts import export_checkpoint  # torch.onnx and matplotlib load slowly:
-    from trainer.plot import plot_metrics  # only at the end
-
-    folder = trainer.folder
-    # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
-    exports = ", ".join([*defaults.EXPORTS, f"{defaults.HF_FOLDER}/", defaults.MANIFEST])
-    what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
-    print(f"writing {what} to {folder.path} ...", flush=True)
-    written = []
-    try:
-        written.append(plot_metrics(folder.metrics, folder.loss_plot, vocab_size=len(trainer.corpus.vocab)))
-    except UsageError as exc:  # the run is trained and saved; a picture that cannot be drawn does not undo that
-        print(f"warning: {exc}", file=sys.stderr, flush=True)
-    if trainer.cfg.export:
-        written += export_checkpoint(folder.checkpoint)
-    print("wrote " + ", ".join(str(p) for p in written), flush=True)
+    write = partial(write_outputs, trainer.folder, len(trainer.corpus.vocab), trainer.cfg.export)
+    return trainer.stopping.finish(write, trainer.standing(), trainer.cfg.export)

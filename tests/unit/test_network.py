@@ -6,7 +6,7 @@ from common.cli import UsageError
 from common.dist_env import DistEnv
 from trainer.network import interface_of, node_network
 from trainer.nodes import copy_advice
-from trainer.train import nodes_part
+from trainer.progress import nodes_part
 
 
 def test_a_master_addr_on_loopback_is_this_machines_own_on_lo():
