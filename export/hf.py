@@ -157,8 +157,8 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
 
     The sizes carry the names transformers.js reads: it makes the first, empty cache from the
     inputs' shapes, with "batch_size" as the batch and 0 for the other names. The TorchScript-based
-    exporter (dynamo=False) writes this graph in half a second, the dynamo one in 15 s or more;
-    both give the same logits and presents (to 1e-6) and run as fast in ONNX Runtime.
+    exporter (dynamo=False) writes this graph far sooner than the dynamo one; both give the same
+    logits and presents and run as fast in ONNX Runtime (docs/hf.md).
     """
     import onnx
 

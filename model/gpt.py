@@ -1,10 +1,9 @@
 """The course's character-level GPT: pre-LayerNorm blocks, learned positions, ReLU MLP.
 
-With the default config it has exactly 824,897 parameters. q, k and v come from one fused
-bias-free Linear (the same count as three separate ones), and attention is two batched matmuls
-around a softmax (causal_attention below): under bf16 autocast that is far faster on CPU than
-scaled_dot_product_attention, whose fused kernel's bf16 backward is slow, and in fp32 it is on
-par with it (`make bench-levers` measures both).
+q, k and v come from one fused bias-free Linear (the same count as three separate ones), and
+attention is two batched matmuls around a softmax (causal_attention below): under bf16 autocast
+that is far faster on CPU than scaled_dot_product_attention, whose fused kernel's bf16 backward is
+slow, and in fp32 it is on par with it (`make bench-levers` measures both).
 """
 
 import math
@@ -176,8 +175,8 @@ def count_parameters(model: nn.Module) -> int:
 def weight_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """The name and shape of every entry of GPT(config).state_dict(), in its order, with no model
     built: a config far too large to train still answers, and at once. (Building it on the meta
-    device would do too, but its initialisers import torch._dynamo: 1.6 s at every start of the
-    export, the generators and the launcher. A unit test holds the two to the same answer.)"""
+    device would do too, but its initialisers import torch._dynamo, which would slow every start of
+    the export, the generators and the launcher. A unit test holds the two to the same answer.)"""
     d, hidden, vocab = config.n_embd, config.mlp_ratio * config.n_embd, config.vocab_size
     shapes = {"tok_emb.weight": (vocab, d), "pos_emb.weight": (config.block_size, d)}
     for i in range(config.n_layer):

@@ -1,15 +1,14 @@
 """The memory a training step needs, checked before the first step; and keeping what a step frees,
 so that the next step does not fault it back in.
 
-A step allocates and frees the same few dozen activation buffers (up to a few MB each) every
-time. glibc's malloc serves blocks above its mmap threshold with fresh mmaps and hands the freed
-top of its heap back to the OS, so every step would touch its buffers' pages anew, paying page
-faults and kernel time. Raising both thresholds keeps the blocks in the heap and the heap whole
-(docs/speed.md has the measurements).
+A step allocates and frees the same activation buffers every time. glibc's malloc serves blocks
+above its mmap threshold with fresh mmaps and hands the freed top of its heap back to the OS, so
+every step would touch its buffers' pages anew, paying page faults and kernel time. Raising both
+thresholds keeps the blocks in the heap and the heap whole (docs/speed.md has the measurements).
 
 Both thresholds must be set: setting either one turns off glibc's adjusting of the other, and
 the trim threshold alone leaves the mmap threshold at 128 KB, which is far worse. The cost is
-memory the process keeps after its peak: the peak of a step, a few hundred MB.
+memory the process keeps after its peak: the peak of a step.
 TRAINER_KEEP_MEMORY=0 keeps glibc's own thresholds (docs/usage.md).
 """
 
@@ -45,8 +44,8 @@ def step_bytes(config: GPTConfig, rank_batch: int) -> int:
     """About what one rank's training step holds at its peak: per parameter its weight, the
     weights' average, gradient, optimiser state and DDP bucket (4 + 4 + 4 + 8 + 4 bytes), and the
     fp32 activations autograd keeps for the backward pass (per layer: the LayerNorms, q, k, v, the
-    attention scores and their softmax, the MLP; then the logits). Measured on the default model,
-    5.6 MB a window against the 6.5 this counts."""
+    attention scores and their softmax, the MLP; then the logits). It errs on the high side,
+    so that a step it lets through fits."""
     C, T, H, L, V = config.n_embd, config.block_size, config.n_head, config.n_layer, config.vocab_size
     params = sum(math.prod(shape) for shape in weight_shapes(config).values())
     activations = rank_batch * T * (L * (16 * C + 2 * H * T) + 2 * C + 3 * V)

@@ -7,8 +7,9 @@ few directions the gradient happens to favour, and the model learns more per ste
 hidden matrices only: the embeddings, the output head, biases and LayerNorm gains stay on AdamW.
 
 The fused qkv weight is three matrices (q, k and v) stacked; each is orthogonalised on its own.
-Every orthogonalised matrix here is 128 x 128 or 128 x 512 (fc's weight transposed), so one
-batched matmul per shape runs the iterations for all of them at once.
+Every orthogonalised matrix then has one of two shapes, n_embd x n_embd or n_embd x the MLP's
+width (fc's weight transposed), so one batched matmul per shape runs the iterations for all of
+them at once.
 """
 
 import torch
@@ -48,9 +49,9 @@ def newton_schulz_gram(x: torch.Tensor) -> torch.Tensor:
 
     Each step multiplies x on the left by P = a + b G + c G^2, a polynomial in G = x x^T, so after
     all steps x = Q x0 with Q the product of the P's, and the next G is P G P. Only Q and G are
-    carried (rows x rows), and x0 is multiplied once at the end: for 128 x 512, 44% fewer
-    multiply-adds. Run in fp32 only: in bf16 the rounding of G swamps its small eigenvalues and
-    the result's singular values stray far above 1.
+    carried (rows x rows), and x0 is multiplied once at the end: fewer multiply-adds when cols
+    is several times rows (docs/training.md counts them). Run in fp32 only: in bf16 the rounding
+    of G swamps its small eigenvalues and the result's singular values stray far above 1.
     """
     a, b, c = NS_COEFFICIENTS
     gram, q = torch.bmm(x, x.mT), None
