@@ -167,8 +167,8 @@ def mismatched_pair(folder, web_model, keep_metadata: bool, **changes):
 
 
 def hostile_pair(folder, web_model, case: str):
-    """Issue 20's pairs: a model.json of another export (its SHA-256), model.json = null, and a
-    metadata-less model.onnx whose model.json claims a larger context than the model takes."""
+    """Pairs the page must refuse: a model.json of another export (its SHA-256), model.json = null,
+    and a metadata-less model.onnx whose model.json claims a larger context than the model takes."""
     if case == "larger context":
         return mismatched_pair(folder, web_model, keep_metadata=False, block_size=BLOCK_SIZE * 2)
     shutil.copy(web_model / "model.onnx", folder / "model.onnx")
@@ -309,8 +309,8 @@ def test_malformed_requests_and_an_aborted_download_cost_at_most_a_line_each(tmp
 
 
 def test_the_server_sends_no_file_through_a_link_out_of_the_run_folder_nor_to_another_host(tmp_path):
-    """Issue 37, cause 11: model.json -> a file outside --out, and a request for another host name
-    (DNS rebinding: a site whose name now points at 127.0.0.1)."""
+    """A link in --out to a file outside it is not followed, and a request for another host name is
+    refused (DNS rebinding: a site whose name now points at 127.0.0.1 would read the run's files)."""
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the browser")
     out = tmp_path / "run"
@@ -337,5 +337,5 @@ def test_the_server_sends_no_file_through_a_link_out_of_the_run_folder_nor_to_an
     (["--seed", "-1"], "Option '--seed' argument is ambiguous (usage: "),
 ])
 def test_node_flag_errors_are_one_line_of_our_own(tmp_path, args, words):
-    """Issue 37, cause 8: a seed past 2^53-1 was "not at least 0", and parseArgs' advice ran to three lines."""
+    """A seed past 2^53-1 (beyond exact JavaScript integers) names its bound, and parseArgs' errors are one line."""
     assert_one_line_error(run(["node", ROOT / "web" / "generate.mjs", tmp_path / "model.onnx", *args]), words)

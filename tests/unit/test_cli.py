@@ -170,7 +170,7 @@ def test_encode_names_the_characters_outside_the_vocabulary():
 
 @pytest.mark.parametrize("value", ["-Infinity", "-inf", "-nan", "-1e-3", "-2.5E+4", "-.5", "-7"])
 def test_a_negative_number_of_any_form_is_the_flags_value(value):
-    """Issue 37: --ema-decay -Infinity was "expected one argument"; the flag's own check names it."""
+    """A value such as -Infinity reaches the flag, whose own check names it (argparse alone reads it as a flag)."""
     p = OneLineParser(prog="prog")
     p.add_argument("--rate", type=float)
     assert str(p.parse_args(["--rate", value]).rate) == str(float(value))
