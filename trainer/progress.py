@@ -8,6 +8,7 @@ import sys
 from tqdm import tqdm
 
 from common.dist_env import DistEnv
+from trainer.config import TrainConfig
 
 
 class Progress:
@@ -39,6 +40,19 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def banner(cfg: TrainConfig, env: DistEnv, step: int, parameters: int, threads: int, corpus: str, matmuls: str) -> str:
+    """The run's first line: the model, where it starts, the batch over the ranks and threads, the
+    corpus, the recipe and the matmuls' dtype (and why that one)."""
+    where = f"resuming at step {step}" if step else "from scratch"
+    muon = f"Muon lr {cfg.muon_lr:g}, " if cfg.muon_lr else ""
+    own = [f"{what} {lr:g}" for what, lr in (("embeddings", cfg.embed_lr), ("head", cfg.head_lr)) if lr]
+    own = f" ({', '.join(own)})" if own else ""
+    return (f"training {parameters:,} parameters, {where}: {cfg.steps} steps, "
+            f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es){nodes_part(env)} "
+            f"x {threads} thread(s), {corpus}, recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
+            f"{matmuls}")
 
 
 def nodes_part(env: DistEnv) -> str:

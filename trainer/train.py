@@ -23,7 +23,7 @@ from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
 from trainer.outputs import write_outputs
-from trainer.progress import Progress, nodes_part
+from trainer.progress import Progress, banner
 from trainer.resume import launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
@@ -184,7 +184,8 @@ class Trainer:
         progress = Progress(env.first_on_node, cfg.progress, cfg.steps, self.step)
         stop = False
         try:
-            progress.print(self._banner())
+            progress.print(banner(cfg, env, self.step, count_parameters(self.raw_model), torch.get_num_threads(),
+                                  self.corpus.describe(), f"{self.dtype} matmuls ({self.dtype_reason})"))
             while self.step < cfg.steps and not stop:
                 stop = self._one_step(metrics, progress)
         except KeyboardInterrupt:  # a second Ctrl-C (Stopping.request): stop now; the last checkpoint stands
@@ -233,18 +234,6 @@ class Trainer:
     def standing(self) -> Standing:
         """Where the run stands, for the line that ends it."""
         return Standing(self.step, self.saved_step, self.folder.checkpoint, self.resume_command)
-
-    def _banner(self) -> str:
-        cfg, env = self.cfg, self.env
-        where = f"resuming at step {self.step}" if self.step else "from scratch"
-        muon = f"Muon lr {cfg.muon_lr:g}, " if cfg.muon_lr else ""
-        own = [f"{what} {lr:g}" for what, lr in (("embeddings", cfg.embed_lr), ("head", cfg.head_lr)) if lr]
-        own = f" ({', '.join(own)})" if own else ""
-        return (f"training {count_parameters(self.raw_model):,} parameters, {where}: {cfg.steps} steps, "
-                f"global batch {cfg.batch_size} x {cfg.block_size} over {env.world_size} process(es){nodes_part(env)} "
-                f"x {torch.get_num_threads()} thread(s), {self.corpus.describe()}, "
-                f"recipe {cfg.recipe} ({muon}lr {cfg.lr:g}{own}, {cfg.schedule}), "
-                f"{self.dtype} matmuls ({self.dtype_reason})")
 
 
 def evaluation_due(cfg: TrainConfig, step: int) -> bool:
