@@ -57,6 +57,8 @@ class Standing:
 
 
 class Cause:
+    """Why a run stopped short: its line (`line`), its exit status, the stream and the process that print it."""
+
     status = EXIT_FAILED
     stream = "stderr"
 
