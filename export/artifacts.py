@@ -38,11 +38,11 @@ MAX_EXPORT_BATCH = 4096  # torch.export needs an upper bound; generation uses ba
 STAGING_PREFIX = ".export-"  # + pid: where a set is written before it is renamed into place
 
 
-def load_trained_model(path: Path) -> tuple[GPT, dict]:
+def load_trained_model(path: Path) -> tuple[GPT, checkpoint.Checkpoint]:
     """The eager model of a trainer checkpoint, in eval mode, and the checkpoint itself."""
     saved = checkpoint.load(path)
-    model = GPT(GPTConfig.from_dict(saved["model_config"]))
-    model.load_state_dict(saved["model"])
+    model = GPT(GPTConfig.from_dict(saved.model_config))
+    model.load_state_dict(saved.model)
     return model.eval(), saved
 
 
@@ -57,7 +57,7 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
     model, saved = load_trained_model(path)
     check_destination(path.parent, [*defaults.EXPORTS, *(f"{hf.FOLDER}/{name}" for name in hf.FILES),
                                     defaults.MANIFEST])  # in seconds, not after the exporters' minute
-    files = _serialized(model, saved["vocab"])
+    files = _serialized(model, saved.vocab)
     refused = None
     try:
         with _quiet_exporters():
@@ -67,9 +67,9 @@ def export_checkpoint(path: Path, strict: bool = False) -> list[Path]:
         refused = exc
     card = f"{hf.FOLDER}/{defaults.HF_CARD}"  # edited by people before push_to_hub: not part of the model
     text = manifest_text(
-        saved["vocab"], model.config.block_size,
+        saved.vocab, model.config.block_size,
         {name: hashlib.sha256(data).hexdigest() for name, data in files.items() if name != card},
-        config=model.config.to_dict(), step=saved["step"], source=path.name,
+        config=model.config.to_dict(), step=saved.step, source=path.name,
         input={"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", "time <= block_size"]},
         output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "time", "vocab"]},
         onnx_opset=ONNX_OPSET, torch_version=torch.__version__)

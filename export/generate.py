@@ -54,7 +54,7 @@ def load_model(path: str | Path) -> LoadedModel:
     runtime = FORMATS[path.suffix]
     if path.suffix == ".pt":
         model, saved = load_trained_model(path)
-        return LoadedModel(model, saved["vocab"], model.config.block_size, runtime)
+        return LoadedModel(model, saved.vocab, model.config.block_size, runtime)
     manifest = read_manifest(path.with_name(defaults.MANIFEST))
     manifest.verify(path)
     try:

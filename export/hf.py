@@ -24,6 +24,7 @@ import torch.nn as nn
 from common import defaults
 from common.cli import UsageError
 from model import GPT, count_parameters
+from trainer.checkpoint import Checkpoint
 
 FOLDER = defaults.HF_FOLDER
 ONNX_DECODER = "onnx/model.onnx"
@@ -184,14 +185,12 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
-def model_card(model: GPT, saved: dict) -> str:
+def model_card(model: GPT, saved: Checkpoint) -> str:
     c = model.config
-    losses = saved.get("losses") or {}
-    train_config = saved.get("train_config") or {}
+    losses, train_config = saved.losses, saved.train_config
     loss_lines = "\n".join(f"- {k}: {v:.4f}" for k, v in losses.items())
     # The training recipe only: where the run's files were (paths of one machine) says nothing here.
     config_lines = "\n".join(f"- {k}: {v}" for k, v in train_config.items() if k in CARD_TRAINING_KEYS)
-    world = saved.get("world_size")
     corpus = Path(train_config.get("data") or "").name or "its corpus"
     return f"""---
 library_name: transformers
@@ -214,7 +213,7 @@ into the final LayerNorm's bias.
 
 ## Training
 
-Step {saved.get("step")} of the run, on {world} process(es) (PyTorch DDP on gloo).
+Step {saved.step} of the run, on {saved.world_size} process(es) (PyTorch DDP on gloo).
 
 {config_lines or "- (no training configuration recorded)"}
 
@@ -246,7 +245,7 @@ same folder (onnx/model.onnx, a decoder with a KV cache).
 """
 
 
-def hf_files(model: GPT, saved: dict, opset: int) -> dict[str, bytes]:
+def hf_files(model: GPT, saved: Checkpoint, opset: int) -> dict[str, bytes]:
     """hf/'s files by name inside the folder; NotRepresentable when the model is not exactly GPT-2."""
     from safetensors.torch import save
 
@@ -257,7 +256,7 @@ def hf_files(model: GPT, saved: dict, opset: int) -> dict[str, bytes]:
                                               "bos_token_id": None, "eos_token_id": None,
                                               "pad_token_id": None}, indent=2) + "\n",
         "model.safetensors": save(tensors, metadata={"format": "pt"}),
-        "tokenizer.json": tokenizer_json(saved["vocab"]),
+        "tokenizer.json": tokenizer_json(saved.vocab),
         "tokenizer_config.json": json.dumps(TOKENIZER_CONFIG, indent=2) + "\n",
         ONNX_DECODER: cached_onnx(model, opset),
         "README.md": model_card(model, saved),

@@ -5,8 +5,9 @@ character outside the Basic Multilingual Plane (an emoji) is then one entry in e
 whereas one string of them has a different length in JavaScript (UTF-16) than in Python. The
 context length is a number. The same two facts go inside model.onnx (metadata_props) and
 model.pt2 (extra files) under the keys of `embedded_facts`, so those files alone are enough to
-generate from. Manifests of format 1 stored the vocabulary as one string; Python still reads them
-(a str is a sequence of characters), anything else is refused with `make export` as the fix.
+generate from. Python also reads a manifest whose vocabulary is one string (a str is a sequence of
+characters) and a model file that carries no facts; anything else is refused with `make export` as
+the fix.
 """
 
 import hashlib
@@ -75,7 +76,7 @@ def read_manifest(path: Path) -> Manifest:
 
 def read_embedded_facts(props: dict[str, str], where: str) -> tuple[str, int] | None:
     """(vocab, block_size) from the strings of `embedded_facts`, as read back from a model file;
-    None for a file of format 1, which carries neither."""
+    None for a file that carries neither."""
     if not props.get("vocab") and not props.get("block_size"):
         return None
     try:
@@ -88,7 +89,7 @@ def read_embedded_facts(props: dict[str, str], where: str) -> tuple[str, int] | 
 
 def checked_facts(vocab, block_size, where: str) -> tuple[str, int]:
     """The vocabulary as a str and the block size, or a UsageError saying what is wrong with them."""
-    if isinstance(vocab, str):  # format 1: one string of characters
+    if isinstance(vocab, str):  # a manifest without "format": one string of characters
         vocab = list(vocab)
     if not (isinstance(vocab, list) and vocab and all(isinstance(c, str) and len(c) == 1 for c in vocab)):
         raise UsageError(f"{where}: the vocabulary is not a list of single characters: {REDO}")

@@ -75,7 +75,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_p
     wait_for_step(tmp_path, kill_at, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = checkpoint.load(tmp_path / "model.pt")["step"]
+    saved = checkpoint.load(tmp_path / "model.pt").step
     assert save_every <= saved < STEPS, (kill_at, saved)
     result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--dropout", dropout, "--resume", *RUN))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,7 +92,7 @@ def test_sigterm_checkpoints_and_exits_within_10s_and_resumes_at_another_world_s
     assert time.monotonic() - sent < 10
     assert proc.returncode in (0, 143)
     last = max(step_losses(tmp_path))
-    assert checkpoint.load(tmp_path / "model.pt")["step"] == last < STEPS
+    assert checkpoint.load(tmp_path / "model.pt").step == last < STEPS
     assert f"stopped at step {last}" in stdout
     # The last line is the command that resumes this run, the way it was started.
     words = shlex.split(stdout.strip().splitlines()[-1].removeprefix("resume with: "))
@@ -152,12 +152,12 @@ def test_a_restart_before_the_first_checkpoint_trains_from_scratch_beside_an_ear
     proc = start(["make", "--no-print-directory", "train", "NPROC=2", "MAX_RESTARTS=1", f"DATA={corpus}",
                   f"OUT={tmp_path}", f"ARGS={flags}"])
     wait_for_step(tmp_path, 3, proc)
-    assert checkpoint.load(tmp_path / "model.pt")["model_config"]["n_layer"] == 1  # still the earlier run's
+    assert checkpoint.load(tmp_path / "model.pt").model_config["n_layer"] == 1  # still the earlier run's
     os.kill(worker_pids(proc.pid)[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("from scratch") == 2 and "resuming" not in stdout, stdout
-    assert checkpoint.load(tmp_path / "model.pt")["model_config"]["n_layer"] == 4
+    assert checkpoint.load(tmp_path / "model.pt").model_config["n_layer"] == 4
     assert_same_run(tmp_path, reference["nproc2"], tol=1e-6)
 
 
@@ -190,7 +190,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_loadable(tmp_path, traine
         atomic_write(path, disk_full)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
-    assert checkpoint.load(path)["step"] == 60
+    assert checkpoint.load(path).step == 60
     assert isinstance(torch.load(path, weights_only=True)["model"], dict)
 
 
@@ -219,6 +219,6 @@ def test_a_stop_signal_while_the_exports_are_written_is_one_line_naming_make_exp
     assert proc.returncode == 128 + signal.SIGINT and len(lines) == 1, stderr[-3000:]
     assert lines[0].startswith("stopped by SIGINT after the last step") and "the exports were not written" in lines[0]
     assert f"make export CKPT={tmp_path / 'model.pt'}" in lines[0]
-    assert checkpoint.load(tmp_path / "model.pt")["step"] == 2
+    assert checkpoint.load(tmp_path / "model.pt").step == 2
     assert not (tmp_path / "model.json").exists() and not list(tmp_path.rglob(".*.tmp"))
     assert not list(tmp_path.glob(".export-*"))  # the staging directory went with the signal

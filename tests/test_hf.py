@@ -48,8 +48,8 @@ def test_the_folder_is_part_of_the_export_set_and_describes_the_run(trained_run)
     assert config["layer_norm_epsilon"] == 1e-5 and config["tie_word_embeddings"] is False
     card = (trained_run / "hf" / "README.md").read_text(encoding="utf-8")
     assert f"{count_parameters(GPT(GPTConfig())):,}-parameter" in card  # the default model's count
-    assert f"train: {saved['losses']['train']:.4f}" in card and f"val: {saved['losses']['val']:.4f}" in card
-    assert f"Step {saved['step']} " in card and "from_pretrained" in card and f"{c.block_size} tokens" in card
+    assert f"train: {saved.losses['train']:.4f}" in card and f"val: {saved.losses['val']:.4f}" in card
+    assert f"Step {saved.step} " in card and "from_pretrained" in card and f"{c.block_size} tokens" in card
     assert str(ROOT.parent) not in card  # no path of the machine that trained it
 
 
@@ -66,7 +66,7 @@ def test_the_tokenizer_round_trips_the_whole_corpus(trained_run, transformers_mo
     _, saved = load_trained_model(trained_run / "model.pt")
     text = corpus.read_text(encoding="utf-8")
     ids = transformers_model[1](text).input_ids
-    assert ids == encode(saved["vocab"], text)
+    assert ids == encode(saved.vocab, text)
     assert transformers_model[1].decode(ids) == text
 
 

@@ -69,7 +69,7 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
     assert "Traceback" not in stdout + stderr and "SignalException" not in stderr
     assert stderr.strip() == "", stderr
     *_, stopped, resume = stdout.strip().splitlines()
-    saved = checkpoint.load(out / "model.pt")["step"]
+    saved = checkpoint.load(out / "model.pt").step
     assert stopped.startswith(f"stopped at step {saved}: ") and str(out / "model.pt") in stopped, stdout
     assert saved == max(step_losses(out)) < STEPS
     assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
@@ -81,7 +81,7 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"resuming at step {saved}" in result.stdout
         assert sorted(step_losses(out)) == list(range(1, STEPS + 1))
-        assert checkpoint.load(out / "model.pt")["step"] == STEPS
+        assert checkpoint.load(out / "model.pt").step == STEPS
 
 
 def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(tmp_path, corpus):
@@ -95,7 +95,7 @@ def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(
     assert proc.returncode == -signal.SIGINT, (proc.returncode, stderr)
     assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     *_, stopped, resume = stdout.strip().splitlines()
-    saved = checkpoint.load(out / "model.pt")["step"]
+    saved = checkpoint.load(out / "model.pt").step
     assert stopped.startswith("stopped at step ") and f"at step {saved}" in stopped, stdout
     assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
 

@@ -103,7 +103,7 @@ def assert_same_losses(out: Path, reference: Path) -> None:
     final, expected = eval_records(out)[-1], eval_records(reference)[-1]
     assert final["world_size"] == 2 and final["step"] == expected["step"] == STEPS
     assert abs(final["val_loss"] - expected["val_loss"]) <= 1e-4
-    assert checkpoint.load(out / "model.pt")["step"] == STEPS
+    assert checkpoint.load(out / "model.pt").step == STEPS
 
 
 def test_two_nodes_train_as_one_machine_with_rank_0_on_node_1_which_starts_first(

@@ -152,7 +152,7 @@ def test_samples_draw_a_new_seed_at_each_step_and_repeat_on_a_rerun(trained_run,
     from trainer.train import Trainer
 
     saved = checkpoint.load(trained_run / "model.pt")
-    cfg = TrainConfig(**{**saved["train_config"], "data": str(corpus)})
+    cfg = TrainConfig(**{**saved.train_config, "data": str(corpus)})
     trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
     first, again, later = trainer.sample(30), trainer.sample(30), trainer.sample(60)
     assert first == again and first != later and first.startswith(cfg.sample_prompt)

@@ -3,6 +3,7 @@ a small tmpfs), a killed torchrun and a frozen worker. Each test also checks tha
 was good before is still good after."""
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -157,11 +158,11 @@ def test_on_a_full_disk_a_checkpoint_fails_whole_and_a_metrics_record_is_dropped
             log.step(step, 3.0, 1e-3, seconds=0.1)
         filler.unlink()
         log.step(400, 2.0, 1e-3, seconds=0.1)  # writing works again
-        checkpoint.save(disk / "model.pt", {**saved, "step": 61})  # the next checkpoint is tried again
+        checkpoint.save(disk / "model.pt", dataclasses.replace(saved, step=61))  # the next checkpoint is tried again
         log.close()
         steps = [r["step"] for r in strict_records(disk / "metrics.jsonl")]
         assert steps[-1] == 400 and steps[:-1] == list(range(1, len(steps))) and len(steps) < 300, steps
-        assert checkpoint.load(disk / "model.pt")["step"] == 61
+        assert checkpoint.load(disk / "model.pt").step == 61
         assert sorted(p.name for p in disk.iterdir()) == ["metrics.jsonl", "model.pt"]  # no temporary left
         assert good != (disk / "model.pt").read_bytes()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
@@ -186,7 +187,7 @@ def test_training_on_a_full_disk_warns_goes_on_and_fails_when_the_last_checkpoin
             "error: could not write the last checkpoint") and "No space left on device" in line and
             "at step 1, is kept" in line and "resume with:" in line], result.stderr
         assert "done:" not in result.stdout and "writing" not in result.stdout
-        assert checkpoint.load(disk / "model.pt")["step"] == 1  # the checkpoint that fitted, intact
+        assert checkpoint.load(disk / "model.pt").step == 1  # the checkpoint that fitted, intact
         assert sorted(step_losses(disk)) == list(range(1, 7))
         strict_records(disk / "metrics.jsonl")
         assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
@@ -237,7 +238,7 @@ def test_workers_stop_soon_after_their_launcher_is_killed(tmp_path, corpus):
     assert "the launcher (torchrun" in stderr and "is gone" in stderr
     last = max(step_losses(tmp_path))
     assert last < 400
-    assert checkpoint.load(tmp_path / "model.pt")["step"] == last  # consistent: the step they stopped at
+    assert checkpoint.load(tmp_path / "model.pt").step == last  # consistent: the step they stopped at
     strict_records(tmp_path / "metrics.jsonl")
     run_folder.acquire(tmp_path)  # and nobody holds the folder any more
     run_folder.release(tmp_path)
@@ -314,6 +315,6 @@ def test_a_frozen_rank_is_named_by_the_others_within_the_timeout(tmp_path, corpu
     assert f"rank 1 stopped answering: no reply within --timeout {timeout} s" in errors[0]
     assert "resume with: make train NPROC=2" in errors[0]
     assert "Traceback" not in stderr
-    saved = checkpoint.load(tmp_path / "model.pt")["step"]
+    saved = checkpoint.load(tmp_path / "model.pt").step
     assert saved <= stalled_at + 1 and saved >= 2
     strict_records(tmp_path / "metrics.jsonl")

@@ -24,7 +24,7 @@ def test_resume_without_flags_ends_where_the_original_run_would_have(tmp_path, c
     wait_for_step(out, 5, proc)  # the checkpoint of step 4 is on disk, the one of step 8 is not
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert checkpoint.load(out / "model.pt")["step"] == 4
+    assert checkpoint.load(out / "model.pt").step == 4
     result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--resume", "--no-export"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at step 4: 8 steps" in result.stdout
@@ -66,8 +66,8 @@ def test_extend_trains_on_to_the_new_total(tmp_path, corpus, trained_run):
                              "--no-export"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at step 60: 62 steps" in result.stdout
-    assert checkpoint.load(tmp_path / "model.pt")["step"] == 62
-    assert checkpoint.load(tmp_path / "model.pt")["train_config"]["steps"] == 62
+    assert checkpoint.load(tmp_path / "model.pt").step == 62
+    assert checkpoint.load(tmp_path / "model.pt").train_config["steps"] == 62
     assert sorted(step_losses(tmp_path)) == list(range(1, 63))
 
 
@@ -83,7 +83,7 @@ def test_optimiser_flags_given_on_resume_are_what_trains_and_what_is_recorded(tm
                                  "--recipe", "adamw", "--lr", "5e-4", "--beta2", "0.95", "--no-export"))
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
-        saved = checkpoint.load(out / "model.pt")["train_config"]
+        saved = checkpoint.load(out / "model.pt").train_config
         assert (saved["recipe"], saved["lr"], saved["muon_lr"], saved["beta2"]) == ("adamw", 5e-4, 0.0, 0.95)
         records = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step", 0) > 60 and "lr" in r]
         assert [r["lr"] for r in records] == [

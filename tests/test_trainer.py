@@ -130,15 +130,15 @@ def test_bf16_gradient_compression_flag_trains_close_to_the_uncompressed_run(tra
 
 def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_run, corpus):
     saved = checkpoint.load(trained_run / "model.pt")
-    assert saved["step"] == 60 and len(saved["vocab"]) == 65
-    cfg = TrainConfig(**{**saved["train_config"], "data": str(corpus)})
+    assert saved.step == 60 and len(saved.vocab) == 65
+    cfg = TrainConfig(**{**saved.train_config, "data": str(corpus)})
     trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
-    fresh = GPT(GPTConfig.from_dict(saved["model_config"]))
-    fresh.load_state_dict(saved["model"])
+    fresh = GPT(GPTConfig.from_dict(saved.model_config))
+    fresh.load_state_dict(saved.model)
     for name, tensor in fresh.state_dict().items():  # "model" is the weights' average; the others resume
         assert torch.equal(tensor, trainer.average.model.state_dict()[name])
-        assert torch.equal(saved["training_weights"][name], trainer.raw_model.state_dict()[name])
-    losses = trainer.evaluate(saved["step"])
-    assert losses["val"] == pytest.approx(saved["losses"]["val"], abs=1e-6)
+        assert torch.equal(saved.training_weights[name], trainer.raw_model.state_dict()[name])
+    losses = trainer.evaluate(saved.step)
+    assert losses["val"] == pytest.approx(saved.losses["val"], abs=1e-6)
     assert losses["val"] == pytest.approx(eval_records(trained_run)[-1]["val_loss"], abs=1e-5)
 

@@ -1,35 +1,99 @@
-"""Checkpoints: written whole or not at all, read back with a clear error when they are not ours.
+"""Checkpoints (model.pt): one schema, written whole or not at all, read back with a clear error
+when they are not ours.
 
-A checkpoint (`model.pt`) is a plain dict that torch.load(weights_only=True) accepts:
-  format, model (state_dict), model_config, vocab (str), step, optimizer, train_config,
-  losses {train, val}, world_size, run_id.
-Checkpoints written before the random state was dropped also hold `rng`; it is ignored (every
-step seeds its own dropout). The previous file stays in place until the new one is complete on
-disk: temporary file, fsync, rename.
+`Checkpoint` is the schema: its fields are the entries of the dict that torch.save writes (and
+torch.load(weights_only=True) accepts), beside "format", which is FORMAT. `save` writes one; `load`
+reads a file, brings a checkpoint of the earlier format up to this one (`upgrade`), checks it
+(`validate`) and returns a Checkpoint. The previous file stays in place until the new one is
+complete on disk: temporary file, fsync, rename.
 """
 
 import zipfile
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from common.cli import UsageError
 from common.files import atomic_write, existing_file
 from model import GPTConfig, weight_shapes
-from trainer.config import BEFORE_THE_FIELD, saved_config_problem
+from trainer.config import TrainConfig, saved_config_problem
 from trainer.optim import state_names
 
-FORMAT = "shakespeare-gpt/1"
-# What resuming and exporting read; a checkpoint without one of them cannot be used.
-REQUIRED_KEYS = ("model", "model_config", "vocab", "step", "optimizer", "train_config")
+FORMAT = "shakespeare-gpt/2"
+EARLIER_FORMAT = "shakespeare-gpt/1"  # what upgrade() reads
 ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of what torch.save writes
 
 
-def save(path: Path, checkpoint: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **checkpoint}, f))
+@dataclass(frozen=True)
+class Checkpoint:
+    """What resuming, exporting and generating read: every entry of model.pt but "format"."""
+
+    model: dict  # the weights' average (the weights themselves at --ema-decay 0): what exports and generators read
+    model_config: dict  # GPTConfig.to_dict()
+    vocab: str  # the corpus's characters, in token id order
+    step: int  # optimiser steps taken
+    optimizer: dict  # {optimiser name: its state_dict}, parameters in trainer.optim.state_names's order
+    train_config: dict  # TrainConfig.to_dict(): the settings a resumed run continues with
+    losses: dict = field(default_factory=dict)  # the last evaluation's {"train": .., "val": ..}
+    world_size: int | None = None  # the processes that trained it
+    run_id: str | None = None  # torchrun's: a restarted worker continues only its own run's checkpoint
+    training_weights: dict | None = None  # the weights the optimiser steps, where they differ from model
+
+    @property
+    def stepped_weights(self) -> dict:
+        """The weights the optimiser steps: training_weights where the run averages (--ema-decay > 0), else model."""
+        return self.model if self.training_weights is None else self.training_weights
+
+    def entries(self) -> dict:
+        """The dict torch.save writes: "format", then every field; an optional field left None is not written."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"format": FORMAT, **{name: value for name, value in values.items() if value is not None}}
 
 
-def load(path: Path) -> dict:
+# What resuming and exporting read; a checkpoint without one of them cannot be used.
+REQUIRED_KEYS = tuple(f.name for f in fields(Checkpoint) if f.default is MISSING and f.default_factory is MISSING)
+# Each entry's type, without the None of an optional one.
+ENTRY_TYPES = {f.name: next(t for t in (*get_args(f.type), f.type) if isinstance(t, type)) for f in fields(Checkpoint)}
+
+# The train_config fields runs wrote only once they existed, and what an earlier checkpoint takes for
+# each: what its run trained with (AdamW alone, AdamW's one rate for the embeddings and the head, no
+# average: its "model" is what the optimiser stepped); for Muon's momentum and weight decay, which came
+# with Muon and act on nothing at muon_lr 0, the defaults a resume that turns Muon on would take.
+BEFORE_THE_FIELD = {"muon_lr": 0.0, "embed_lr": 0.0, "head_lr": 0.0, "ema_decay": 0.0,
+                    "muon_momentum": TrainConfig.muon_momentum, "muon_weight_decay": TrainConfig.muon_weight_decay}
+RENAMED_RECIPES = {"tuned": "adamw"}  # the recipe's name before Muon came
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    atomic_write(path, lambda f: torch.save(checkpoint.entries(), f))
+
+
+def upgrade(saved: dict) -> dict:
+    """A checkpoint of EARLIER_FORMAT as one of FORMAT; any other dict as it is.
+
+    The earlier format is this one less what runs wrote before a field existed: a train_config
+    without the fields of BEFORE_THE_FIELD (and with recipe "tuned" for "adamw"), an "optimizer"
+    that is one AdamW's state_dict (before Muon), and an "rng" entry, the random state, which no
+    step needs now (each seeds its own dropout)."""
+    # Why upgrade rather than refuse: a checkpoint is hours of training, and a refusal would leave its
+    # owner no way to resume or export it but an earlier version of this code, while the earlier
+    # format differs only by what this one function fills in, so that no other code reads it.
+    if saved.get("format") != EARLIER_FORMAT:
+        return saved
+    upgraded = {key: value for key, value in saved.items() if key != "rng"} | {"format": FORMAT}
+    if isinstance(saved.get("train_config"), dict):
+        filled = BEFORE_THE_FIELD | saved["train_config"]
+        if isinstance(filled.get("recipe"), str):
+            filled["recipe"] = RENAMED_RECIPES.get(filled["recipe"], filled["recipe"])
+        upgraded["train_config"] = filled
+    if isinstance(saved.get("optimizer"), dict) and "param_groups" in saved["optimizer"]:
+        upgraded["optimizer"] = {"adamw": saved["optimizer"]}
+    return upgraded
+
+
+def load(path: Path) -> Checkpoint:
     """Read a checkpoint; anything missing, truncated or foreign is a UsageError naming the file.
 
     Every reader (resume, export, generate, plot, bench) comes through here, so a checkpoint is
@@ -44,62 +108,62 @@ def load(path: Path) -> dict:
             raise UsageError(f"{path} is not a checkpoint (torch.save writes a zip archive, and this file is none): "
                              "point to a model.pt written by python -m trainer")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         # torch's first sentence ("PytorchStreamReader failed reading zip archive: not a ZIP archive")
         detail = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else type(exc).__name__
         raise UsageError(
             f"checkpoint {path} is corrupt or truncated ({detail}): delete it or point to another checkpoint"
         ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    saved = upgrade(saved) if isinstance(saved, dict) else saved
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise UsageError(f"{path} is not a checkpoint of this trainer: "
                          "point to a model.pt written by python -m trainer")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    missing = [key for key in REQUIRED_KEYS if key not in saved]
     if missing:
         raise UsageError(f"checkpoint {path} lacks {', '.join(repr(k) for k in missing)}: it was not written "
                          "whole by python -m trainer; point to another checkpoint or start without --resume")
-    problem = validate(checkpoint)
+    problem = validate(saved)
     if problem:
         raise UsageError(f"checkpoint {path} is damaged ({problem}): point to another checkpoint or start "
                          "without --resume")
-    return checkpoint
+    return Checkpoint(**{name: saved[name] for name in ENTRY_TYPES if name in saved})
 
 
-def validate(checkpoint: dict) -> str | None:
-    """What is wrong with a checkpoint's contents, or None: the types of its entries, and its
-    weights' names and shapes against the model its own model_config describes."""
-    for key, kind in (("model", dict), ("model_config", dict), ("vocab", str), ("optimizer", dict),
-                      ("train_config", dict), ("training_weights", dict)):
-        if key in checkpoint and not isinstance(checkpoint[key], kind):  # all but training_weights are required
-            return f"{key!r} is a {type(checkpoint[key]).__name__}, not a {kind.__name__}"
-    step = checkpoint["step"]
+def validate(saved: dict) -> str | None:
+    """What is wrong with a checkpoint's entries (of FORMAT), or None: their types, and its weights'
+    names and shapes against the model its own model_config describes."""
+    for name, kind in ENTRY_TYPES.items():
+        value = saved.get(name)
+        left_out = value is None and name not in REQUIRED_KEYS  # an optional entry may be absent, or None
+        if name in saved and name != "step" and not left_out and not isinstance(value, kind):
+            return f"{name!r} is a {type(value).__name__}, not a {kind.__name__}"
+    step = saved["step"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return f"'step' is {step!r}, not a step number"
     try:
-        config = GPTConfig.from_dict(checkpoint["model_config"])
+        config = GPTConfig.from_dict(saved["model_config"])
         expected = weight_shapes(config)
     except Exception as exc:  # any value GPTConfig cannot build a model from
         return f"'model_config' describes no model ({type(exc).__name__})"
-    for key in ("model", "training_weights"):
-        problem = weights_problem(checkpoint[key], expected) if key in checkpoint else None
+    for name in ("model", "training_weights"):
+        problem = weights_problem(saved[name], expected) if saved.get(name) is not None else None
         if problem:
-            return problem if key == "model" else f"{key!r}: {problem}"
-    if len(checkpoint["vocab"]) != config.vocab_size:
-        return f"a vocabulary of {len(checkpoint['vocab'])} characters for a model of {config.vocab_size}"
-    problem = saved_config_problem(checkpoint["train_config"])
+            return problem if name == "model" else f"{name!r}: {problem}"
+    if len(saved["vocab"]) != config.vocab_size:
+        return f"a vocabulary of {len(saved['vocab'])} characters for a model of {config.vocab_size}"
+    problem = saved_config_problem(saved["train_config"])
     if problem:
         return f"'train_config': {problem}"
-    train_config = {**BEFORE_THE_FIELD, **checkpoint["train_config"]}
-    if train_config.get("ema_decay", 0) > 0 and "training_weights" not in checkpoint:
+    if saved["train_config"]["ema_decay"] > 0 and saved.get("training_weights") is None:
         # "model" is then the average: resuming from it would restart training from other weights.
         return "its train_config has an --ema-decay but it lacks 'training_weights'"
-    return optimizer_problem(checkpoint["optimizer"], state_names(expected, train_config), expected)
+    return optimizer_problem(saved["optimizer"], state_names(expected, saved["train_config"]), expected)
 
 
-def optimizer_problem(optimizer: dict, names: dict[str, list[str]], shapes: dict[str, tuple]) -> str | None:
+def optimizer_problem(states: dict, names: dict[str, list[str]], shapes: dict[str, tuple]) -> str | None:
     """The optimisers' states against the parameters their train_config gives each (`names`), or None:
     a moment of another shape would otherwise fail inside the optimiser's step."""
-    states = {"adamw": optimizer} if "param_groups" in optimizer else optimizer
     if not states or not all(isinstance(v, dict) and {"state", "param_groups"} <= set(v) for v in states.values()):
         return "'optimizer' holds no optimiser state"
     absent = [opt for opt in names if opt not in states]
@@ -142,9 +206,9 @@ def export_kind(path: Path) -> str | None:
     return None
 
 
-def check_compatible(checkpoint: dict, path: Path, config: GPTConfig, vocab: str) -> None:
+def check_compatible(checkpoint: Checkpoint, path: Path, config: GPTConfig, vocab: str) -> None:
     """A resumed run must have the checkpoint's model shape and vocabulary."""
-    saved = GPTConfig.from_dict(checkpoint["model_config"]).shape()
+    saved = GPTConfig.from_dict(checkpoint.model_config).shape()
     for key, value in config.shape().items():
         if saved[key] != value:
             flag = "--" + key.replace("_", "-")
@@ -153,7 +217,7 @@ def check_compatible(checkpoint: dict, path: Path, config: GPTConfig, vocab: str
                 f"checkpoint {path} has {key}={saved[key]} but this run has {key}={value}: {hint}, "
                 "or start without --resume"
             )
-    if checkpoint["vocab"] != vocab:
+    if checkpoint.vocab != vocab:
         raise UsageError(f"checkpoint {path} was trained on another corpus's vocabulary: use that corpus, "
                          "or start without --resume")
 

@@ -245,17 +245,10 @@ def read_command_line(argv: list[str]) -> dict:
     return {name: value for name, value in args.items() if value is not unset}
 
 
-# What a checkpoint saved before a field existed trained with: AdamW alone (no Muon), and
-# AdamW's one rate for the embeddings and the head.
-BEFORE_THE_FIELD = {"muon_lr": 0.0, "embed_lr": 0.0, "head_lr": 0.0}
-# Fields added after the first checkpoint format (a checkpoint may lack them); the others it must hold.
-ADDED_LATER = (*BEFORE_THE_FIELD, "ema_decay", "muon_momentum", "muon_weight_decay")
-
-
 def saved_config_problem(saved: dict) -> str | None:
     """What is wrong with a checkpoint's train_config, or None: a field a resumed run reads that is
     missing, of another type, or outside its flag's limits (a hand-edited or foreign checkpoint)."""
-    missing = [name for name in RESUMED_FIELDS if name not in saved and name not in ADDED_LATER]
+    missing = [name for name in RESUMED_FIELDS if name not in saved]
     if missing:
         return f"it lacks {', '.join(map(repr, missing[:3]))}{' and more' * (len(missing) > 3)}"
     options = {f.name: f for f in _options()}
@@ -289,8 +282,6 @@ def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
     values = {f.name: f.default for f in _options()}
     values.update(RECIPES[given.get("recipe", TrainConfig.recipe)])
     values["min_lr"] = min(values["min_lr"], given.get("lr", values["lr"]))
-    if saved is not None:
-        saved = {**BEFORE_THE_FIELD, **saved}
     values.update({name: value for name, value in (saved or {}).items() if name in RESUMED_FIELDS
                    and not ("recipe" in given and name in RECIPE_FIELDS)})
     values.update(given)

@@ -57,7 +57,7 @@ def agreed_checkpoint(env: DistEnv, cfg: TrainConfig, saved: dict | None, keeps:
     every node that keeps them are at the same step; a UsageError that says which file to copy
     where when they are not. `saved`: this process's own copy (None: it has none, or keeps none)."""
     path = RunFolder(cfg.out).resume_path(cfg.resume)
-    mine = {"node": this_node(), "path": str(path.absolute()), "step": saved and saved["step"]} if keeps else None
+    mine = {"node": this_node(), "path": str(path.absolute()), "step": saved and saved.step} if keeps else None
     copies = [copy for copy in distributed.gathered(mine) if copy]
     if len({copy["step"] for copy in copies}) > 1:
         raise UsageError(copy_advice(copies))

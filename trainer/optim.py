@@ -177,10 +177,7 @@ class Optimizers:
         Moments move by parameter name: a parameter this run gives to the optimiser that held it
         keeps its moments, one that changes optimiser (another recipe, --muon-lr 0) starts afresh.
         Every group keeps this run's settings (rates, betas, decay, momentum): on --resume a flag
-        or recipe given on the command line is what trains. A checkpoint from before Muon holds one
-        AdamW's state."""
-        if "param_groups" in state:
-            state = {"adamw": state}
+        or recipe given on the command line is what trains."""
         for name, opt in self.optimizers.items():
             saved = state.get(name, {"state": {}})
             index = {param: i for i, param in enumerate(saved_names.get(name, []))}
@@ -193,8 +190,7 @@ class Optimizers:
             opt.load_state_dict({"state": moments, "param_groups": groups})
 
 
-# The rates that decide which optimiser and group a parameter falls in (0 where a checkpoint's
-# train_config predates the field, as trainer.config.BEFORE_THE_FIELD says).
+# The rates that decide which optimiser and group a parameter falls in.
 LAYOUT_RATES = ("muon_lr", "embed_lr", "head_lr")
 
 

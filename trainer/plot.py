@@ -54,7 +54,7 @@ def run_vocab_size(out: Path) -> int | None:
     path = Path(out) / defaults.CHECKPOINT
     try:
         if path.is_file():
-            return len(checkpoint.load(path)["vocab"])
+            return len(checkpoint.load(path).vocab)
         problem = f"{path} is missing"
     except UsageError as exc:
         problem = str(exc)

@@ -110,7 +110,7 @@ class RunFolder:
         if restart == 0 or not self.checkpoint.is_file():
             return None
         saved = checkpoint.load(self.checkpoint)
-        return saved if saved.get("run_id") == run_id else None
+        return saved if saved.run_id == run_id else None
 
 
 def acquire(out: Path, check_only: bool = False) -> None:

@@ -83,9 +83,9 @@ def check_no_stopped_run(folder: RunFolder) -> None:
         saved = checkpoint.load(folder.checkpoint) if folder.checkpoint.is_file() else None
     except UsageError:
         return
-    if saved is not None and saved["step"] < saved["train_config"]["steps"]:
-        raise UsageError(f"{folder.checkpoint} holds a run stopped at step {saved['step']} of "
-                         f"{saved['train_config']['steps']}: finish it with --resume (ARGS=\"--resume\" for make), "
+    if saved is not None and saved.step < saved.train_config["steps"]:
+        raise UsageError(f"{folder.checkpoint} holds a run stopped at step {saved.step} of "
+                         f"{saved.train_config['steps']}: finish it with --resume (ARGS=\"--resume\" for make), "
                          "train in another --out (OUT= for make), or pass --start-over to replace it")
 
 
@@ -96,10 +96,10 @@ def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainC
         return cfg
     path = RunFolder(cfg.out).resume_path(cfg.resume)
     if cfg.resume is not None:  # else a worker torchrun restarted: its command line is the run's own
-        cfg = resolve(cfg.command_line(), saved["train_config"])
+        cfg = resolve(cfg.command_line(), saved.train_config)
     checkpoint.check_compatible(saved, path, model_config(cfg, corpus), corpus.vocab)
     if cfg.resume is not None:
-        check_run_length(cfg, saved["train_config"], saved["step"], path)
+        check_run_length(cfg, saved.train_config, saved.step, path)
     return cfg
 
 

@@ -18,7 +18,7 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import BEFORE_THE_FIELD, TrainConfig
+from trainer.config import TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
@@ -127,23 +127,13 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """On the processes that keep the run's files. A failed write (full disk) leaves the
-        previous checkpoint in place.
-
-        "model" is the weights' average, which every export and generator reads; the weights the
-        optimiser steps, when they differ (--ema-decay > 0), are "training_weights"."""
-        saved = {
-            "model": self.average.state_dict(),
-            "model_config": self.model_config.to_dict(),
-            "vocab": self.corpus.vocab,
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "train_config": self.cfg.to_dict(),
-            "losses": self.last_losses,
-            "world_size": self.env.world_size,
-            "run_id": self.env.run_id,
-        }
-        if self.cfg.ema_decay > 0:
-            saved["training_weights"] = self.raw_model.state_dict()
+        previous checkpoint in place."""
+        averaged = self.cfg.ema_decay > 0  # else the average is the weights themselves: saved once
+        saved = checkpoint.Checkpoint(
+            model=self.average.state_dict(), model_config=self.model_config.to_dict(), vocab=self.corpus.vocab,
+            step=self.step, optimizer=self.optimizer.state_dict(), train_config=self.cfg.to_dict(),
+            losses=self.last_losses, world_size=self.env.world_size, run_id=self.env.run_id,
+            training_weights=self.raw_model.state_dict() if averaged else None)
         try:
             checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step
@@ -153,17 +143,16 @@ class Trainer:
                 print(f"warning: could not write {self.folder.checkpoint} ({self.save_error}); the previous "
                       "checkpoint is kept, and the next checkpoint tries again", file=sys.stderr, flush=True)
 
-    def load_checkpoint(self, saved: dict) -> None:
+    def load_checkpoint(self, saved: checkpoint.Checkpoint) -> None:
         """The weights, the optimiser's moments and the step of `saved`; the optimiser's settings
         are this run's (Optimizers.load_state_dict). The random state needs no restoring: every
         step seeds its own dropout (train_step)."""
-        self.raw_model.load_state_dict(saved.get("training_weights", saved["model"]))
-        self.average.load_state_dict(saved["model"])
+        self.raw_model.load_state_dict(saved.stepped_weights)
+        self.average.load_state_dict(saved.model)
         shapes = {name: tuple(p.shape) for name, p in self.raw_model.named_parameters()}
-        self.optimizer.load_state_dict(saved["optimizer"],
-                                       state_names(shapes, {**BEFORE_THE_FIELD, **saved["train_config"]}))
-        self.step = saved["step"]
-        self.last_losses = saved.get("losses", {})
+        self.optimizer.load_state_dict(saved.optimizer, state_names(shapes, saved.train_config))
+        self.step = saved.step
+        self.last_losses = saved.losses
 
     # -- the loop ---------------------------------------------------------------------------
 

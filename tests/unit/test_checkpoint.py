@@ -1,4 +1,5 @@
-"""trainer.checkpoint: the shape check of --resume, and checkpoints saved and loaded whole."""
+"""trainer.checkpoint: the schema saved and loaded whole, what validate refuses, the upgrade of the
+earlier format, and the shape check of --resume."""
 
 import copy
 import dataclasses
@@ -9,40 +10,21 @@ import torch
 
 from common.cli import UsageError
 from model import GPT, GPTConfig, next_token_loss
-from trainer.checkpoint import FORMAT, REQUIRED_KEYS, check_compatible, load, save, validate
+from trainer.checkpoint import (
+    EARLIER_FORMAT,
+    FORMAT,
+    REQUIRED_KEYS,
+    Checkpoint,
+    check_compatible,
+    load,
+    save,
+    upgrade,
+    validate,
+)
 from trainer.config import resolve
 from trainer.optim import make_optimizer
 
 CONFIG = GPTConfig(vocab_size=3, block_size=8, n_layer=2, n_head=2, n_embd=8)
-CHECKPOINT = {"model_config": CONFIG.to_dict(), "vocab": "abc"}
-
-
-def test_same_shape_and_vocab_is_compatible():
-    check_compatible(CHECKPOINT, "model.pt", CONFIG, "abc")
-
-
-def test_another_n_layer_names_the_field_and_the_flag():
-    with pytest.raises(UsageError) as caught:
-        check_compatible(CHECKPOINT, "model.pt", dataclasses.replace(CONFIG, n_layer=3), "abc")
-    message = str(caught.value)
-    assert "model.pt" in message
-    assert "n_layer=2" in message and "n_layer=3" in message
-    assert "pass --n-layer 2" in message
-
-
-def test_another_vocab_size_asks_for_the_training_corpus():
-    expected = "vocab_size=3 but this run has vocab_size=4: use the corpus it was trained on"
-    with pytest.raises(UsageError, match=expected):
-        check_compatible(CHECKPOINT, "model.pt", dataclasses.replace(CONFIG, vocab_size=4), "abcd")
-
-
-def test_another_vocabulary_of_the_same_size_is_refused():
-    with pytest.raises(UsageError, match="another corpus's vocabulary"):
-        check_compatible(CHECKPOINT, "model.pt", CONFIG, "abd")
-
-
-def test_dropout_is_not_part_of_the_shape():
-    check_compatible(CHECKPOINT, "model.pt", dataclasses.replace(CONFIG, dropout=0.2, attn_dropout=0.1), "abc")
 
 
 def one_step() -> tuple[dict, dict, dict]:
@@ -60,10 +42,47 @@ WEIGHTS, OPTIMIZER, TRAIN_CONFIG = one_step()
 
 
 def a_checkpoint(**extra) -> dict:
+    """The entries of a checkpoint of FORMAT after one step, less "format", with `extra` over them."""
     values = {"model": WEIGHTS, "training_weights": WEIGHTS, "model_config": CONFIG.to_dict(), "vocab": "abc",
               "step": 7, "optimizer": OPTIMIZER, "train_config": TRAIN_CONFIG, **extra}
     assert set(REQUIRED_KEYS) <= set(values)
     return values
+
+
+def write(path, entries: dict, format: str = FORMAT) -> None:
+    """A model.pt holding `entries` as they are, which save() would not write (being a Checkpoint's)."""
+    torch.save({"format": format, **entries}, path)
+
+
+TRAINED = Checkpoint(**a_checkpoint())
+
+
+def test_same_shape_and_vocab_is_compatible():
+    check_compatible(TRAINED, "model.pt", CONFIG, "abc")
+
+
+def test_another_n_layer_names_the_field_and_the_flag():
+    with pytest.raises(UsageError) as caught:
+        check_compatible(TRAINED, "model.pt", dataclasses.replace(CONFIG, n_layer=3), "abc")
+    message = str(caught.value)
+    assert "model.pt" in message
+    assert "n_layer=2" in message and "n_layer=3" in message
+    assert "pass --n-layer 2" in message
+
+
+def test_another_vocab_size_asks_for_the_training_corpus():
+    expected = "vocab_size=3 but this run has vocab_size=4: use the corpus it was trained on"
+    with pytest.raises(UsageError, match=expected):
+        check_compatible(TRAINED, "model.pt", dataclasses.replace(CONFIG, vocab_size=4), "abcd")
+
+
+def test_another_vocabulary_of_the_same_size_is_refused():
+    with pytest.raises(UsageError, match="another corpus's vocabulary"):
+        check_compatible(TRAINED, "model.pt", CONFIG, "abd")
+
+
+def test_dropout_is_not_part_of_the_shape():
+    check_compatible(TRAINED, "model.pt", dataclasses.replace(CONFIG, dropout=0.2, attn_dropout=0.1), "abc")
 
 
 def with_muon_moment(moment: torch.Tensor) -> dict:
@@ -73,24 +92,35 @@ def with_muon_moment(moment: torch.Tensor) -> dict:
 
 
 def test_save_then_load_round_trips(tmp_path):
-    saved = a_checkpoint(losses={"train": 1.5, "val": 1.75})
+    saved = Checkpoint(**a_checkpoint(losses={"train": 1.5, "val": 1.75}, world_size=2, run_id="run"))
     save(tmp_path / "model.pt", saved)
+    on_disk = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert on_disk["format"] == FORMAT == "shakespeare-gpt/2"
+    assert set(on_disk) == {"format", *(f.name for f in dataclasses.fields(Checkpoint))}
     loaded = load(tmp_path / "model.pt")
-    assert loaded["format"] == FORMAT
-    assert set(loaded) == {"format", *saved}
-    assert all(torch.equal(loaded["model"][name], weight) for name, weight in saved["model"].items())
-    assert {k: loaded[k] for k in ("model_config", "vocab", "step", "train_config", "losses")} == \
-        {k: saved[k] for k in ("model_config", "vocab", "step", "train_config", "losses")}
-    moments = loaded["optimizer"]["muon"]["state"][0]["momentum_buffer"]
-    assert torch.equal(moments, saved["optimizer"]["muon"]["state"][0]["momentum_buffer"])
+    for name in ("model", "training_weights"):
+        weights = getattr(loaded, name)
+        assert weights.keys() == WEIGHTS.keys() and all(torch.equal(weights[k], w) for k, w in WEIGHTS.items())
+    assert (loaded.model_config, loaded.vocab, loaded.step, loaded.train_config, loaded.losses, loaded.world_size,
+            loaded.run_id) == (CONFIG.to_dict(), "abc", 7, TRAIN_CONFIG, {"train": 1.5, "val": 1.75}, 2, "run")
+    moments = loaded.optimizer["muon"]["state"][0]["momentum_buffer"]
+    assert torch.equal(moments, saved.optimizer["muon"]["state"][0]["momentum_buffer"])
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+def test_an_unaveraged_run_saves_its_weights_once(tmp_path):
+    # At --ema-decay 0 the average is the weights themselves: no training_weights entry, and the
+    # optimiser resumes from "model".
+    saved = Checkpoint(**without(a_checkpoint(train_config={**TRAIN_CONFIG, "ema_decay": 0.0}), "training_weights"))
+    save(tmp_path / "model.pt", saved)
+    assert "training_weights" not in torch.load(tmp_path / "model.pt", weights_only=True)
+    loaded = load(tmp_path / "model.pt")
+    assert loaded.training_weights is None and loaded.stepped_weights is loaded.model
 
 
 @pytest.mark.parametrize("key", REQUIRED_KEYS)
 def test_load_names_a_missing_required_key(tmp_path, key):
-    partial = a_checkpoint()
-    del partial[key]
-    save(tmp_path / "model.pt", partial)
+    write(tmp_path / "model.pt", without(a_checkpoint(), key))
     with pytest.raises(UsageError) as caught:
         load(tmp_path / "model.pt")
     assert f"checkpoint {tmp_path / 'model.pt'} lacks '{key}'" in str(caught.value)
@@ -102,21 +132,72 @@ def test_load_refuses_a_dict_of_another_program(tmp_path):
         load(tmp_path / "other.pt")
 
 
+def test_load_refuses_a_format_it_does_not_know(tmp_path):
+    write(tmp_path / "model.pt", a_checkpoint(), format="shakespeare-gpt/3")
+    with pytest.raises(UsageError, match="is not a checkpoint of this trainer"):
+        load(tmp_path / "model.pt")
+
+
 def test_load_of_a_truncated_file_is_a_usage_error(tmp_path):
-    save(tmp_path / "model.pt", a_checkpoint())
+    save(tmp_path / "model.pt", Checkpoint(**a_checkpoint()))
     data = (tmp_path / "model.pt").read_bytes()
     (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(UsageError, match="is corrupt or truncated"):
         load(tmp_path / "model.pt")
 
 
-def test_a_checkpoint_with_the_old_random_state_entry_still_loads(tmp_path):
-    save(tmp_path / "model.pt", a_checkpoint(rng={"torch": torch.get_rng_state()}))
-    assert load(tmp_path / "model.pt")["step"] == 7
+def without(mapping: dict, *keys: str) -> dict:
+    return {k: v for k, v in mapping.items() if k not in keys}
 
 
-def without(mapping: dict, key: str) -> dict:
-    return {k: v for k, v in mapping.items() if k != key}
+# What a run before Muon, the embeddings' own rate and the average wrote: one AdamW's state, a
+# train_config without those fields (recipe "tuned"), and the random state.
+BEFORE_MUON = resolve({"recipe": "adamw", "ema_decay": 0.0, "n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
+
+
+def an_earlier_checkpoint() -> dict:
+    model = GPT(CONFIG)
+    adamw = make_optimizer(model, BEFORE_MUON).state_dict()["adamw"]
+    train_config = without(BEFORE_MUON.to_dict(), "muon_lr", "embed_lr", "head_lr", "ema_decay", "muon_momentum",
+                           "muon_weight_decay") | {"recipe": "tuned"}
+    return {"format": EARLIER_FORMAT, "model": model.state_dict(), "model_config": CONFIG.to_dict(), "vocab": "abc",
+            "step": 7, "optimizer": adamw, "train_config": train_config, "rng": {"torch": torch.get_rng_state()}}
+
+
+def test_upgrade_fills_in_what_the_earlier_format_lacks():
+    earlier = an_earlier_checkpoint()
+    upgraded = upgrade(earlier)
+    assert validate(earlier) is not None and validate(upgraded) is None
+    assert upgraded["format"] == FORMAT and "rng" not in upgraded
+    assert upgraded["optimizer"] == {"adamw": earlier["optimizer"]}
+    config = upgraded["train_config"]
+    assert (config["recipe"], config["muon_lr"], config["embed_lr"], config["head_lr"], config["ema_decay"]) == \
+        ("adamw", 0.0, 0.0, 0.0, 0.0)  # what the run trained with: AdamW alone at one rate, no average
+    assert (config["muon_momentum"], config["muon_weight_decay"]) == (resolve({}).muon_momentum,
+                                                                    resolve({}).muon_weight_decay)
+    assert {k: v for k, v in config.items() if k in earlier["train_config"] and k != "recipe"} == \
+        without(earlier["train_config"], "recipe")  # what it held stays
+    assert upgrade(upgraded) == upgraded and upgrade(a_checkpoint()) == a_checkpoint()  # FORMAT, or not ours
+
+
+def test_upgrade_of_a_run_from_before_the_embeddings_own_rate_keeps_its_muon():
+    earlier = {"format": EARLIER_FORMAT, **a_checkpoint(train_config=without(TRAIN_CONFIG, "embed_lr", "head_lr"))}
+    config = upgrade(earlier)["train_config"]
+    assert (config["muon_lr"], config["embed_lr"], config["head_lr"]) == (TRAIN_CONFIG["muon_lr"], 0.0, 0.0)
+
+
+def test_upgrade_keeps_what_a_later_earlier_format_checkpoint_holds():
+    # The trainer wrote every field under the earlier format too before FORMAT: nothing of it is replaced.
+    earlier = {"format": EARLIER_FORMAT, **a_checkpoint(train_config={**TRAIN_CONFIG, "ema_decay": 0.5})}
+    assert upgrade(earlier) == {**earlier, "format": FORMAT}
+
+
+def test_a_checkpoint_of_the_earlier_format_loads_and_resumes_its_optimiser(tmp_path):
+    torch.save(an_earlier_checkpoint(), tmp_path / "model.pt")
+    loaded = load(tmp_path / "model.pt")
+    assert loaded.step == 7 and loaded.train_config["muon_lr"] == 0.0 and loaded.stepped_weights is loaded.model
+    optimizer = make_optimizer(GPT(CONFIG), resolve({}, loaded.train_config))  # what a --resume builds
+    assert list(optimizer.optimizers) == ["adamw"]
 
 
 @pytest.mark.parametrize("change, words", [
@@ -132,6 +213,9 @@ def without(mapping: dict, key: str) -> dict:
     (dict(model={**GPT(CONFIG).state_dict(), "lm_head.bias": torch.zeros(2)}), "lm_head.bias is not a tensor"),
     (dict(training_weights=without(GPT(CONFIG).state_dict(), "ln_f.bias")), "'training_weights': weight ln_f.bias"),
     (dict(training_weights=7), "'training_weights' is a int"),
+    (dict(losses=[1.5]), "'losses' is a list, not a dict"),
+    (dict(optimizer=OPTIMIZER["adamw"]), "'optimizer' holds no optimiser state"),  # one AdamW's: the earlier format
+    (dict(train_config=without(TRAIN_CONFIG, "ema_decay")), "'train_config': it lacks 'ema_decay'"),
     (dict(model={**WEIGHTS, "ln_f.bias": torch.full((8,), math.nan)}), "weight ln_f.bias holds NaN"),
     (dict(optimizer=with_muon_moment(torch.zeros(3))), "momentum_buffer of blocks.0.attn.qkv.weight is not a tensor"),
     (dict(optimizer={"adamw": OPTIMIZER["adamw"]}), "'optimizer' lacks the 'muon' state its train_config uses"),
@@ -144,7 +228,7 @@ def without(mapping: dict, key: str) -> dict:
 def test_validate_names_what_is_wrong_inside(tmp_path, change, words):
     assert validate(a_checkpoint()) is None
     assert words in validate(a_checkpoint(**change))
-    save(tmp_path / "model.pt", a_checkpoint(**change))
+    write(tmp_path / "model.pt", a_checkpoint(**change))
     with pytest.raises(UsageError, match="is damaged"):
         load(tmp_path / "model.pt")
 

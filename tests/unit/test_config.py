@@ -127,14 +127,7 @@ def test_a_recipe_on_the_command_line_beats_the_checkpoints_recipe_fields():
     assert resolve({}, {"recipe": "adamw", "muon_lr": 0.0}).recipe == "adamw"
 
 
-def test_a_checkpoint_from_before_muon_resumes_with_adamw_alone():
-    cfg = resolve({}, {"recipe": "tuned", "lr": 2e-3, "steps": 40})  # its train_config has no muon_lr
-    assert (cfg.recipe, cfg.muon_lr, cfg.steps) == ("tuned", 0.0, 40)
-
-
-def test_a_checkpoint_from_before_the_embeddings_own_rate_resumes_with_lr_for_them():
-    cfg = resolve({}, {"recipe": "muon", "muon_lr": 0.02, "lr": 2e-3, "steps": 40})  # no embed_lr, head_lr
-    assert (cfg.embed_lr, cfg.head_lr, cfg.muon_lr) == (0.0, 0.0, 0.02)
+def test_the_embeddings_own_rate_is_the_muon_recipes():
     assert (parse_config([]).embed_lr, parse_config(["--recipe", "adamw"]).embed_lr) == (6e-3, 0.0)
 
 

@@ -12,7 +12,7 @@ from trainer.run_folder import LOCK_NAME, RunFolder, acquire, release
 
 
 def save(path, run_id: str) -> None:
-    checkpoint.save(path, a_checkpoint(run_id=run_id, step=3))
+    checkpoint.save(path, checkpoint.Checkpoint(**a_checkpoint(run_id=run_id, step=3)))
 
 
 def test_a_fresh_run_starts_from_scratch_whatever_the_folder_holds(tmp_path):
@@ -24,8 +24,8 @@ def test_resume_reads_the_folders_checkpoint_or_the_one_named(tmp_path):
     save(tmp_path / "model.pt", "earlier")
     save(tmp_path / "other.pt", "another")
     folder = RunFolder(tmp_path)
-    assert folder.checkpoint_to_resume("", run_id="now", restart=0)["run_id"] == "earlier"
-    assert folder.checkpoint_to_resume(str(tmp_path / "other.pt"), run_id="now", restart=0)["run_id"] == "another"
+    assert folder.checkpoint_to_resume("", run_id="now", restart=0).run_id == "earlier"
+    assert folder.checkpoint_to_resume(str(tmp_path / "other.pt"), run_id="now", restart=0).run_id == "another"
 
 
 def test_a_restarted_worker_continues_its_own_runs_checkpoint_only(tmp_path):
@@ -34,7 +34,7 @@ def test_a_restarted_worker_continues_its_own_runs_checkpoint_only(tmp_path):
     save(tmp_path / "model.pt", "earlier")
     assert folder.checkpoint_to_resume(None, run_id="now", restart=1) is None  # an earlier run's
     save(tmp_path / "model.pt", "now")
-    assert folder.checkpoint_to_resume(None, run_id="now", restart=1)["step"] == 3
+    assert folder.checkpoint_to_resume(None, run_id="now", restart=1).step == 3
 
 
 def test_a_missing_checkpoint_on_resume_is_a_usage_error(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 
 from common.cli import UsageError
 from common.dist_env import DistEnv
+from trainer.checkpoint import Checkpoint
 from trainer.config import parse_config
 from trainer.data import load_corpus
 from trainer.run_folder import release
@@ -19,9 +20,10 @@ def corpus_file(tmp_path):
     return path
 
 
-def checkpoint_of(cfg, corpus, step: int) -> dict:
-    return {"model_config": model_config(cfg, corpus).to_dict(), "vocab": corpus.vocab, "step": step,
-            "train_config": cfg.to_dict()}
+def checkpoint_of(cfg, corpus, step: int) -> Checkpoint:
+    """What continue_run reads of a checkpoint (no weights, no optimiser state)."""
+    return Checkpoint(model={}, model_config=model_config(cfg, corpus).to_dict(), vocab=corpus.vocab, step=step,
+                      optimizer={}, train_config=cfg.to_dict())
 
 
 def test_a_fresh_run_is_set_up_as_given(tmp_path, corpus_file):

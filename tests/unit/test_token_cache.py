@@ -211,6 +211,7 @@ def test_an_unwritable_corpus_folder_caches_in_a_private_temporary_folder(tmp_pa
 
 
 def test_a_checkpoint_of_a_corpus_with_a_byte_order_mark_resumes_on_the_same_text_without(tmp_path):
+    from trainer.checkpoint import Checkpoint
     from trainer.config import parse_config
     from trainer.setup import continue_run, model_config
 
@@ -221,8 +222,8 @@ def test_a_checkpoint_of_a_corpus_with_a_byte_order_mark_resumes_on_the_same_tex
     shape = ["--block-size", "8", "--n-layer", "1", "--n-head", "2", "--n-embd", "8", "--steps", "40"]
     trained = parse_config(["--data", str(marked), *shape])
     corpus = load_corpus(marked, 8)
-    saved = {"model_config": model_config(trained, corpus).to_dict(), "vocab": corpus.vocab, "step": 20,
-             "train_config": trained.to_dict()}
+    saved = Checkpoint(model={}, model_config=model_config(trained, corpus).to_dict(), vocab=corpus.vocab, step=20,
+                       optimizer={}, train_config=trained.to_dict())
     resumed = continue_run(parse_config(["--resume", "--data", str(plain)]), load_corpus(plain, 8), saved)
     assert resumed.steps == 40  # no "trained on another corpus's vocabulary"
 
