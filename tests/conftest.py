@@ -76,6 +76,35 @@ def trained_run(tmp_path_factory, worker_id, corpus) -> Path:
     return out
 
 
+# The uninterrupted run that the fault, node and process-count tests compare with: fp32 whatever
+# the CPU (a run resumed at another world size sums in another order, which moves fp32 losses by
+# float rounding but bf16 ones by more: tests/test_trainer.py), evaluations at steps 1, 6 and 12.
+STEPS = 12
+RUN = ["--steps", STEPS, "--eval-every", 6, "--dtype", "fp32", *QUICK]
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, worker_id, corpus):
+    """reference_run(nproc, *flags): the --out of an uninterrupted RUN with these flags (torchrun
+    above one process). Each is trained once per session, like trained_run, so the modules that
+    compare with the same run share it."""
+    shared = session_folder(tmp_path_factory, worker_id)
+
+    def reference(nproc: int, *flags) -> Path:
+        name = "-".join(["reference", str(nproc), *(str(flag).strip("-") for flag in flags)])
+        out = shared / name
+        with FileLock(shared / f"{name}.lock"):
+            if not (out / "complete").is_file():
+                shutil.rmtree(out, ignore_errors=True)
+                result = run(trainer_cmd(None if nproc == 1 else nproc, "--data", corpus, "--out", out, *RUN, *flags))
+                assert result.returncode == 0, result.stderr[-3000:]
+                assert eval_records(out)[-1]["world_size"] == nproc
+                (out / "complete").write_text("")  # written last: the run is whole
+        return out
+
+    return reference
+
+
 @pytest.fixture(scope="session")
 def cpp_program(tmp_path_factory, worker_id) -> Path:
     """The C++ generator, built once per session into build/, where make cpp-generate finds it

@@ -14,15 +14,21 @@ import pytest
 import torch
 
 from common.files import atomic_write
-from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, eval_records, run, step_losses, trainer_cmd
+from tests.conftest import (
+    QUICK,
+    ROOT,
+    RUN,
+    STEPS,
+    assert_one_line_error,
+    child_env,
+    eval_records,
+    run,
+    step_losses,
+    trainer_cmd,
+)
 from tests.ports import free_port
 from trainer import checkpoint
 from trainer.config import parse_config
-
-STEPS = 12
-# fp32 whatever the CPU: a run resumed at another world size sums in another order, which moves
-# fp32 losses by float rounding (held to 1e-4) but bf16 ones by more (tests/test_trainer.py).
-RUN = ["--steps", STEPS, "--eval-every", 6, "--dtype", "fp32", *QUICK]
 
 
 def start(cmd: list, **env) -> subprocess.Popen:
@@ -53,16 +59,10 @@ def assert_same_run(out: Path, reference: Path, tol: float) -> None:
     assert abs(final["train_loss"] - expected["train_loss"]) <= tol
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, corpus):
-    """Uninterrupted runs: single process with dropout 0 and 0.1, and NPROC=2 with dropout 0."""
-    runs = {}
-    for name, nproc, dropout in (("single", None, 0), ("dropout", None, 0.1), ("nproc2", 2, 0)):
-        out = tmp_path_factory.mktemp(f"reference-{name}")
-        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--dropout", dropout, *RUN))
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = out
-    return runs
+@pytest.fixture
+def reference(reference_run):
+    """The uninterrupted runs: one process with dropout 0 and 0.1, and two processes."""
+    return {"single": reference_run(1), "dropout": reference_run(1, "--dropout", 0.1), "nproc2": reference_run(2)}
 
 
 @pytest.mark.parametrize("dropout", [0, 0.1])

@@ -53,11 +53,12 @@ def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus
     assert not out.exists()
 
 
-@pytest.mark.parametrize("signum, whom", [(signal.SIGINT, "group"), (signal.SIGTERM, "make"), (signal.SIGHUP, "group")])
-def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom):
+@pytest.mark.parametrize("signum, whom, nproc", [(signal.SIGINT, "group", 2), (signal.SIGTERM, "make", 1),
+                                                 (signal.SIGHUP, "group", 1)])
+def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom, nproc):
     """Ctrl-C and a closed terminal (SIGHUP) reach the whole foreground process group; `kill` reaches make alone."""
     out = tmp_path / "out"
-    proc = start(make_train(out, corpus, "--eval-every", 4, *QUICK, STEPS=STEPS))
+    proc = start(make_train(out, corpus, "--eval-every", 4, *QUICK, nproc=nproc, STEPS=STEPS))
     wait_for_step(out, 3, proc)
     if whom == "group":
         os.killpg(proc.pid, signum)
@@ -72,7 +73,7 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
     saved = checkpoint.load(out / "model.pt").step
     assert stopped.startswith(f"stopped at step {saved}: ") and str(out / "model.pt") in stopped, stdout
     assert saved == max(step_losses(out)) < STEPS
-    assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
+    assert resume.startswith(f"resume with: make train NPROC={nproc} ") and resume.endswith("--resume'"), resume
     command = resume.removeprefix("resume with: ")
     assert shlex.split(command)[3] == f"OUT={out}"
     if signum == signal.SIGINT:  # once is enough: the printed command continues the run to its end
@@ -86,7 +87,7 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
 
 def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(tmp_path, corpus):
     out = tmp_path / "out"
-    proc = start(make_train(out, corpus, "--eval-every", 200, "--save-every", 2, *QUICK, STEPS=400))
+    proc = start(make_train(out, corpus, "--eval-every", 200, "--save-every", 2, *QUICK, nproc=1, STEPS=400))
     wait_for_step(out, 3, proc)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)  # within the step the first one lets finish
@@ -97,7 +98,7 @@ def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(
     *_, stopped, resume = stdout.strip().splitlines()
     saved = checkpoint.load(out / "model.pt").step
     assert stopped.startswith("stopped at step ") and f"at step {saved}" in stopped, stdout
-    assert resume.startswith("resume with: make train NPROC=2 ") and resume.endswith("--resume'"), resume
+    assert resume.startswith("resume with: make train NPROC=1 ") and resume.endswith("--resume'"), resume
 
 
 def test_a_missing_second_node_is_announced_then_one_line_after_rdzv_timeout(tmp_path, corpus):

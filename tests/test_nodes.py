@@ -13,30 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from tests import netns
-from tests.conftest import QUICK, ROOT, child_env, eval_records, run, step_losses, trainer_cmd
+from tests import conftest, netns
+from tests.conftest import ROOT, STEPS, child_env, eval_records, step_losses
 from tests.test_launch import error_lines, without_make
 from trainer import checkpoint
 
 pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=str(netns.unavailable()))
 
-STEPS = 12
 TIMEOUT = 20  # --timeout: how long a rank waits for a silent peer
-# fp32: the two nodes sum the gradients in another order than one machine's two processes.
-RUN = ["--steps", STEPS, "--eval-every", 6, "--save-every", 3, "--timeout", TIMEOUT, "--dtype", "fp32", *QUICK]
+# conftest.RUN is fp32: the two nodes sum the gradients in another order than one machine's two processes.
+RUN = [*conftest.RUN, "--save-every", 3, "--timeout", TIMEOUT]
 # c10d's rendezvous numbers the nodes by their addresses as strings: "10.215.0.10" < "10.215.0.9",
 # so with these, global rank 0 is on node 1.
 NORMAL, REVERSED = ("10.214.0.1", "10.214.0.2"), ("10.215.0.9", "10.215.0.10")
 _ports = iter(range(29610, 29700))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, corpus) -> Path:
+@pytest.fixture
+def reference(reference_run) -> Path:
     """The run on one machine with two processes."""
-    out = tmp_path_factory.mktemp("reference")
-    result = run(trainer_cmd(2, "--data", corpus, "--out", out, *RUN))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return reference_run(2)
 
 
 @pytest.fixture(scope="module")
