@@ -78,9 +78,10 @@ def trained_run(tmp_path_factory, worker_id, corpus) -> Path:
 
 # The uninterrupted run that the fault, node and process-count tests compare with: fp32 whatever
 # the CPU (a run resumed at another world size sums in another order, which moves fp32 losses by
-# float rounding but bf16 ones by more: tests/test_trainer.py), evaluations at steps 1, 6 and 12.
+# float rounding but bf16 ones by more: tests/test_trainer.py), evaluations at steps 1, 6 and 12,
+# and a global batch of 8 windows, which 1, 2 and 4 processes split and which halves the CPU time.
 STEPS = 12
-RUN = ["--steps", STEPS, "--eval-every", 6, "--dtype", "fp32", *QUICK]
+RUN = ["--steps", STEPS, "--eval-every", 6, "--batch-size", 8, "--dtype", "fp32", *QUICK]
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ def test_bad_process_counts_are_one_line_before_anything_starts(tmp_path, corpus
 def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_path, corpus, signum, whom, nproc):
     """Ctrl-C and a closed terminal (SIGHUP) reach the whole foreground process group; `kill` reaches make alone."""
     out = tmp_path / "out"
-    proc = start(make_train(out, corpus, "--eval-every", 4, *QUICK, nproc=nproc, STEPS=STEPS))
+    proc = start(make_train(out, corpus, "--eval-every", 4, "--batch-size", 8, *QUICK, nproc=nproc, STEPS=STEPS))
     wait_for_step(out, 3, proc)
     if whom == "group":
         os.killpg(proc.pid, signum)
