@@ -32,6 +32,7 @@ class RunFolder:
         self.checkpoint = self.path / defaults.CHECKPOINT
         self.metrics = self.path / defaults.METRICS
         self.loss_plot = self.path / defaults.LOSS_PLOT
+        self.tensorboard = self.path / defaults.TENSORBOARD
         self.made: list[Path] = []  # the folders claim() made
         self.made_lock = False  # whether claim() made the lock file
 

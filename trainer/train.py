@@ -21,7 +21,7 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import BEFORE_THE_FIELD, TrainConfig
+from trainer.config import BEFORE_THE_FIELD, RunOptions, TrainConfig, resolve
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
@@ -29,7 +29,7 @@ from trainer.progress import Progress
 from trainer.resume import STOP_SIGNALS, launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
-from trainer.setup import model_config, prepare
+from trainer.setup import PreparedRun, model_config, prepare
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,16 @@ class Diverged(Exception):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, saved: dict | None = None,
-                 options: TrainerOptions = TrainerOptions(), keeps_files: bool = True):
-        """`keeps_files`: this process writes the run's files (setup.prepare says which do)."""
-        self.cfg, self.env, self.corpus = cfg, env, corpus
+                 options: TrainerOptions = TrainerOptions(), keeps_files: bool = True,
+                 run_options: RunOptions = RunOptions(), folder: RunFolder | None = None):
+        """`keeps_files`: this process writes the run's files (setup.prepare says which do);
+        `folder`: the run folder setup.prepare built (by default, run_options.out's)."""
+        self.cfg, self.run_options, self.env, self.corpus = cfg, run_options, env, corpus
         self.keeps_files = keeps_files
-        self.folder = RunFolder(cfg.out)
-        self.resume_command = resume_command(cfg, env, launched_by())
+        self.folder = folder or RunFolder(run_options.out)
+        self.resume_command = launched_by() or resume_command(run_options.command_line, env)
         self.model_config = model_config(cfg, corpus)
-        self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
+        self.dtype, self.dtype_reason = precision.resolve_dtype(run_options.dtype)
         memory.keep_freed_memory()  # wherever a Trainer steps: the trainer, and the bench's rows
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
@@ -77,7 +79,7 @@ class Trainer:
             self.load_checkpoint(saved)
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         model = torch.compile(self.raw_model) if options.compile else self.raw_model
-        self.model = distributed.wrap(model, env, options.ddp, cfg.grad_compression)
+        self.model = distributed.wrap(model, env, options.ddp, run_options.grad_compression)
         self.stop_signal = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
         self.save_error = ""  # why the last failed checkpoint write failed
@@ -212,7 +214,7 @@ class Trainer:
         if launched and env.world_size > env.local_world_size and not env.first_on_node:
             return EXIT_PEER_GONE  # the first process of this node says it
         if silent is not None:
-            print(f"error: {silent} stopped answering: no reply within --timeout {self.cfg.timeout:g} s "
+            print(f"error: {silent} stopped answering: no reply within --timeout {self.run_options.timeout:g} s "
                   f"after step {self.step} (a frozen, swapped-out or unreachable process); "
                   f"{self._checkpoint_state()}; resume with: {self.resume_command}", file=sys.stderr, flush=True)
         elif launched and env.world_size == env.local_world_size:
@@ -225,8 +227,8 @@ class Trainer:
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        metrics = MetricsLog(self.folder.path, self.step or None, cfg.tensorboard, write=self.keeps_files)
-        progress = Progress(env.first_on_node, cfg.progress, cfg.steps, self.step)
+        metrics = MetricsLog(self.folder, self.step or None, self.run_options.tensorboard, write=self.keeps_files)
+        progress = Progress(env.first_on_node, self.run_options.progress, cfg.steps, self.step)
         stop = False
         try:
             progress.print(self._banner())
@@ -352,25 +354,17 @@ def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
     return every or step == cfg.steps
 
 
-def run(cfg: TrainConfig) -> int:
+def run(command_line: dict) -> int:
     """The whole run of one rank: process group, setup, training, and the files at the end (on the
-    first process of each node: trainer.nodes).
-
-    The dry run (`make train` runs it before torchrun starts, with WORLD_SIZE set) is the setup
-    alone, without a process group: bad input is one line from one process, and the corpus is
-    downloaded once, not by every worker.
-    """
+    first process of each node: trainer.nodes). `command_line`: config.read_command_line's."""
     env = DistEnv.from_environ()
-    if cfg.dry_run:
-        prepare(cfg, env)
-        return 0
-    distributed.init(env, cfg.timeout)
+    cfg, options = resolve(command_line)  # bad flags: one line before the ranks meet
+    distributed.init(env, options.timeout)
     trainer = None
     try:
-        cfg, corpus, saved, keeps_files = prepare(cfg, env)
-        trainer = Trainer(cfg, env, corpus, saved, keeps_files=keeps_files)
+        trainer = trainer_of(prepare(command_line, cfg, options, env), env)
         status = trainer.train()
-        if status == 0 and keeps_files:
+        if status == 0 and trainer.keeps_files:
             status = finish_run(trainer)
         return status
     finally:
@@ -378,6 +372,11 @@ def run(cfg: TrainConfig) -> int:
         # now and not during interpreter shutdown (where they abort the process).
         del trainer
         distributed.shutdown()
+
+
+def trainer_of(run: PreparedRun, env: DistEnv) -> Trainer:
+    return Trainer(run.cfg, env, run.corpus, run.saved, keeps_files=run.keeps_files, run_options=run.options,
+                   folder=run.folder)
 
 
 class StoppedWhileFinishing(BaseException):
@@ -404,7 +403,7 @@ def finish_run(trainer: Trainer) -> int:
         write_outputs(trainer)
         return 0
     except StoppedWhileFinishing as exc:
-        what = "the exports were not written (the previous set, if any, stands)" if trainer.cfg.export else \
+        what = "the exports were not written (the previous set, if any, stands)" if trainer.run_options.export else \
             "loss.png was not written"
         print(f"stopped by {signal.Signals(exc.signum).name} after the last step: the checkpoint "
               f"{trainer.folder.checkpoint} is complete, but {what}; write them with: "
@@ -424,13 +423,13 @@ def write_outputs(trainer: Trainer) -> None:
     folder = trainer.folder
     # Exporting takes 5-20 s: say so, or the pause after "done:" looks like a hang.
     exports = ", ".join([*defaults.EXPORTS, f"{defaults.HF_FOLDER}/", defaults.MANIFEST])
-    what = f"loss.png and the exports ({exports})" if trainer.cfg.export else "loss.png"
+    what = f"loss.png and the exports ({exports})" if trainer.run_options.export else "loss.png"
     print(f"writing {what} to {folder.path} ...", flush=True)
     written = []
     try:
         written.append(plot_metrics(folder.metrics, folder.loss_plot, vocab_size=len(trainer.corpus.vocab)))
     except UsageError as exc:  # the run is trained and saved; a picture that cannot be drawn does not undo that
         print(f"warning: {exc}", file=sys.stderr, flush=True)
-    if trainer.cfg.export:
+    if trainer.run_options.export:
         written += export_checkpoint(folder.checkpoint)
     print("wrote " + ", ".join(str(p) for p in written), flush=True)

@@ -47,7 +47,7 @@ def test_dropout_is_not_part_of_the_shape():
 
 def one_step() -> tuple[dict, dict, dict]:
     """The weights, optimiser state (with Adam's moments and Muon's momentum) and train_config after a step."""
-    cfg = resolve({"n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
+    cfg, _ = resolve({"n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
     model = GPT(CONFIG)
     optimizer = make_optimizer(model, cfg)
     x = torch.randint(0, 3, (2, 8))
