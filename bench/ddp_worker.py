@@ -38,8 +38,8 @@ def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options
         # The configuration `--recipe` gives the trainer. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
-            command_line = dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
-            run = prepare(command_line, *resolve(command_line), env)
+            run = prepare(*resolve(dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False,
+                                        dtype=dtype)), env)
             options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
             trainer = Trainer(run.cfg, env, run.corpus, options=options, run_options=run.options, folder=run.folder)
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)

@@ -43,8 +43,7 @@ COMPUTE_BATCHES = (32, 16, 8)
 def trainer_for(env: DistEnv, data: str, out: str, **settings) -> Trainer:
     """A Trainer of the default configuration with these settings; nothing is written to `out`
     (the steps are called directly: no evaluation, no checkpoint)."""
-    command_line = dict(data=data, out=out, sample_tokens=0, export=False, **settings)
-    run = prepare(command_line, *resolve(command_line), env)
+    run = prepare(*resolve(dict(data=data, out=out, sample_tokens=0, export=False, **settings)), env)
     return Trainer(run.cfg, env, run.corpus, run_options=run.options, folder=run.folder)
 
 

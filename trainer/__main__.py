@@ -5,23 +5,23 @@ import sys
 
 from common.cli import command
 from common.dist_env import DistEnv
-from trainer.config import read_command_line
+from trainer.config import parse
 
 
 @command
 def main(argv: list[str]) -> int:
-    command_line = read_command_line(argv)
-    if command_line.get("dry_run"):
-        from trainer.setup import check_run  # after parsing, so --help answers without importing torch
+    cfg, options = parse(argv)  # before torch is imported: --help and bad flags answer at once
+    if options.dry_run:
+        from trainer.setup import check_run
 
-        check_run(command_line, DistEnv.from_environ())
+        check_run(cfg, options, DistEnv.from_environ())
         return 0
     from trainer.train import run
 
     # torch's objects live until exit: frozen, the collector's full passes skip them (0.2 s of the
     # imports still to come, torch._dynamo's and matplotlib's).
     gc.freeze()
-    return run(command_line)
+    return run(cfg, options)
 
 
 if __name__ == "__main__":

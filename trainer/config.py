@@ -152,38 +152,23 @@ class RunOptions:
 GROUPS = (FILES, RUN, SHAPE, OPTIMISER, OUTPUT)
 
 
-def _options() -> list[Field]:
+def option_fields() -> list[Field]:
     """The fields that are flags, both types', in --help's order (which is also the flags' order)."""
     both = [f for cls in (TrainConfig, RunOptions) for f in fields(cls) if "group" in f.metadata]
     return sorted(both, key=lambda f: GROUPS.index(f.metadata["group"]))
 
 
-def _flag(f: Field) -> str:
+def flag_of(f: Field) -> str:
+    """The command-line flag of a field of option_fields()."""
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
-
-FIELD_ORDER = [f.name for f in _options()]
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 
 
-def flags(values: dict) -> list[str]:
-    """The command-line flags that give these values ({field name: value}), in the fields' order."""
-    words = []
-    for f in _options():
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        if f.type is bool or value == f.metadata["argparse"].get("const", ()):  # a switch; a bare --resume
-            words += [_flag(f)] if value != f.default else []
-        else:
-            words += [_flag(f), str(value)]
-    return words
-
-
 # The values each recipe sets: `muon` is the defaults above, the others say their own.
-RECIPE_FIELDS = tuple(f.name for f in _options() if f.metadata["recipes"] is not None)
-RECIPES = {"muon": {f.name: f.default for f in _options() if f.name in RECIPE_FIELDS}} | {
-    recipe: {f.name: f.metadata["recipes"][recipe] for f in _options() if f.metadata["recipes"] is not None}
+RECIPE_FIELDS = tuple(f.name for f in option_fields() if f.metadata["recipes"] is not None)
+RECIPES = {"muon": {f.name: f.default for f in option_fields() if f.name in RECIPE_FIELDS}} | {
+    recipe: {f.name: f.metadata["recipes"][recipe] for f in option_fields() if f.metadata["recipes"] is not None}
     for recipe in ("adamw", "course")}
 
 
@@ -204,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     groups = {}
-    for f in _options():
+    for f in option_fields():
         meta = f.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = p.add_argument_group(meta["group"])
@@ -217,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
             # None: resolve fills in the recipe's value, and --help names every recipe's value.
             values = ", ".join(f"{recipe}: {RECIPES[recipe][f.name]}" for recipe in RECIPES)
             kwargs.update(default=None, help=f"{meta['help'] or f.name} ({values})")
-        groups[meta["group"]].add_argument(_flag(f), **kwargs)
+        groups[meta["group"]].add_argument(flag_of(f), **kwargs)
     return p
 
 
@@ -233,39 +218,20 @@ def float_flag(text: str) -> float:
     return value
 
 
-def notes(cfg: TrainConfig, options: RunOptions) -> list[str]:
-    """What a run given these values should know, though they are allowed: a flag with no effect."""
-    lines = []
-    if cfg.warmup_steps >= cfg.steps and cfg.schedule != "constant":
-        lines.append(f"note: --warmup-steps {cfg.warmup_steps} is not shorter than the run's {cfg.steps} steps: "
-                     "the learning rate never reaches --lr")
-    idle = [_flag(f) for f in _options()
-            if f.name in ("muon_momentum", "muon_weight_decay") and f.name in options.command_line]
-    if cfg.muon_lr == 0 and idle:
-        lines.append(f"note: {' and '.join(idle)} have no effect without Muon (--muon-lr 0, as --recipe "
-                     f"{cfg.recipe} sets it unless --muon-lr is given)")
-    return lines
-
-
-def prompt_note(cfg: TrainConfig, options: RunOptions) -> str | None:
-    """The note for a run whose samples do not start from the default --sample-prompt it was left
-    at (resolve took the corpus's first characters instead), or None."""
-    default = TrainConfig.sample_prompt
-    if "sample_prompt" in options.command_line or cfg.sample_prompt == default:
-        return None
-    return (f"note: the corpus lacks characters of the default --sample-prompt {default!r}; "
-            f"samples start from the corpus's first characters, {cfg.sample_prompt!r}")
-
-
 class _Unset:
     """Marks a flag the command line did not give (argparse keeps a value already in the namespace)."""
 
 
+def parse(argv: list[str]) -> tuple[TrainConfig, RunOptions]:
+    """The run `argv` asks for, before a checkpoint or a corpus is seen, checked: each process's one
+    parse of its command line (RunOptions.command_line keeps what it gave, for the final resolve)."""
+    return resolve(read_command_line(argv))
+
+
 def read_command_line(argv: list[str]) -> dict:
-    """The flags `argv` gives, as {field name: value}; the fields it leaves out are not in it.
-    The one parse of a process's command line: `resolve` makes the run's values of it."""
+    """The flags `argv` gives, as {field name: value}; the fields it leaves out are not in it."""
     unset = _Unset()
-    names = [f.name for f in _options()]
+    names = [f.name for f in option_fields()]
     args = vars(build_parser().parse_args(argv, argparse.Namespace(**{name: unset for name in names})))
     return {name: value for name, value in args.items() if value is not unset}
 
@@ -284,7 +250,7 @@ def saved_config_problem(saved: dict) -> str | None:
     missing = [name for name in TRAIN_FIELDS if name not in saved and name not in ADDED_LATER]
     if missing:
         return f"it lacks {', '.join(map(repr, missing[:3]))}{' and more' * (len(missing) > 3)}"
-    options = {f.name: f for f in _options()}
+    options = {f.name: f for f in option_fields()}
     for name in TRAIN_FIELDS:
         if name in saved and not _fits(options[name], saved[name]):
             return f"{name!r} is {saved[name]!r}, not a value --{name.replace('_', '-')} takes"
@@ -314,7 +280,7 @@ def resolve(command_line: dict, saved: dict | None = None, corpus=None) -> tuple
     any other key is not. With the `corpus` (its vocab and start(n)), the sample prompt is settled:
     one it cannot start is refused when given, replaced by the corpus's first characters when not.
     """
-    values = {f.name: f.default for f in _options()}
+    values = {f.name: f.default for f in option_fields()}
     values.update(RECIPES[command_line.get("recipe", TrainConfig.recipe)])
     values["min_lr"] = min(values["min_lr"], command_line.get("lr", values["lr"]))
     if saved is not None:
@@ -340,7 +306,7 @@ def _inside(value: float, interval: str) -> bool:
 
 def _check_limits(f: Field, value) -> None:
     """A field's own limits, declared with it."""
-    flag, at_least, at_most, within = _flag(f), f.metadata["at_least"], f.metadata["at_most"], f.metadata["within"]
+    flag, at_least, at_most, within = flag_of(f), f.metadata["at_least"], f.metadata["at_most"], f.metadata["within"]
     if at_most is not None and not at_least <= value <= at_most:
         raise UsageError(f"{flag} must be a whole number from {at_least} to {at_most}, got {value}: "
                          f"e.g. {flag} {f.default}")
@@ -352,7 +318,7 @@ def _check_limits(f: Field, value) -> None:
 
 
 def _check(cfg: TrainConfig, options: RunOptions) -> None:
-    for f in _options():
+    for f in option_fields():
         _check_limits(f, getattr(cfg if f.name in TRAIN_FIELDS else options, f.name))
     if cfg.block_size < 2:
         # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.

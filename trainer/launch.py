@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
 from common.dist_env import DistEnv
-from trainer.config import read_command_line
+from trainer.config import parse
 from trainer.network import check_loopback, check_port, gloo_interface, node_network
 from trainer.resume import NODE_ENV, RESUME_ENV, STOP_SIGNALS, resume_command
 
@@ -80,10 +80,11 @@ class Launch:
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
         self.endpoint = f"{self.master_addr}:{self.master_port}"
-        # The trainer's flags, parsed once here: the run's checks read them, and the workers get
-        # them as they are. The resume command is built here, where the make variables are known.
-        self.command_line = read_command_line(self.flags)
-        self.resume_command = resume_command(self.command_line, None, self.started_as())
+        # The trainer's flags, parsed once here (bad ones are one line now, before anything starts):
+        # the run's checks read them, and the workers get them as they are. The resume command is
+        # built here, where the make variables are known.
+        self.cfg, self.options = parse(self.flags)
+        self.resume_command = resume_command(self.options.command_line, None, self.started_as())
 
     def started_as(self) -> dict:
         """How this launcher was started, for the resume command: its make variables under make
@@ -152,8 +153,8 @@ class Launch:
         (or its node's first does, for nodes on one machine that share one --out)."""
         from trainer.setup import check_run  # after quiet_agent_warnings: it loads torch
 
-        check_run(self.command_line, DistEnv(rank=self.node_rank * self.nproc, world_size=self.nproc * self.nnodes,
-                                             local_world_size=self.nproc))
+        check_run(self.cfg, self.options, DistEnv(rank=self.node_rank * self.nproc,
+                                                  world_size=self.nproc * self.nnodes, local_world_size=self.nproc))
 
     def torchrun(self) -> int:
         from torch.distributed.elastic.multiprocessing import SignalException

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from trainer.config import flags as config_flags
+from trainer.config import flag_of, option_fields
 
 # What make train's launcher tells its workers: the resume command, and which node they run on.
 RESUME_ENV = "TRAINER_RESUME_COMMAND"
@@ -23,30 +23,44 @@ NODE_ENV = "TRAINER_NODE"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def flags(values: dict) -> list[str]:
+    """The command-line flags that give these values ({field name: value}), in the fields' order."""
+    words = []
+    for f in option_fields():
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if f.type is bool or value == f.metadata["argparse"].get("const", ()):  # a switch; a bare --resume
+            words += [flag_of(f)] if value != f.default else []
+        else:
+            words += [flag_of(f), str(value)]
+    return words
+
+
 def resume_command(command_line: dict, env, launcher: dict | None = None) -> str:
     """The command that resumes this run. `command_line`: the values the trainer's command line
     gave (config.read_command_line's); `env`: the rank's DistEnv (what torchrun started);
     `launcher`: how trainer.launch was started, {"make": [make variables]} or {"launch": [its
     options]}, None when the trainer builds it."""
     own = {name: value for name, value in command_line.items() if name not in ("resume", "dry_run", "start_over")}
-    flags = config_flags(own)
+    given = flags(own)
     if launcher and "make" in launcher:
         words = ["make", "train", *launcher["make"]]
         if "out" in own:
             words.append(f"OUT={shlex.quote(own.pop('out'))}")
-        args = shlex.join([*config_flags(own), "--resume"])
+        args = shlex.join([*flags(own), "--resume"])
         return " ".join([*words, f"ARGS={shlex.quote(args)}"])
     if launcher:
-        return shlex.join([python(), "-m", "trainer.launch", *launcher["launch"], "--", *flags, "--resume"])
+        return shlex.join([python(), "-m", "trainer.launch", *launcher["launch"], "--", *given, "--resume"])
     if not env.run_id:
-        return shlex.join([python(), "-m", "trainer", *flags, "--resume"])
+        return shlex.join([python(), "-m", "trainer", *given, "--resume"])
     nodes = env.world_size // env.local_world_size
     if nodes == 1:
         torchrun = str(Path(python()).parent / "torchrun")
         return shlex.join([torchrun, "--standalone", f"--nproc-per-node={env.local_world_size}", "-m", "trainer",
-                           *flags, "--resume"])
+                           *given, "--resume"])
     return (f"on each of the {nodes} nodes, your torchrun command with these trainer flags: "
-            + shlex.join(["-m", "trainer", *flags, "--resume"]))
+            + shlex.join(["-m", "trainer", *given, "--resume"]))
 
 
 def launched_by() -> str | None:

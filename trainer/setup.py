@@ -13,7 +13,7 @@ from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
 from trainer import checkpoint, distributed, memory, nodes
-from trainer.config import RunOptions, TrainConfig, check_run_length, check_split, notes, prompt_note, resolve
+from trainer.config import RunOptions, TrainConfig, check_run_length, check_split, resolve
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
 
@@ -32,14 +32,11 @@ class PreparedRun:
     keeps_files: bool
 
 
-def prepare(command_line: dict, cfg: TrainConfig, options: RunOptions, env: DistEnv,
-            check_only: bool = False) -> PreparedRun:
-    """The run that `command_line` (config.read_command_line's) asks for, checked and set up.
-
-    `cfg` and `options` are the command line's own (resolve(command_line), checked before any file
-    is read or fetched); on --resume the checkpoint's settings fill in what the command line leaves
-    out, and the corpus settles the sample prompt (final_config). `check_only` (the dry run): the
-    lock on --out is checked, not held, and nothing is printed but errors.
+def prepare(cfg: TrainConfig, options: RunOptions, env: DistEnv, check_only: bool = False) -> PreparedRun:
+    """The run the command line asks for (config.parse's `cfg` and `options`, checked before any
+    file is read or fetched), set up: on --resume the checkpoint's settings fill in what the
+    command line leaves out, and the corpus settles the sample prompt (final_config). `check_only`
+    (the dry run): the lock on --out is checked, not held, and nothing is printed but errors.
     """
     distributed.agreed(env, check_processes, cfg, options, env)
     corpus = distributed.agreed(env, read_corpus, options, cfg)
@@ -49,7 +46,7 @@ def prepare(command_line: dict, cfg: TrainConfig, options: RunOptions, env: Dist
         saved = distributed.agreed(env, open_folder if keeps else skip, folder, options, env, check_only)
         saved = nodes.agreed_checkpoint(env, folder.resume_path(options.resume), options.resume, saved, keeps,
                                         check_only)
-        cfg, options = distributed.agreed(env, final_config, command_line, options, folder, corpus, saved)
+        cfg, options = distributed.agreed(env, final_config, options, folder, corpus, saved)
         distributed.agreed(env, check_memory, cfg, corpus, env)
     except UsageError:
         if keeps:
@@ -60,14 +57,13 @@ def prepare(command_line: dict, cfg: TrainConfig, options: RunOptions, env: Dist
     return PreparedRun(cfg, options, corpus, saved, folder, keeps)
 
 
-def check_run(command_line: dict, env: DistEnv) -> None:
+def check_run(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
     """Every check of the setup, for a world of env.world_size processes that has not started:
     the flags, the corpus (fetched once here, not by every worker), --out and the checkpoint.
 
     `env` is the first process of a node (make train's launcher: this node's first rank), which
     checks the --out it writes."""
-    cfg, options = resolve(command_line)
-    prepare(command_line, cfg, options, env, check_only=True)
+    prepare(cfg, options, env, check_only=True)
 
 
 def check_processes(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
@@ -117,7 +113,7 @@ def check_no_stopped_run(folder: RunFolder) -> None:
                          "train in another --out (OUT= for make), or pass --start-over to replace it")
 
 
-def final_config(command_line: dict, options: RunOptions, folder: RunFolder, corpus: Corpus,
+def final_config(options: RunOptions, folder: RunFolder, corpus: Corpus,
                  saved: dict | None) -> tuple[TrainConfig, RunOptions]:
     """The run's final two types: on --resume the checkpoint's settings under the command line's,
     the sample prompt settled on the corpus. A checkpoint to continue must fit this run's model
@@ -126,7 +122,7 @@ def final_config(command_line: dict, options: RunOptions, folder: RunFolder, cor
     A worker torchrun restarted continues its own run without --resume: its command line is the
     run's own, so the checkpoint's settings are not needed."""
     resumed = saved is not None and options.resume is not None
-    cfg, options = resolve(command_line, saved["train_config"] if resumed else None, corpus)
+    cfg, options = resolve(options.command_line, saved["train_config"] if resumed else None, corpus)
     if saved is not None:
         path = folder.resume_path(options.resume)
         checkpoint.check_compatible(saved, path, model_config(cfg, corpus), corpus.vocab)
@@ -139,6 +135,30 @@ def check_memory(cfg: TrainConfig, corpus: Corpus, env: DistEnv) -> None:
     """A step this machine's memory cannot hold is refused before the model is built."""
     memory.check_fits(model_config(cfg, corpus), cfg.batch_size // env.world_size, env.local_world_size,
                       memory.machine_bytes())
+
+
+def notes(cfg: TrainConfig, options: RunOptions) -> list[str]:
+    """What a run given these values should know, though they are allowed: a flag with no effect."""
+    lines = []
+    if cfg.warmup_steps >= cfg.steps and cfg.schedule != "constant":
+        lines.append(f"note: --warmup-steps {cfg.warmup_steps} is not shorter than the run's {cfg.steps} steps: "
+                     "the learning rate never reaches --lr")
+    idle = [flag for name, flag in (("muon_momentum", "--muon-momentum"), ("muon_weight_decay", "--muon-weight-decay"))
+            if name in options.command_line]
+    if cfg.muon_lr == 0 and idle:
+        lines.append(f"note: {' and '.join(idle)} have no effect without Muon (--muon-lr 0, as --recipe "
+                     f"{cfg.recipe} sets it unless --muon-lr is given)")
+    return lines
+
+
+def prompt_note(cfg: TrainConfig, options: RunOptions) -> str | None:
+    """The note for a run whose samples do not start from the default --sample-prompt it was left
+    at (resolve took the corpus's first characters instead), or None."""
+    default = TrainConfig.sample_prompt
+    if "sample_prompt" in options.command_line or cfg.sample_prompt == default:
+        return None
+    return (f"note: the corpus lacks characters of the default --sample-prompt {default!r}; "
+            f"samples start from the corpus's first characters, {cfg.sample_prompt!r}")
 
 
 def print_notes(cfg: TrainConfig, options: RunOptions, saved: dict | None, env: DistEnv) -> None:

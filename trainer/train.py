@@ -21,7 +21,7 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import BEFORE_THE_FIELD, RunOptions, TrainConfig, resolve
+from trainer.config import BEFORE_THE_FIELD, RunOptions, TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
@@ -354,15 +354,14 @@ def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
     return every or step == cfg.steps
 
 
-def run(command_line: dict) -> int:
+def run(cfg: TrainConfig, options: RunOptions) -> int:
     """The whole run of one rank: process group, setup, training, and the files at the end (on the
-    first process of each node: trainer.nodes). `command_line`: config.read_command_line's."""
+    first process of each node: trainer.nodes). `cfg`, `options`: the command line's (config.parse)."""
     env = DistEnv.from_environ()
-    cfg, options = resolve(command_line)  # bad flags: one line before the ranks meet
     distributed.init(env, options.timeout)
     trainer = None
     try:
-        trainer = trainer_of(prepare(command_line, cfg, options, env), env)
+        trainer = trainer_of(prepare(cfg, options, env), env)
         status = trainer.train()
         if status == 0 and trainer.keeps_files:
             status = finish_run(trainer)

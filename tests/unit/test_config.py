@@ -12,19 +12,19 @@ from trainer.config import (
     TrainConfig,
     build_parser,
     check_run_length,
-    flags,
-    notes,
+    parse,
     read_command_line,
     resolve,
 )
+from trainer.resume import flags
 
 
 def parse_config(argv: list[str]) -> TrainConfig:
-    return resolve(read_command_line(argv))[0]
+    return parse(argv)[0]
 
 
 def parse_options(argv: list[str]) -> RunOptions:
-    return resolve(read_command_line(argv))[1]
+    return parse(argv)[1]
 
 
 def test_defaults_are_the_muon_recipe():
@@ -193,14 +193,6 @@ def test_resolve_settles_the_sample_prompt_on_the_corpus():
 def test_a_flag_value_that_would_be_changed_or_misnamed_is_one_line(argv, words):
     with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
         parse_config(argv)
-
-
-def test_flags_without_effect_get_a_note():
-    assert notes(*resolve({})) == []
-    assert "--warmup-steps 100 is not shorter than the run's 50 steps" in notes(*resolve(read_command_line(
-        ["--recipe", "adamw", "--steps", "50"])))[0]
-    assert "--muon-momentum have no effect without Muon" in notes(*resolve(read_command_line(
-        ["--recipe", "adamw", "--muon-momentum", "0.9"])))[-1]
 
 
 def test_help_shows_no_default_for_a_switch():

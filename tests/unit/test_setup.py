@@ -4,10 +4,10 @@ import pytest
 
 from common.cli import UsageError
 from common.dist_env import DistEnv
-from trainer.config import read_command_line, resolve
+from trainer.config import parse
 from trainer.data import load_corpus
 from trainer.run_folder import RunFolder, release
-from trainer.setup import final_config, model_config, prepare
+from trainer.setup import final_config, model_config, notes, prepare
 
 SHAPE = ["--block-size", "8", "--n-layer", "1", "--n-head", "2", "--n-embd", "8"]
 
@@ -20,21 +20,18 @@ def corpus_file(tmp_path):
 
 
 def checkpoint_of(argv, corpus, step: int) -> dict:
-    cfg, _ = resolve(read_command_line(argv))
+    cfg, _ = parse(argv)
     return {"model_config": model_config(cfg, corpus).to_dict(), "vocab": corpus.vocab, "step": step,
             "train_config": cfg.to_dict()}
 
 
 def final(argv, corpus, saved, folder):
-    command_line = read_command_line(argv)
-    return final_config(command_line, resolve(command_line)[1], folder, corpus, saved)
+    return final_config(parse(argv)[1], folder, corpus, saved)
 
 
 def test_a_fresh_run_is_set_up_as_given(tmp_path, corpus_file):
-    command_line = read_command_line(["--data", str(corpus_file), "--out", str(tmp_path / "out"),
-                                      "--sample-tokens", "0", *SHAPE])
-    cfg, options = resolve(command_line)
-    run = prepare(command_line, cfg, options, DistEnv())
+    cfg, options = parse(["--data", str(corpus_file), "--out", str(tmp_path / "out"), "--sample-tokens", "0", *SHAPE])
+    run = prepare(cfg, options, DistEnv())
     release(tmp_path / "out")  # prepare holds the folder until the process ends
     assert (run.cfg, run.options) == (cfg, options) and run.saved is None and run.keeps_files
     assert run.corpus.vocab == "\n ,abehinoqrstu" and run.folder.path == tmp_path / "out"
@@ -57,10 +54,17 @@ def test_resume_refuses_a_finished_run_and_another_shape(tmp_path, corpus_file):
 
 
 def test_a_corpus_without_the_default_prompts_characters_samples_from_its_start(tmp_path, corpus_file, capsys):
-    command_line = read_command_line(["--data", str(corpus_file), "--out", str(tmp_path / "out"), *SHAPE])
-    run = prepare(command_line, *resolve(command_line), DistEnv())
+    run = prepare(*parse(["--data", str(corpus_file), "--out", str(tmp_path / "out"), *SHAPE]), DistEnv())
     release(tmp_path / "out")
     assert run.cfg.sample_prompt == "to be "
     assert capsys.readouterr().out.startswith("note: the corpus lacks characters of the default --sample-prompt")
     with pytest.raises(UsageError, match="^--sample-prompt 'ROMEO:' has characters the corpus lacks"):
         final(["--sample-prompt", "ROMEO:"], load_corpus(corpus_file, 8), None, RunFolder(tmp_path))
+
+
+def test_flags_without_effect_get_a_note():
+    assert notes(*parse([])) == []
+    assert "--warmup-steps 100 is not shorter than the run's 50 steps" in notes(*parse(
+        ["--recipe", "adamw", "--steps", "50"]))[0]
+    assert "--muon-momentum have no effect without Muon" in notes(*parse(
+        ["--recipe", "adamw", "--muon-momentum", "0.9"]))[-1]
