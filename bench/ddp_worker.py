@@ -24,7 +24,7 @@ from common.cli import OneLineParser, command
 from common.dist_env import DistEnv
 from common.files import atomic_write
 from trainer import distributed
-from trainer.config import RECIPES, TrainConfig, resolve
+from trainer.config import RECIPES, RunOptions, TrainConfig, resolve
 from trainer.precision import DTYPES
 from trainer.setup import prepare
 from trainer.train import Trainer, TrainerOptions
@@ -38,10 +38,10 @@ def measure(env: DistEnv, data: str | None, warmup: int, steps: int, ddp_options
         # The configuration `--recipe` gives the trainer. Nothing is written to `out`: the bench
         # calls the step directly, so there is no evaluation and no checkpoint.
         with tempfile.TemporaryDirectory(prefix="bench-ddp-") as out:
-            cfg = resolve(dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False, dtype=dtype))
-            cfg, corpus, _, _ = prepare(cfg, env)
+            run = prepare(*resolve(dict(recipe=recipe, data=data, out=out, sample_tokens=0, export=False,
+                                        dtype=dtype)), env)
             options = TrainerOptions(ddp={**distributed.DDP_OPTIONS, **ddp_options})
-            trainer = Trainer(cfg, env, corpus, options=options)
+            trainer = Trainer(run.cfg, env, run.corpus, options=options, run_options=run.options, folder=run.folder)
             speed = time_steps(trainer.train_step, warmup, steps, sync=dist.barrier)
         return {"nproc": env.world_size, "threads_per_rank": torch.get_num_threads(), "dtype": trainer.dtype,
                 "recipe": recipe, **speed}
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--result", required=True, help="the JSON file rank 0 writes")
     p.add_argument("--ddp-options", type=json.loads, default={}, help="DDP keyword arguments as JSON")
-    p.add_argument("--dtype", choices=DTYPES, default=TrainConfig.dtype, help="the trainer's --dtype")
+    p.add_argument("--dtype", choices=DTYPES, default=RunOptions.dtype, help="the trainer's --dtype")
     p.add_argument("--recipe", choices=tuple(RECIPES), default=TrainConfig.recipe, help="the trainer's --recipe")
     args = p.parse_args(argv)
     env = DistEnv.from_environ()

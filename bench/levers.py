@@ -24,7 +24,7 @@ from bench.run import run_ddp
 from bench.timing import fastest_round, parse_step_flags, time_steps, warn_if_busy
 from common.cli import command
 from common.dist_env import DistEnv
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, resolve
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import PIN_ENV, machine_cores
 from trainer.memory import KEEP_MEMORY_ENV
@@ -32,7 +32,7 @@ from trainer.train import Trainer, TrainerOptions
 
 COMPILED = TrainerOptions(compile=True)
 
-# name, TrainConfig changes, threads (None: all cores), TrainerOptions
+# name, changes of the trainer's flags' values, threads (None: all cores), TrainerOptions
 SINGLE_PROCESS = [
     ("default: 1 process, --dtype auto", {}, None, TrainerOptions()),
     ("--dtype fp32", {"dtype": "fp32"}, None, TrainerOptions()),
@@ -61,8 +61,8 @@ def measure_single(data: str, warmup: int, steps: int) -> list[dict]:
             continue
         torch.set_num_threads(threads or machine_cores())
         with tempfile.TemporaryDirectory(prefix="bench-levers-") as out:
-            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, **changes)
-            trainer = Trainer(cfg, DistEnv(), corpus, options=options)
+            cfg, run_options = resolve(dict(data=data, out=out, sample_tokens=0, export=False, **changes))
+            trainer = Trainer(cfg, DistEnv(), corpus, options=options, run_options=run_options)
             start = time.perf_counter()
             trainer.train_step(1)  # the first step pays for compilation, where there is any
             first_step_s = time.perf_counter() - start

@@ -43,9 +43,8 @@ COMPUTE_BATCHES = (32, 16, 8)
 def trainer_for(env: DistEnv, data: str, out: str, **settings) -> Trainer:
     """A Trainer of the default configuration with these settings; nothing is written to `out`
     (the steps are called directly: no evaluation, no checkpoint)."""
-    cfg = resolve(dict(data=data, out=out, sample_tokens=0, export=False, **settings))
-    cfg, corpus, _, _ = prepare(cfg, env)
-    return Trainer(cfg, env, corpus)
+    run = prepare(*resolve(dict(data=data, out=out, sample_tokens=0, export=False, **settings)), env)
+    return Trainer(run.cfg, env, run.corpus, run_options=run.options, folder=run.folder)
 
 
 def muon_stacks(trainer: Trainer) -> list[tuple[int, int, int]]:

@@ -19,7 +19,7 @@ from bench.report import format_table
 from bench.timing import parse_step_flags, warn_if_busy
 from common.cli import command
 from common.dist_env import DistEnv
-from trainer.config import TrainConfig
+from trainer.config import RunOptions, TrainConfig, resolve
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import machine_cores
 from trainer.precision import resolve_dtype
@@ -48,9 +48,9 @@ def group_of(name: str) -> str:
     return "other operators"
 
 
-def profile_steps(cfg: TrainConfig, corpus, warmup: int, steps: int) -> dict:
+def profile_steps(cfg: TrainConfig, run_options: RunOptions, corpus, warmup: int, steps: int) -> dict:
     """ms/step by group, and the step's wall time, for `steps` profiled steps after `warmup`."""
-    trainer = Trainer(cfg, DistEnv(), corpus)
+    trainer = Trainer(cfg, DistEnv(), corpus, run_options=run_options)
     for step in range(1, warmup + 1):
         trainer.train_step(step)
     with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -100,11 +100,11 @@ def main(argv: list[str]) -> int:
     warn_if_busy(cores)
     torch.set_num_threads(cores)
     # The default (auto) first, then fp32 when the default resolved to bf16 on this CPU.
-    dtypes = [TrainConfig.dtype] + (["fp32"] if resolve_dtype(TrainConfig.dtype)[0] != "fp32" else [])
+    dtypes = [RunOptions.dtype] + (["fp32"] if resolve_dtype(RunOptions.dtype)[0] != "fp32" else [])
     for dtype in dtypes:
         with tempfile.TemporaryDirectory(prefix="bench-profile-") as out:
-            cfg = TrainConfig(data=data, out=out, sample_tokens=0, export=False, dtype=dtype)
-            result = profile_steps(cfg, corpus, args.warmup, args.steps)
+            cfg, run_options = resolve(dict(data=data, out=out, sample_tokens=0, export=False, dtype=dtype))
+            result = profile_steps(cfg, run_options, corpus, args.warmup, args.steps)
         print(f"\none process, {result['dtype']} ({result['why']}), {cores} threads, "
               f"batch {cfg.batch_size} x {cfg.block_size}, mean of {args.steps} profiled steps:\n")
         print(table(result))

@@ -17,7 +17,7 @@ from bench.textbook import measure_textbook
 from bench.timing import fastest_round, warn_if_busy
 from common.dist_env import DistEnv
 from model import GPT
-from trainer.config import TrainConfig
+from trainer.config import RunOptions, TrainConfig
 from trainer.data import load_corpus, resolve_corpus
 from trainer.distributed import machine_cores, threads_per_rank
 from trainer.precision import cpuinfo_field, resolve_dtype
@@ -35,7 +35,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
     busy = warn_if_busy(cores)
     # The trainer's default dtype on this CPU, and fp32 as well when that default is bf16, so the
     # table shows what the bf16 units add and what a CPU without them would see.
-    default_dtype, why = resolve_dtype(cfg.dtype)
+    default_dtype, why = resolve_dtype(RunOptions.dtype)
     dtypes = [default_dtype] + (["fp32"] if default_dtype != "fp32" else [])
 
     peaks = {}
@@ -106,7 +106,7 @@ def measuring_order(runs: list[tuple], recipe: str, round_number: int) -> list[t
 
 
 def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | None = None,
-            dtype: str = TrainConfig.dtype, recipe: str = TrainConfig.recipe, **environment) -> dict:
+            dtype: str = RunOptions.dtype, recipe: str = TrainConfig.recipe, **environment) -> dict:
     """One torchrun job of bench.ddp_worker; threads per rank as `make train` gives them, and
     `environment` added to the workers' (bench.levers turns pinning off with it)."""
     threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it

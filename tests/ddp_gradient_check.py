@@ -18,7 +18,7 @@ import torch
 from common.dist_env import DistEnv
 from model import GPT, next_token_loss
 from trainer import distributed
-from trainer.config import TrainConfig
+from trainer.config import RunOptions, TrainConfig, resolve
 from trainer.data import Batches, load_corpus
 from trainer.optim import orthogonalize, orthogonalize_shared
 from trainer.train import Trainer
@@ -27,9 +27,9 @@ from trainer.train import Trainer
 def main(corpus_path: str) -> None:
     env = DistEnv.from_environ()
     distributed.init(env)
-    cfg = TrainConfig(data=corpus_path, grad_clip=0.0, dropout=0.0, dtype="fp32")
+    cfg, options = resolve(dict(data=corpus_path, grad_clip=0.0, dropout=0.0, dtype="fp32"))
     corpus = load_corpus(corpus_path, cfg.block_size)
-    trainer = Trainer(cfg, env, corpus)
+    trainer = Trainer(cfg, env, corpus, run_options=options)
     reference = GPT(trainer.model_config)
     reference.load_state_dict(trainer.raw_model.state_dict())  # the weights before the step
     trainer.train_step(step=1)  # this rank's slice, DDP all-reduce, Adam step; .grad keeps the average
@@ -43,7 +43,7 @@ def main(corpus_path: str) -> None:
     if env.is_main:
         print("\n".join(f"max_abs_diff {d:.3e}" for d in diffs), flush=True)
     del trainer
-    compressed_gradient_check(replace(cfg, grad_compression="bf16"), env, corpus, reference)
+    compressed_gradient_check(cfg, replace(options, grad_compression="bf16"), env, corpus, reference)
     for dtype in (torch.float32, torch.bfloat16):
         diff = shared_newton_schulz_diff(dtype)
         if env.is_main:
@@ -53,12 +53,12 @@ def main(corpus_path: str) -> None:
         print(f"gloo_threads_left {len(gloo_threads())}", flush=True)
 
 
-def compressed_gradient_check(cfg: TrainConfig, env: DistEnv, corpus, reference: GPT) -> None:
+def compressed_gradient_check(cfg: TrainConfig, options: RunOptions, env: DistEnv, corpus, reference: GPT) -> None:
     """The same step with --grad-compression bf16: rank 0 prints `compressed_in_bf16 1` when every
     gradient element is a bf16 value (the hook ran: an fp32 average almost never is), and
     `compressed_rel_diff` the norm of its difference from the one-process gradient over that
     gradient's norm (all tensors as one vector)."""
-    trainer = Trainer(cfg, env, corpus)
+    trainer = Trainer(cfg, env, corpus, run_options=options)
     trainer.train_step(step=1)
     grads = [(p.grad, q.grad) for p, q in zip(trainer.raw_model.parameters(), reference.parameters())]
     in_bf16 = all(torch.equal(g, g.bfloat16().float()) for g, _ in grads)

@@ -28,7 +28,7 @@ from tests.conftest import (
 )
 from tests.ports import free_port
 from trainer import checkpoint
-from trainer.config import parse_config
+from trainer.config import read_command_line
 
 
 def start(cmd: list, **env) -> subprocess.Popen:
@@ -98,8 +98,8 @@ def test_sigterm_checkpoints_and_exits_within_10s_and_resumes_at_another_world_s
     words = shlex.split(stdout.strip().splitlines()[-1].removeprefix("resume with: "))
     assert (ROOT / words[0]).resolve() == Path(sys.executable).resolve()
     assert words[1:3] == ["-m", "trainer"] and words[-1] == "--resume"
-    assert parse_config(words[3:]) == parse_config(["--data", str(corpus), "--out", str(tmp_path), "--save-every",
-                                                    "100", *map(str, RUN), "--resume"])
+    assert read_command_line(words[3:]) == read_command_line(["--data", str(corpus), "--out", str(tmp_path),
+                                                              "--save-every", "100", *map(str, RUN), "--resume"])
     # The checkpoint was taken by one process; two processes continue it (the global batch is the same).
     result = run(trainer_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
     assert result.returncode == 0, result.stderr[-3000:]

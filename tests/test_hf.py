@@ -189,7 +189,7 @@ def test_export_of_a_model_gpt2_cannot_represent_writes_the_rest_and_says_why_in
     config = GPTConfig(vocab_size=len(saved["vocab"]), block_size=16, n_layer=1, n_head=2, n_embd=16)
     model = GPT(config)
     weights = model.state_dict()
-    optimizer = make_optimizer(model, resolve({}, saved["train_config"])).state_dict()  # one of this model
+    optimizer = make_optimizer(model, resolve({}, saved["train_config"])[0]).state_dict()  # one of this model
     torch.save({**saved, "model_config": config.to_dict(), "model": weights, "training_weights": weights,
                 "optimizer": optimizer}, tmp_path / "model.pt")
     result = run([sys.executable, "-m", "export", tmp_path / "model.pt"])

@@ -152,7 +152,7 @@ def test_samples_draw_a_new_seed_at_each_step_and_repeat_on_a_rerun(trained_run,
     from trainer.train import Trainer
 
     saved = checkpoint.load(trained_run / "model.pt")
-    cfg = TrainConfig(**{**saved.train_config, "data": str(corpus)})
+    cfg = TrainConfig(**saved.train_config)
     trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
     first, again, later = trainer.sample(30), trainer.sample(30), trainer.sample(60)
     assert first == again and first != later and first.startswith(cfg.sample_prompt)
@@ -162,9 +162,10 @@ def test_tensorboard_has_one_tag_per_curve_and_forgets_the_steps_a_resume_repeat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer.metrics import MetricsLog
+    from trainer.run_folder import RunFolder
 
     def log(resume_step, steps, offset):
-        metrics = MetricsLog(tmp_path, resume_step, tensorboard=True)
+        metrics = MetricsLog(RunFolder(tmp_path), resume_step, tensorboard=True)
         for step in steps:
             metrics.step(step, offset + step, 1e-3, seconds=0.1)
             if step % 4 == 0:

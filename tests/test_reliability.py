@@ -23,6 +23,7 @@ from tests.test_faults import start, wait_for_step, worker_pids
 from tests.test_launch import error_lines, make_train
 from trainer import checkpoint, run_folder
 from trainer.metrics import MetricsLog, read_metrics
+from trainer.run_folder import RunFolder
 
 
 def strict_records(path: Path) -> list[dict]:
@@ -128,7 +129,7 @@ def test_a_non_finite_loss_stops_every_rank_and_keeps_the_good_checkpoint(tmp_pa
 
 
 def test_metrics_lines_are_strict_json_whatever_the_numbers(tmp_path):
-    log = MetricsLog(tmp_path, None, tensorboard=False)
+    log = MetricsLog(RunFolder(tmp_path), None, tensorboard=False)
     log.step(1, math.nan, 1e-3, seconds=0.5)
     log.evaluation(1, {"train": math.inf, "val": -math.inf}, world_size=1)
     log.close()
@@ -145,7 +146,7 @@ def test_on_a_full_disk_a_checkpoint_fails_whole_and_a_metrics_record_is_dropped
     with tmpfs(tmp_path / "small", "24m") as disk:
         shutil.copy(trained_run / "model.pt", disk)
         good = (disk / "model.pt").read_bytes()
-        log = MetricsLog(disk, None, tensorboard=False)
+        log = MetricsLog(RunFolder(disk), None, tensorboard=False)
         log.step(1, 4.0, 1e-3, seconds=0.1)
         filler = fill(disk)
         saved = checkpoint.load(disk / "model.pt")
@@ -203,7 +204,7 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning_by_resume_and_plot(t
     steps, evals = read_metrics(tmp_path / "metrics.jsonl")
     assert len(steps) == 60 and len(evals) == 3
     # On resume the torn line goes, and what was whole stays.
-    MetricsLog(tmp_path, 30, tensorboard=False).close()
+    MetricsLog(RunFolder(tmp_path), 30, tensorboard=False).close()
     assert max(r["step"] for r in strict_records(tmp_path / "metrics.jsonl")) == 30
     assert read_jsonl(tmp_path / "metrics.jsonl") == [json.loads(line) for line in whole.splitlines()
                                                       if json.loads(line)["step"] <= 30]

@@ -125,7 +125,7 @@ def test_bf16_gradient_compression_flag_trains_close_to_the_uncompressed_run(ref
 def test_checkpoint_reloads_into_a_fresh_model_with_the_same_val_loss(trained_run, corpus):
     saved = checkpoint.load(trained_run / "model.pt")
     assert saved.step == 60 and len(saved.vocab) == 65
-    cfg = TrainConfig(**{**saved.train_config, "data": str(corpus)})
+    cfg = TrainConfig(**saved.train_config)
     trainer = Trainer(cfg, DistEnv(), load_corpus(corpus, cfg.block_size), saved)
     fresh = GPT(GPTConfig.from_dict(saved.model_config))
     fresh.load_state_dict(saved.model)

@@ -4,18 +4,24 @@ import gc
 import sys
 
 from common.cli import command
-from trainer.config import parse_config
+from common.dist_env import DistEnv
+from trainer.config import parse
 
 
 @command
 def main(argv: list[str]) -> int:
-    cfg = parse_config(argv)
-    from trainer.train import run  # after parsing, so --help answers without importing torch
+    cfg, options = parse(argv)  # before torch is imported: --help and bad flags answer at once
+    if options.dry_run:
+        from trainer.setup import check_run
+
+        check_run(cfg, options, DistEnv.from_environ())
+        return 0
+    from trainer.train import run
 
     # torch's objects live until exit: frozen, the collector's full passes skip them (0.2 s of the
     # imports still to come, torch._dynamo's and matplotlib's).
     gc.freeze()
-    return run(cfg)
+    return run(cfg, options)
 
 
 if __name__ == "__main__":

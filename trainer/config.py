@@ -1,7 +1,9 @@
-"""Every value a run depends on, as plain fields, each overridable from the command line.
+"""A run's values, each overridable from the command line, in two types resolved once.
 
+TrainConfig is what the run depends on: a checkpoint saves it and a resumed run restores it.
+RunOptions is how this invocation runs it (its files, its dtype, its output), never restored.
 Each field is declared once, with `option`: its default, its --help text and group, and its
-limits. The parser and the checks are built from those declarations.
+limits. The parser, `resolve` and the checks are built from those declarations.
 
 Three recipes set the optimiser defaults: `muon` (the default: Muon for the blocks' matrices,
 AdamW for the rest), `adamw` (AdamW alone, warm-up and cosine) and `course` (the chapter's Adam
@@ -10,7 +12,6 @@ at a constant 3e-4). Any flag given explicitly wins over the recipe.
 
 import argparse
 import math
-import sys
 from dataclasses import Field, asdict, dataclass, field, fields
 
 from common import defaults
@@ -47,15 +48,8 @@ def option(default, help: str | None = None, *, group: str, at_least: int | None
 
 @dataclass
 class TrainConfig:
-    # data and files
-    data: str | None = option(None, defaults.CORPUS_HELP, group=FILES)
-    out: str = option("checkpoints", "directory for model.pt, metrics.jsonl, loss.png and exports", group=FILES)
-    resume: str | None = option(None, "continue from a checkpoint (default <out>/model.pt) with its settings, to its "
-                                "final step", group=FILES, nargs="?", const="", metavar="CKPT")
-    extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
-                          group=FILES)
-    start_over: bool = option(False, "without --resume: start from scratch in an --out whose run stopped before its "
-                              "last step, replacing its checkpoint and metrics", group=FILES)
+    """What a run depends on: saved in its checkpoint, restored on --resume unless given again."""
+
     # run length and batch
     steps: int = option(3000, "optimiser steps in total (on --resume: the checkpoint's)", group=RUN, at_least=1)
     batch_size: int = option(32, "global batch in windows, split across ranks", group=RUN, at_least=1)
@@ -63,13 +57,6 @@ class TrainConfig:
     eval_iters: int = option(20, "batches per split in each evaluation", group=RUN, at_least=1)
     save_every: int = option(0, "a checkpoint every N steps; 0 = at every evaluation", group=RUN, at_least=0)
     seed: int = option(1337, "seeds weights, batches and dropout", group=RUN, at_least=0, at_most=defaults.MAX_SEED)
-    timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
-                          "and names the one that stopped answering", group=RUN, at_least=1, at_most=MAX_TIMEOUT)
-    # DDP's bf16 hook halves the bytes of the gradient all-reduce; only worth it where the link,
-    # not the CPU, bounds the step (docs/scaling.md has the figures).
-    grad_compression: str = option("none", "gradients travel the all-reduce as: none = fp32, bf16 = rounded to "
-                                   "bf16 (half the bytes, for slow links between machines)", group=RUN,
-                                   choices=GRAD_COMPRESSIONS)
     # model shape
     block_size: int = option(128, "context length in characters", group=SHAPE, at_least=1)
     n_layer: int = option(4, group=SHAPE, at_least=1)
@@ -115,13 +102,41 @@ class TrainConfig:
     ema_decay: float = option(0.99, "decay per step of the moving average of the weights that evaluations, samples "
                               "and exports use; 0 = the weights themselves", group=OPTIMISER,
                               recipes=dict(adamw=0.0, course=0.0), within="[0, 1)")
-    # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
-    dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
-                        "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
-    # what a run shows and leaves behind
+    # what the samples show
     sample_tokens: int = option(120, "characters sampled at each evaluation; 0 = no sample", group=OUTPUT, at_least=0)
     sample_prompt: str = option(defaults.PROMPT, "start of each sample; its characters must occur in the corpus",
                                 group=OUTPUT)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunOptions:
+    """How this invocation runs the run: its files, the link and the dtype it runs on now, what it
+    shows and leaves behind. Never restored from a checkpoint."""
+
+    # data and files
+    data: str | None = option(None, defaults.CORPUS_HELP, group=FILES)
+    out: str = option("checkpoints", "directory for model.pt, metrics.jsonl, loss.png and exports", group=FILES)
+    resume: str | None = option(None, "continue from a checkpoint (default <out>/model.pt) with its settings, to its "
+                                "final step", group=FILES, nargs="?", const="", metavar="CKPT")
+    extend: bool = option(False, "with --resume: train to a new --steps total (the schedule is recomputed for it)",
+                          group=FILES)
+    start_over: bool = option(False, "without --resume: start from scratch in an --out whose run stopped before its "
+                              "last step, replacing its checkpoint and metrics", group=FILES)
+    # how the ranks meet
+    timeout: int = option(300, "seconds a process waits for the others at a synchronisation point before it stops "
+                          "and names the one that stopped answering", group=RUN, at_least=1, at_most=MAX_TIMEOUT)
+    # DDP's bf16 hook halves the bytes of the gradient all-reduce; only worth it where the link,
+    # not the CPU, bounds the step (docs/scaling.md has the figures).
+    grad_compression: str = option("none", "gradients travel the all-reduce as: none = fp32, bf16 = rounded to "
+                                   "bf16 (half the bytes, for slow links between machines)", group=RUN,
+                                   choices=GRAD_COMPRESSIONS)
+    # bf16 autocast where the CPU has native bf16 (trainer/precision.py), else fp32
+    dtype: str = option("auto", "matmuls of the training step: auto = bf16 where the CPU has AVX512_BF16 or AMX, "
+                        "else fp32; weights, Adam, evaluation and exports stay fp32", group=OPTIMISER, choices=DTYPES)
+    # what a run leaves behind and shows
     export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx, hf/ and model.json at the end",
                           group=OUTPUT, flag="--no-export")
     tensorboard: bool = option(False, "also log scalars to <out>/tensorboard", group=OUTPUT)
@@ -129,48 +144,31 @@ class TrainConfig:
                            choices=("auto", "bar", "lines"))
     dry_run: bool = option(False, "check flags, corpus, world size and --out, then exit (make train runs this first)",
                            group=OUTPUT)
-    # The fields set on the command line (not defaults): on --resume, the others come from the checkpoint.
-    given: frozenset = field(default=frozenset(), repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values.pop("given")
-        return values
-
-    def command_line(self) -> dict:
-        """The values the command line gave, as read_command_line returned them."""
-        return {name: getattr(self, name) for name in sorted(self.given, key=FIELD_ORDER.index)}
-
-    def flags(self, names) -> list[str]:
-        """The command-line flags that give these fields their values here, in the fields' order."""
-        words = []
-        for f in _options():
-            value = getattr(self, f.name)
-            if f.name not in names:
-                continue
-            if f.type is bool or value == f.metadata["argparse"].get("const", ()):  # a switch; a bare --resume
-                words += [_flag(f)] if value != f.default else []
-            else:
-                words += [_flag(f), str(value)]
-        return words
+    # The values the command line gave ({field name: value}, both types'): the flags of the resume command.
+    command_line: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def _options() -> list[Field]:
-    """The fields that are flags: all but `given`."""
-    return [f for f in fields(TrainConfig) if "group" in f.metadata]
+# --help shows the groups in this order, and in each group TrainConfig's flags before RunOptions'.
+GROUPS = (FILES, RUN, SHAPE, OPTIMISER, OUTPUT)
 
 
-def _flag(f: Field) -> str:
+def option_fields() -> list[Field]:
+    """The fields that are flags, both types', in --help's order (which is also the flags' order)."""
+    both = [f for cls in (TrainConfig, RunOptions) for f in fields(cls) if "group" in f.metadata]
+    return sorted(both, key=lambda f: GROUPS.index(f.metadata["group"]))
+
+
+def flag_of(f: Field) -> str:
+    """The command-line flag of a field of option_fields()."""
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
-
-FIELD_ORDER = [f.name for f in _options()]
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 
 
 # The values each recipe sets: `muon` is the defaults above, the others say their own.
-RECIPE_FIELDS = tuple(f.name for f in _options() if f.metadata["recipes"] is not None)
-RECIPES = {"muon": {name: getattr(TrainConfig, name) for name in RECIPE_FIELDS}} | {
-    recipe: {f.name: f.metadata["recipes"][recipe] for f in _options() if f.metadata["recipes"] is not None}
+RECIPE_FIELDS = tuple(f.name for f in option_fields() if f.metadata["recipes"] is not None)
+RECIPES = {"muon": {f.name: f.default for f in option_fields() if f.name in RECIPE_FIELDS}} | {
+    recipe: {f.name: f.metadata["recipes"][recipe] for f in option_fields() if f.metadata["recipes"] is not None}
     for recipe in ("adamw", "course")}
 
 
@@ -191,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     groups = {}
-    for f in _options():
+    for f in option_fields():
         meta = f.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = p.add_argument_group(meta["group"])
@@ -201,10 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kwargs.update(type={int: int, float: float_flag}.get(f.type), choices=meta["choices"])
         if meta["recipes"] is not None:
-            # None: parse_config fills in the recipe's value, and --help names every recipe's value.
+            # None: resolve fills in the recipe's value, and --help names every recipe's value.
             values = ", ".join(f"{recipe}: {RECIPES[recipe][f.name]}" for recipe in RECIPES)
             kwargs.update(default=None, help=f"{meta['help'] or f.name} ({values})")
-        groups[meta["group"]].add_argument(_flag(f), **kwargs)
+        groups[meta["group"]].add_argument(flag_of(f), **kwargs)
     return p
 
 
@@ -220,39 +218,33 @@ def float_flag(text: str) -> float:
     return value
 
 
-def notes(cfg: TrainConfig) -> list[str]:
-    """What a run given these values should know, though they are allowed: a flag with no effect."""
-    lines = []
-    if cfg.warmup_steps >= cfg.steps and cfg.schedule != "constant":
-        lines.append(f"note: --warmup-steps {cfg.warmup_steps} is not shorter than the run's {cfg.steps} steps: "
-                     "the learning rate never reaches --lr")
-    idle = [_flag(f) for f in _options() if f.name in ("muon_momentum", "muon_weight_decay") and f.name in cfg.given]
-    if cfg.muon_lr == 0 and idle:
-        lines.append(f"note: {' and '.join(idle)} have no effect without Muon (--muon-lr 0, as --recipe "
-                     f"{cfg.recipe} sets it unless --muon-lr is given)")
-    return lines
-
-
 class _Unset:
     """Marks a flag the command line did not give (argparse keeps a value already in the namespace)."""
+
+
+def parse(argv: list[str]) -> tuple[TrainConfig, RunOptions]:
+    """The run `argv` asks for, before a checkpoint or a corpus is seen, checked: each process's one
+    parse of its command line (RunOptions.command_line keeps what it gave, for the final resolve)."""
+    return resolve(read_command_line(argv))
 
 
 def read_command_line(argv: list[str]) -> dict:
     """The flags `argv` gives, as {field name: value}; the fields it leaves out are not in it."""
     unset = _Unset()
-    names = [f.name for f in _options()]
+    names = [f.name for f in option_fields()]
     args = vars(build_parser().parse_args(argv, argparse.Namespace(**{name: unset for name in names})))
     return {name: value for name, value in args.items() if value is not unset}
 
 
 def saved_config_problem(saved: dict) -> str | None:
-    """What is wrong with a checkpoint's train_config, or None: a field a resumed run reads that is
-    missing, of another type, or outside its flag's limits (a hand-edited or foreign checkpoint)."""
-    missing = [name for name in RESUMED_FIELDS if name not in saved]
+    """What is wrong with a checkpoint's train_config, or None: a TrainConfig field that is missing,
+    of another type, or outside its flag's limits (a hand-edited or foreign checkpoint). Other keys
+    (older checkpoints saved this invocation's files and dtype too) are not read."""
+    missing = [name for name in TRAIN_FIELDS if name not in saved]
     if missing:
         return f"it lacks {', '.join(map(repr, missing[:3]))}{' and more' * (len(missing) > 3)}"
-    options = {f.name: f for f in _options()}
-    for name in RESUMED_FIELDS:
+    options = {f.name: f for f in option_fields()}
+    for name in TRAIN_FIELDS:
         if name in saved and not _fits(options[name], saved[name]):
             return f"{name!r} is {saved[name]!r}, not a value --{name.replace('_', '-')} takes"
     return None
@@ -271,28 +263,30 @@ def _fits(f: Field, value) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
 
-def resolve(given: dict, saved: dict | None = None) -> TrainConfig:
-    """The run's configuration: the command line (`given`) over the checkpoint's train_config
-    (`saved`, on --resume) over the recipe over the defaults; checked.
+def resolve(command_line: dict, saved: dict | None = None, corpus=None) -> tuple[TrainConfig, RunOptions]:
+    """The run's two types, checked: the command line (read_command_line's) over the checkpoint's
+    train_config (`saved`, on --resume) over the recipe over the defaults.
 
     A --recipe on the command line sets the recipe's fields itself, so the checkpoint's values of
     those fields do not apply. Without --min-lr, the recipe's --min-lr is lowered to a given --lr
-    below it (a low --lr alone: the decay ends at it).
+    below it (a low --lr alone: the decay ends at it). Of `saved`, TrainConfig's fields are read,
+    any other key is not. With the `corpus` (its vocab and start(n)), the sample prompt is settled:
+    one it cannot start is refused when given, replaced by the corpus's first characters when not.
     """
-    values = {f.name: f.default for f in _options()}
-    values.update(RECIPES[given.get("recipe", TrainConfig.recipe)])
-    values["min_lr"] = min(values["min_lr"], given.get("lr", values["lr"]))
-    values.update({name: value for name, value in (saved or {}).items() if name in RESUMED_FIELDS
-                   and not ("recipe" in given and name in RECIPE_FIELDS)})
-    values.update(given)
-    cfg = TrainConfig(**values, given=frozenset(given))
-    _check(cfg)
-    return cfg
-
-
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """The configuration of a run started with `argv` (default: this process's command line)."""
-    return resolve(read_command_line(sys.argv[1:] if argv is None else argv))
+    values = {f.name: f.default for f in option_fields()}
+    values.update(RECIPES[command_line.get("recipe", TrainConfig.recipe)])
+    values["min_lr"] = min(values["min_lr"], command_line.get("lr", values["lr"]))
+    if saved is not None:
+        values.update({name: saved[name] for name in TRAIN_FIELDS if name in saved
+                       and not ("recipe" in command_line and name in RECIPE_FIELDS)})
+    values.update(command_line)
+    options = RunOptions(**{name: values[name] for name in values if name not in TRAIN_FIELDS},
+                         command_line=dict(command_line))
+    cfg = TrainConfig(**{name: values[name] for name in TRAIN_FIELDS})
+    _check(cfg, options)
+    if corpus is not None:
+        cfg.sample_prompt = sample_prompt(cfg, "sample_prompt" in command_line, corpus)
+    return cfg, options
 
 
 def _inside(value: float, interval: str) -> bool:
@@ -304,7 +298,7 @@ def _inside(value: float, interval: str) -> bool:
 
 def _check_limits(f: Field, value) -> None:
     """A field's own limits, declared with it."""
-    flag, at_least, at_most, within = _flag(f), f.metadata["at_least"], f.metadata["at_most"], f.metadata["within"]
+    flag, at_least, at_most, within = flag_of(f), f.metadata["at_least"], f.metadata["at_most"], f.metadata["within"]
     if at_most is not None and not at_least <= value <= at_most:
         raise UsageError(f"{flag} must be a whole number from {at_least} to {at_most}, got {value}: "
                          f"e.g. {flag} {f.default}")
@@ -315,9 +309,9 @@ def _check_limits(f: Field, value) -> None:
         raise UsageError(f"{flag} must be a finite number in {within}, got {value}: e.g. {flag} {f.default:g}")
 
 
-def _check(cfg: TrainConfig) -> None:
-    for f in _options():
-        _check_limits(f, getattr(cfg, f.name))
+def _check(cfg: TrainConfig, options: RunOptions) -> None:
+    for f in option_fields():
+        _check_limits(f, getattr(cfg if f.name in TRAIN_FIELDS else options, f.name))
     if cfg.block_size < 2:
         # The exports give the time axis a torch.export Dim(min=1, max=block_size), which needs max > min.
         raise UsageError("--block-size must be at least 2 (a 1-character context cannot be exported): "
@@ -327,31 +321,22 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.schedule != "constant" and cfg.min_lr > cfg.lr:
         raise UsageError(f"--min-lr {cfg.min_lr:g} is above --lr {cfg.lr:g}: the {cfg.schedule} schedule decays from "
                          "--lr to --min-lr, so pass a --min-lr no larger than --lr")
-    if cfg.out == "":
+    if options.out == "":
         raise UsageError("--out is empty: name the directory for the run's files, e.g. --out checkpoints")
     if cfg.sample_prompt == "":
         raise UsageError("--sample-prompt is empty: give at least one character, or --sample-tokens 0 for no samples")
-    if cfg.extend and (cfg.resume is None or "steps" not in cfg.given):
+    if options.extend and (options.resume is None or "steps" not in options.command_line):
         raise UsageError("--extend changes the length of a resumed run: use it with --resume and --steps N")
 
 
-# What a resumed run takes from its checkpoint's train_config unless given on this command line:
-# its length, schedule, batches, model and samples. Files, logging, the dtype and the gradient
-# compression (a property of the link the run is on now) are this invocation's own.
-RESUMED_FIELDS = ("steps", "batch_size", "eval_every", "eval_iters", "save_every", "seed", "block_size",
-                  "n_layer", "n_head", "n_embd", "dropout", "recipe", "lr", "min_lr", "schedule",
-                  "warmup_steps", "beta1", "beta2", "weight_decay", "grad_clip", "embed_lr", "head_lr",
-                  "muon_lr", "muon_momentum", "muon_weight_decay", "ema_decay", "sample_tokens", "sample_prompt")
-
-
-def check_run_length(cfg: TrainConfig, saved: dict, step: int, path) -> None:
+def check_run_length(cfg: TrainConfig, extend: bool, saved: dict, step: int, path) -> None:
     """A resumed run trains on to the checkpoint's own total, which it has not reached yet.
 
-    A --steps other than the checkpoint's would change the learning-rate schedule under a
-    half-trained model, so it needs --extend.
+    A --steps other than the checkpoint's (`saved`: its train_config) would change the
+    learning-rate schedule under a half-trained model, so it needs --extend.
     """
     total = saved.get("steps", cfg.steps)
-    if cfg.steps != total and not cfg.extend:
+    if cfg.steps != total and not extend:
         raise UsageError(f"{path} is a run of {total} steps and --steps {cfg.steps} would change its schedule: "
                          f"leave --steps out to finish it, or add --extend to train to {cfg.steps}")
     if step > cfg.steps:
@@ -370,18 +355,16 @@ def check_split(batch_size: int, processes: int, fix: str) -> None:
                          f"processes: {fix}")
 
 
-def sample_prompt(cfg: TrainConfig, vocab: str, corpus_start: str) -> tuple[str, str | None]:
+def sample_prompt(cfg: TrainConfig, given: bool, corpus) -> str:
     """The prompt of the evaluation samples, checked against the corpus's characters before
-    training, not at the first sample, and the note to print when it is not --sample-prompt.
+    training, not at the first sample. `given`: --sample-prompt is on the command line.
 
     A corpus without the default prompt's characters samples from its own first characters.
     """
-    missing = "".join(sorted(set(cfg.sample_prompt) - set(vocab)))
+    missing = "".join(sorted(set(cfg.sample_prompt) - set(corpus.vocab)))
     if not cfg.sample_tokens or not missing:
-        return cfg.sample_prompt, None
-    if "sample_prompt" in cfg.given:
+        return cfg.sample_prompt
+    if given:
         raise UsageError(f"--sample-prompt {cfg.sample_prompt!r} has characters the corpus lacks ({missing!r}): "
                          "use characters of the corpus, or --sample-tokens 0 for no samples")
-    prompt = corpus_start[:len(cfg.sample_prompt)]
-    return prompt, (f"note: the corpus lacks characters of the default --sample-prompt {cfg.sample_prompt!r}; "
-                    f"samples start from the corpus's first characters, {prompt!r}")
+    return corpus.start(len(cfg.sample_prompt))

@@ -102,6 +102,11 @@ class Corpus:
     def decode(self, ids: list[int]) -> str:
         return vocab.decode(self.vocab, ids)
 
+    def start(self, length: int) -> str:
+        """The first `length` characters of the training split: where samples start when the
+        corpus lacks the default prompt's characters (trainer.config.sample_prompt)."""
+        return self.decode(self.train[:length].tolist())
+
     def describe(self) -> str:
         """What the banner says of the corpus: its files and characters when it joins several."""
         characters = len(self.train) + len(self.val)

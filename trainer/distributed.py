@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.cli import UsageError
 from common.dist_env import DistEnv
-from trainer.config import TrainConfig
+from trainer.config import RunOptions
 
 
 def machine_cores() -> int:
@@ -56,7 +56,7 @@ def pin_to_cores(env: DistEnv, threads: int) -> None:
         os.sched_setaffinity(0, {core_of_rank(env, cores)})
 
 
-def init(env: DistEnv, timeout_s: int = TrainConfig.timeout) -> None:
+def init(env: DistEnv, timeout_s: int = RunOptions.timeout) -> None:
     """Join the gloo process group when launched by torchrun (a world of one included).
 
     Every collective of the group gives up after `timeout_s` seconds without the other ranks."""
@@ -106,7 +106,7 @@ GRAD_COMPRESSION_HOOKS = {"none": None, "bf16": bf16_compress_on_gloo}
 
 
 def wrap(model: torch.nn.Module, env: DistEnv, options: dict,
-         grad_compression: str = TrainConfig.grad_compression) -> torch.nn.Module:
+         grad_compression: str = RunOptions.grad_compression) -> torch.nn.Module:
     """The model under DDP with these keyword arguments when there is more than one rank, its
     gradients all-reduced as `grad_compression` says (a name of GRAD_COMPRESSION_HOOKS)."""
     if env.world_size == 1:

@@ -1,4 +1,4 @@
-"""make train's launcher: checks the make variables, dry-runs the trainer, then runs torchrun in-process.
+"""make train's launcher: checks the make variables and the run (setup.check_run), then runs torchrun in-process.
 
     python -m trainer.launch [--nproc N] [--nnodes N] [--node-rank R] [--master-addr A] [--local-addr A]
                              [--master-port P] [--max-restarts K] [--rdzv-timeout S] -- TRAINER FLAGS
@@ -20,7 +20,6 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
 """
 
 import importlib
-import json
 import logging
 import os
 import signal
@@ -28,9 +27,10 @@ import sys
 from contextlib import contextmanager
 
 from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
-from trainer.config import parse_config
-from trainer.network import check_loopback, check_port, node_network
-from trainer.resume import LAUNCHER_ENV, STOP_SIGNALS, resume_command
+from common.dist_env import DistEnv
+from trainer.config import parse
+from trainer.network import check_loopback, check_port, gloo_interface, node_network
+from trainer.resume import NODE_ENV, RESUME_ENV, STOP_SIGNALS, resume_command
 
 DEFAULT_RDZV_TIMEOUT = 300
 
@@ -74,32 +74,23 @@ class Launch:
         if os.environ.get("OMP_NUM_THREADS"):  # libgomp would warn about 0 or "abc" and run one thread
             whole_number(os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS", 1)
         self.master_addr, self.local_addr = opts.master_addr, opts.local_addr
-        self.network = self.find_network() if self.nnodes > 1 else None
+        self.network = node_network(self.master_addr, self.local_addr, self.node_rank) if self.nnodes > 1 else None
         if self.nnodes == 1:
             check_loopback()
         self.make_pid = opts.make_pid
         self.flags = opts.trainer_flags
         self.endpoint = f"{self.master_addr}:{self.master_port}"
-        # The trainer's flags as its dry run reads them: bad ones are one line now, before anything starts.
-        self.dry_run_config = parse_config([*self.flags, "--dry-run"])
-        self.resume_command = resume_command(self.dry_run_config, None, self.started_as())
-
-    def find_network(self):
-        """This node's address and interface towards MASTER_ADDR; node 0 hosts the rendezvous there."""
-        network = node_network(self.master_addr, self.local_addr)
-        if self.node_rank == 0 and not network.hosts_master:
-            raise UsageError(f"NODE_RANK=0 hosts the rendezvous at MASTER_ADDR {self.master_addr}, which is not an "
-                             f"address of this machine (this one is {network.address} towards it): run NODE_RANK=0 "
-                             "on the machine that has MASTER_ADDR, or give this machine's address as MASTER_ADDR "
-                             "on every node")
-        return network
+        # The trainer's flags, parsed once here (bad ones are one line now, before anything starts):
+        # the run's checks read them, and the workers get them as they are. The resume command is
+        # built here, where the make variables are known.
+        self.cfg, self.options = parse(self.flags)
+        self.resume_command = resume_command(self.options.command_line, None, self.started_as())
 
     def started_as(self) -> dict:
         """How this launcher was started, for the resume command: its make variables under make
         train, else its own options."""
-        node = {"node": f"node {self.node_rank} at {self.network.address}"} if self.network else {}
         if self.make_pid is None:
-            return {"launch": self.launcher_options(), **node}
+            return {"launch": self.launcher_options()}
         words = [f"NPROC={self.nproc}"]
         if self.nnodes > 1:
             words += [f"NNODES={self.nnodes}", f"NODE_RANK={self.node_rank}", f"MASTER_ADDR={self.master_addr}",
@@ -108,7 +99,7 @@ class Launch:
                 words.append(f"LOCAL_ADDR={self.local_addr}")
         if self.max_restarts:
             words.append(f"MAX_RESTARTS={self.max_restarts}")
-        return {"make": words, **node}
+        return {"make": words}
 
     def launcher_options(self) -> list[str]:
         local = [f"--local-addr={self.local_addr}"] if self.local_addr else []
@@ -140,23 +131,15 @@ class Launch:
 
         # torchrun would force 1 thread per worker: share this machine's cores among them instead.
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, machine_cores() // self.nproc)))
-        os.environ[LAUNCHER_ENV] = json.dumps(self.started_as())
-        self.dry_run()
+        os.environ[RESUME_ENV] = self.resume_command
+        if self.network:
+            os.environ[NODE_ENV] = f"node {self.node_rank} at {self.network.address}"
+        self.check_run()
         if self.nnodes > 1:
             if self.node_rank == 0:
                 check_port(self.master_port)
-            print(self.start_line(self.tell_gloo()), flush=True)
+            print(self.start_line(gloo_interface(self.network)), flush=True)
         return self.torchrun()
-
-    def tell_gloo(self) -> str:
-        """gloo's interface for the other nodes, in GLOO_SOCKET_IFNAME (a value the user set wins):
-        left to itself, gloo offers them the host name's address. Returns it as the start line says it."""
-        if os.environ.get("GLOO_SOCKET_IFNAME"):
-            return f"{os.environ['GLOO_SOCKET_IFNAME']} (GLOO_SOCKET_IFNAME)"
-        if self.network.interface is None:
-            return "an interface not found (name it with GLOO_SOCKET_IFNAME=)"
-        os.environ["GLOO_SOCKET_IFNAME"] = self.network.interface
-        return self.network.interface
 
     def start_line(self, interface: str) -> str:
         """Which node this is, where the others reach it, and the rendezvous it waits for."""
@@ -164,16 +147,14 @@ class Launch:
         return (f"node {self.node_rank} of {self.nnodes} at {self.network.address} on {interface}{hosting}: "
                 f"waiting for {self.nnodes} nodes at {self.endpoint}, up to {self.rdzv_timeout} s (RDZV_TIMEOUT=)")
 
-    def dry_run(self) -> None:
-        """Every check of the trainer's flags, corpus and --out, once, before any worker starts.
+    def check_run(self) -> None:
+        """Every check of the trainer's flags, corpus and --out, once, before any worker starts, as
+        this node's first rank: the first process of every node checks its --out, which it writes
+        (or its node's first does, for nodes on one machine that share one --out)."""
+        from trainer.setup import check_run  # after quiet_agent_warnings: it loads torch
 
-        RANK is this node's first rank, and the first process of every node checks its --out, which
-        it writes (or its node's first does, for nodes on one machine that share one --out)."""
-        from trainer.train import run
-
-        with environment(WORLD_SIZE=str(self.nproc * self.nnodes), LOCAL_WORLD_SIZE=str(self.nproc),
-                         RANK=str(self.node_rank * self.nproc)):
-            run(self.dry_run_config)
+        check_run(self.cfg, self.options, DistEnv(rank=self.node_rank * self.nproc,
+                                                  world_size=self.nproc * self.nnodes, local_world_size=self.nproc))
 
     def torchrun(self) -> int:
         from torch.distributed.elastic.multiprocessing import SignalException

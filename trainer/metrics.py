@@ -12,18 +12,21 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from common import defaults
 from common.cli import UsageError
 from common.files import atomic_write
+
+if TYPE_CHECKING:  # the run folder's module loads torch (trainer.checkpoint): not for make plot
+    from trainer.run_folder import RunFolder
 
 
 class MetricsLog:
     """Builds, writes and reports the records of one run. Every rank keeps one, for the timing;
     only the one made with write=True (rank 0's) touches files."""
 
-    def __init__(self, out: Path, resume_step: int | None, tensorboard: bool, write: bool = True):
-        self.path = Path(out) / defaults.METRICS
+    def __init__(self, folder: "RunFolder", resume_step: int | None, tensorboard: bool, write: bool = True):
+        self.path = folder.metrics
         self.start, self.first_step = time.perf_counter(), (resume_step or 0) + 1
         self.train_time = 0.0  # seconds in training steps, evaluation, sampling and saving excluded
         self.window: list[float] = []  # the durations of the steps since the last evaluation
@@ -42,7 +45,7 @@ class MetricsLog:
 
             # purge_step makes TensorBoard drop the events an earlier writer logged from that step
             # on: after the checkpoint on resume (this run logs them again), all of them on a new run.
-            self._tb = SummaryWriter(log_dir=str(Path(out) / defaults.TENSORBOARD),
+            self._tb = SummaryWriter(log_dir=str(folder.tensorboard),
                                      purge_step=0 if resume_step is None else resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:

@@ -28,11 +28,12 @@ class NodeNetwork:
     hosts_master: bool  # MASTER_ADDR is an address of this machine
 
 
-def node_network(master_addr: str, local_addr: str | None = None) -> NodeNetwork:
+def node_network(master_addr: str, local_addr: str | None = None, node_rank: int | None = None) -> NodeNetwork:
     """Where this node stands towards MASTER_ADDR; `local_addr` (LOCAL_ADDR) overrides the address.
 
-    UsageError when MASTER_ADDR does not resolve or no interface routes to it, or when
-    LOCAL_ADDR is not an address of this machine."""
+    UsageError when MASTER_ADDR does not resolve or no interface routes to it, when LOCAL_ADDR is
+    not an address of this machine, or when node 0 (`node_rank`), which hosts the rendezvous at
+    MASTER_ADDR, is not the machine that has it."""
     master_ip = resolve(master_addr)
     if local_addr:
         address = resolve(local_addr, "LOCAL_ADDR", "give one of this machine's addresses, or leave LOCAL_ADDR unset")
@@ -41,7 +42,25 @@ def node_network(master_addr: str, local_addr: str | None = None) -> NodeNetwork
                              "addresses on the network the other nodes reach it by, or leave LOCAL_ADDR unset")
     else:
         address = route_source(master_ip, master_addr)
-    return NodeNetwork(address, interface_of(address), is_local(master_ip))
+    network = NodeNetwork(address, interface_of(address), is_local(master_ip))
+    if node_rank == 0 and not network.hosts_master:
+        raise UsageError(f"NODE_RANK=0 hosts the rendezvous at MASTER_ADDR {master_addr}, which is not an "
+                         f"address of this machine (this one is {address} towards it): run NODE_RANK=0 "
+                         "on the machine that has MASTER_ADDR, or give this machine's address as MASTER_ADDR "
+                         "on every node")
+    return network
+
+
+def gloo_interface(network: NodeNetwork) -> str:
+    """gloo's interface for the other nodes, in GLOO_SOCKET_IFNAME (a value the user set wins):
+    left to itself, gloo offers them the host name's address. Returns it as the launcher's start
+    line says it."""
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        return f"{os.environ['GLOO_SOCKET_IFNAME']} (GLOO_SOCKET_IFNAME)"
+    if network.interface is None:
+        return "an interface not found (name it with GLOO_SOCKET_IFNAME=)"
+    os.environ["GLOO_SOCKET_IFNAME"] = network.interface
+    return network.interface
 
 
 def resolve(host: str, variable: str = "MASTER_ADDR",

@@ -16,9 +16,7 @@ from pathlib import Path
 from common.cli import UsageError
 from common.dist_env import DistEnv
 from trainer import checkpoint, distributed
-from trainer.config import TrainConfig
-from trainer.resume import launched_by
-from trainer.run_folder import RunFolder
+from trainer.resume import NODE_ENV
 
 
 def keeps_files(env: DistEnv, out: str) -> bool:
@@ -49,20 +47,21 @@ def machine_id() -> str:
 
 def this_node() -> str:
     """How the launcher names this node ("node 1 at 10.0.0.2"), else the host name."""
-    return (launched_by() or {}).get("node") or socket.gethostname()
+    return os.environ.get(NODE_ENV) or socket.gethostname()
 
 
-def agreed_checkpoint(env: DistEnv, cfg: TrainConfig, saved: dict | None, keeps: bool) -> dict | None:
+def agreed_checkpoint(env: DistEnv, path: Path, resume: str | None, saved: checkpoint.Checkpoint | None, keeps: bool,
+                      check_only: bool = False) -> checkpoint.Checkpoint | None:
     """The checkpoint every rank continues from (rank 0's, which keeps files), once the copies of
     every node that keeps them are at the same step; a UsageError that says which file to copy
-    where when they are not. `saved`: this process's own copy (None: it has none, or keeps none)."""
-    path = RunFolder(cfg.out).resume_path(cfg.resume)
+    where when they are not. `path`: the checkpoint this run continues (--resume [CKPT], else its
+    folder's); `saved`: this process's own copy (None: it has none, or keeps none)."""
     mine = {"node": this_node(), "path": str(path.absolute()), "step": saved and saved.step} if keeps else None
     copies = [copy for copy in distributed.gathered(mine) if copy]
     if len({copy["step"] for copy in copies}) > 1:
         raise UsageError(copy_advice(copies))
     saved = distributed.broadcast_from_main(env, saved)
-    if cfg.resume is not None and saved is None and not cfg.dry_run:  # (a dry run sees its own node only)
+    if resume is not None and saved is None and not check_only:  # (a dry run sees its own node only)
         checkpoint.load(path)  # no node has it: the usual error
     return saved
 

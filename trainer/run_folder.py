@@ -32,6 +32,7 @@ class RunFolder:
         self.checkpoint = self.path / defaults.CHECKPOINT
         self.metrics = self.path / defaults.METRICS
         self.loss_plot = self.path / defaults.LOSS_PLOT
+        self.tensorboard = self.path / defaults.TENSORBOARD
         self.made: list[Path] = []  # the folders claim() made
         self.made_lock = False  # whether claim() made the lock file
 
@@ -98,7 +99,8 @@ class RunFolder:
         """The checkpoint --resume [CKPT] names: CKPT, or this folder's."""
         return Path(resume) if resume else self.checkpoint
 
-    def checkpoint_to_resume(self, resume: str | None, run_id: str | None, restart: int) -> dict | None:
+    def checkpoint_to_resume(self, resume: str | None, run_id: str | None,
+                             restart: int) -> checkpoint.Checkpoint | None:
         """The checkpoint this run continues from, loaded, or None to start from scratch.
 
         --resume [CKPT] names it (default <out>/model.pt). Without --resume, a worker that

@@ -3,44 +3,70 @@
 Each step runs on every rank, or where the run folder is concerned on the processes that keep
 the run's files (the first of each node: trainer.nodes), and a UsageError on any rank stops all
 of them together (distributed.agreed), so bad input is one line and exit status 2, never a rank
-left waiting for the others.
+left waiting for the others. `check_run` is the same line for a world that has not started yet:
+make train's launcher and `python -m trainer --dry-run` call it, without a process group.
 """
 
-import dataclasses
+from dataclasses import dataclass
 
 from common.cli import UsageError
 from common.dist_env import DistEnv
 from model import GPTConfig
 from trainer import checkpoint, distributed, memory, nodes
-from trainer.config import TrainConfig, check_run_length, check_split, notes, resolve, sample_prompt
+from trainer.config import RunOptions, TrainConfig, check_run_length, check_split, resolve
 from trainer.data import Corpus, load_corpus, resolve_corpus
 from trainer.run_folder import RunFolder
 
 
-def prepare(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, Corpus, dict | None, bool]:
-    """The run's final configuration, its corpus, the checkpoint it continues (None: from scratch),
-    and whether this process keeps the run's files (nodes.keeps_files).
+@dataclass
+class PreparedRun:
+    """What the setup hands the trainer: the run's two types, its corpus, the checkpoint it
+    continues (None: from scratch), its folder, and whether this process keeps the run's files
+    (nodes.keeps_files)."""
 
-    `cfg` is the command line's configuration; on --resume the checkpoint's settings fill in
-    what the command line leaves out. The dry run (cfg.dry_run) checks the lock without holding it.
+    cfg: TrainConfig
+    options: RunOptions
+    corpus: Corpus
+    saved: checkpoint.Checkpoint | None
+    folder: RunFolder
+    keeps_files: bool
+
+
+def prepare(cfg: TrainConfig, options: RunOptions, env: DistEnv, check_only: bool = False) -> PreparedRun:
+    """The run the command line asks for (config.parse's `cfg` and `options`, checked before any
+    file is read or fetched), set up: on --resume the checkpoint's settings fill in what the
+    command line leaves out, and the corpus settles the sample prompt (final_config). `check_only`
+    (the dry run): the lock on --out is checked, not held, and nothing is printed but errors.
     """
-    distributed.agreed(env, check_processes, cfg, env)
-    corpus = distributed.agreed(env, read_corpus, cfg)
-    folder = RunFolder(cfg.out)
-    keeps = nodes.keeps_files(env, cfg.out)
+    distributed.agreed(env, check_processes, cfg, options, env)
+    corpus = distributed.agreed(env, read_corpus, options, cfg)
+    folder = RunFolder(options.out)
+    keeps = nodes.keeps_files(env, options.out)
     try:
-        saved = distributed.agreed(env, open_folder if keeps else skip, folder, cfg, env)
-        saved = nodes.agreed_checkpoint(env, cfg, saved, keeps)
-        cfg = distributed.agreed(env, continue_run, cfg, corpus, saved)
+        saved = distributed.agreed(env, open_folder if keeps else skip, folder, options, env, check_only)
+        saved = nodes.agreed_checkpoint(env, folder.resume_path(options.resume), options.resume, saved, keeps,
+                                        check_only)
+        cfg, options = distributed.agreed(env, final_config, options, folder, corpus, saved)
         distributed.agreed(env, check_memory, cfg, corpus, env)
     except UsageError:
         if keeps:
             folder.abandon()  # refused before anything was written: --out is left as it was
         raise
-    return choose_sample_prompt(cfg, corpus, saved, env), corpus, saved, keeps
+    if not check_only:
+        print_notes(cfg, options, saved, env)
+    return PreparedRun(cfg, options, corpus, saved, folder, keeps)
 
 
-def check_processes(cfg: TrainConfig, env: DistEnv) -> None:
+def check_run(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
+    """Every check of the setup, for a world of env.world_size processes that has not started:
+    the flags, the corpus (fetched once here, not by every worker), --out and the checkpoint.
+
+    `env` is the first process of a node (make train's launcher: this node's first rank), which
+    checks the --out it writes."""
+    prepare(cfg, options, env, check_only=True)
+
+
+def check_processes(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
     """The world size must split the batch; the corpus is fetched and tokenized by one process per
     machine (the other ranks then find it in the token cache)."""
     counts = ", ".join([str(n) for n in range(1, cfg.batch_size + 1) if cfg.batch_size % n == 0][:6])
@@ -48,27 +74,25 @@ def check_processes(cfg: TrainConfig, env: DistEnv) -> None:
     check_split(cfg.batch_size, env.world_size, f"use a process count that divides {cfg.batch_size} "
                 f"(NPROC={counts}) or a --batch-size that {env.world_size} processes split (e.g. {multiple})")
     if env.local_rank == 0:
-        load_corpus(resolve_corpus(cfg.data, download=True), cfg.block_size)
+        load_corpus(resolve_corpus(options.data, download=True), cfg.block_size)
 
 
-def read_corpus(cfg: TrainConfig) -> Corpus:
-    corpus = load_corpus(resolve_corpus(cfg.data, download=False), cfg.block_size)
-    sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))  # a --sample-prompt it cannot start, before --out
-    return corpus
+def read_corpus(options: RunOptions, cfg: TrainConfig) -> Corpus:
+    return load_corpus(resolve_corpus(options.data, download=False), cfg.block_size)
 
 
-def open_folder(folder: RunFolder, cfg: TrainConfig, env: DistEnv) -> dict | None:
+def open_folder(folder: RunFolder, options: RunOptions, env: DistEnv, check_only: bool) -> checkpoint.Checkpoint | None:
     """Claim --out (writable, not in use by another run) and load the checkpoint to continue.
 
     On a run over several machines, a checkpoint to resume missing here is for
     nodes.agreed_checkpoint to report, with the node that has it."""
-    folder.claim(check_only=cfg.dry_run)
-    if cfg.resume is None and env.restart == 0 and not cfg.start_over:
+    folder.claim(check_only=check_only)
+    if options.resume is None and env.restart == 0 and not options.start_over:
         check_no_stopped_run(folder)
     several_machines = env.world_size > env.local_world_size
-    if cfg.resume is not None and several_machines and not folder.resume_path(cfg.resume).exists():
+    if options.resume is not None and several_machines and not folder.resume_path(options.resume).exists():
         return None
-    return folder.checkpoint_to_resume(cfg.resume, env.run_id, env.restart)
+    return folder.checkpoint_to_resume(options.resume, env.run_id, env.restart)
 
 
 def skip(*args) -> None:
@@ -89,18 +113,22 @@ def check_no_stopped_run(folder: RunFolder) -> None:
                          "train in another --out (OUT= for make), or pass --start-over to replace it")
 
 
-def continue_run(cfg: TrainConfig, corpus: Corpus, saved: dict | None) -> TrainConfig:
-    """On --resume, the checkpoint's settings under the command line's; a checkpoint to continue
-    must fit this run's model shape and corpus, and on --resume have steps left to train."""
-    if saved is None:
-        return cfg
-    path = RunFolder(cfg.out).resume_path(cfg.resume)
-    if cfg.resume is not None:  # else a worker torchrun restarted: its command line is the run's own
-        cfg = resolve(cfg.command_line(), saved.train_config)
-    checkpoint.check_compatible(saved, path, model_config(cfg, corpus), corpus.vocab)
-    if cfg.resume is not None:
-        check_run_length(cfg, saved.train_config, saved.step, path)
-    return cfg
+def final_config(options: RunOptions, folder: RunFolder, corpus: Corpus,
+                 saved: checkpoint.Checkpoint | None) -> tuple[TrainConfig, RunOptions]:
+    """The run's final two types: on --resume the checkpoint's settings under the command line's,
+    the sample prompt settled on the corpus. A checkpoint to continue must fit this run's model
+    shape and corpus, and on --resume have steps left to train.
+
+    A worker torchrun restarted continues its own run without --resume: its command line is the
+    run's own, so the checkpoint's settings are not needed."""
+    resumed = saved is not None and options.resume is not None
+    cfg, options = resolve(options.command_line, saved.train_config if resumed else None, corpus)
+    if saved is not None:
+        path = folder.resume_path(options.resume)
+        checkpoint.check_compatible(saved, path, model_config(cfg, corpus), corpus.vocab)
+        if resumed:
+            check_run_length(cfg, options.extend, saved.train_config, saved.step, path)
+    return cfg, options
 
 
 def check_memory(cfg: TrainConfig, corpus: Corpus, env: DistEnv) -> None:
@@ -109,19 +137,39 @@ def check_memory(cfg: TrainConfig, corpus: Corpus, env: DistEnv) -> None:
                       memory.machine_bytes())
 
 
-def choose_sample_prompt(cfg: TrainConfig, corpus: Corpus, saved: dict | None, env: DistEnv) -> TrainConfig:
-    """The configuration with the prompt the samples start from, saying so when it is not the default."""
-    prompt, note = sample_prompt(cfg, corpus.vocab, corpus_start(corpus, cfg))
-    if note and saved is None and env.first_on_node and not cfg.dry_run:
+def notes(cfg: TrainConfig, options: RunOptions) -> list[str]:
+    """What a run given these values should know, though they are allowed: a flag with no effect."""
+    lines = []
+    if cfg.warmup_steps >= cfg.steps and cfg.schedule != "constant":
+        lines.append(f"note: --warmup-steps {cfg.warmup_steps} is not shorter than the run's {cfg.steps} steps: "
+                     "the learning rate never reaches --lr")
+    idle = [flag for name, flag in (("muon_momentum", "--muon-momentum"), ("muon_weight_decay", "--muon-weight-decay"))
+            if name in options.command_line]
+    if cfg.muon_lr == 0 and idle:
+        lines.append(f"note: {' and '.join(idle)} have no effect without Muon (--muon-lr 0, as --recipe "
+                     f"{cfg.recipe} sets it unless --muon-lr is given)")
+    return lines
+
+
+def prompt_note(cfg: TrainConfig, options: RunOptions) -> str | None:
+    """The note for a run whose samples do not start from the default --sample-prompt it was left
+    at (resolve took the corpus's first characters instead), or None."""
+    default = TrainConfig.sample_prompt
+    if "sample_prompt" in options.command_line or cfg.sample_prompt == default:
+        return None
+    return (f"note: the corpus lacks characters of the default --sample-prompt {default!r}; "
+            f"samples start from the corpus's first characters, {cfg.sample_prompt!r}")
+
+
+def print_notes(cfg: TrainConfig, options: RunOptions, saved: checkpoint.Checkpoint | None, env: DistEnv) -> None:
+    """The notes of a run about to train: the sample prompt it did not keep (on each machine), and
+    flags without effect (once)."""
+    note = prompt_note(cfg, options)
+    if note and saved is None and env.first_on_node:
         print(note, flush=True)
-    if env.is_main and not cfg.dry_run:
-        for line in notes(cfg):
+    if env.is_main:
+        for line in notes(cfg, options):
             print(line, flush=True)
-    return dataclasses.replace(cfg, sample_prompt=prompt)
-
-
-def corpus_start(corpus: Corpus, cfg: TrainConfig) -> str:
-    return corpus.decode(corpus.train[:len(cfg.sample_prompt)].tolist())
 
 
 def model_config(cfg: TrainConfig, corpus: Corpus) -> GPTConfig:

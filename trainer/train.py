@@ -18,7 +18,7 @@ from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
 from trainer.average import WeightAverage
-from trainer.config import TrainConfig
+from trainer.config import RunOptions, TrainConfig
 from trainer.data import Batches, Corpus, stream_seed
 from trainer.metrics import MetricsLog
 from trainer.optim import make_optimizer, state_names
@@ -27,7 +27,7 @@ from trainer.progress import Progress, banner
 from trainer.resume import launched_by, resume_command
 from trainer.run_folder import RunFolder
 from trainer.schedule import lr_at
-from trainer.setup import model_config, prepare
+from trainer.setup import PreparedRun, model_config, prepare
 from trainer.stopping import Diverged, Divergence, LastCheckpointLost, Standing, Stopping, peer_failure
 
 
@@ -45,15 +45,17 @@ class TrainerOptions:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, saved: dict | None = None,
-                 options: TrainerOptions = TrainerOptions(), keeps_files: bool = True):
-        """`keeps_files`: this process writes the run's files (setup.prepare says which do)."""
-        self.cfg, self.env, self.corpus = cfg, env, corpus
+    def __init__(self, cfg: TrainConfig, env: DistEnv, corpus: Corpus, saved: checkpoint.Checkpoint | None = None,
+                 options: TrainerOptions = TrainerOptions(), keeps_files: bool = True,
+                 run_options: RunOptions = RunOptions(), folder: RunFolder | None = None):
+        """`keeps_files`: this process writes the run's files (setup.prepare says which do);
+        `folder`: the run folder setup.prepare built (by default, run_options.out's)."""
+        self.cfg, self.run_options, self.env, self.corpus = cfg, run_options, env, corpus
         self.keeps_files = keeps_files
-        self.folder = RunFolder(cfg.out)
-        self.resume_command = resume_command(cfg, env, launched_by())
+        self.folder = folder or RunFolder(run_options.out)
+        self.resume_command = launched_by() or resume_command(run_options.command_line, env)
         self.model_config = model_config(cfg, corpus)
-        self.dtype, self.dtype_reason = precision.resolve_dtype(cfg.dtype)
+        self.dtype, self.dtype_reason = precision.resolve_dtype(run_options.dtype)
         memory.keep_freed_memory()  # wherever a Trainer steps: the trainer, and the bench's rows
         torch.manual_seed(cfg.seed)  # the initial weights
         self.raw_model = GPT(self.model_config)
@@ -68,7 +70,7 @@ class Trainer:
             self.load_checkpoint(saved)
         # DDP broadcasts rank 0's parameters at construction, then all-reduces every gradient.
         model = torch.compile(self.raw_model) if options.compile else self.raw_model
-        self.model = distributed.wrap(model, env, options.ddp, cfg.grad_compression)
+        self.model = distributed.wrap(model, env, options.ddp, run_options.grad_compression)
         self.stopping = Stopping(env)
         self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
         self.save_error = ""  # why the last failed checkpoint write failed
@@ -165,12 +167,12 @@ class Trainer:
                 cfg = self.cfg
                 return self.stopping.end(Divergence(exc.step, exc.what, cfg.lr, cfg.grad_clip), self.standing())
             except RuntimeError as exc:
-                return self.stopping.end(peer_failure(exc, self.env, self.cfg.timeout), self.standing())
+                return self.stopping.end(peer_failure(exc, self.env, self.run_options.timeout), self.standing())
 
     def _train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        metrics = MetricsLog(self.folder.path, self.step or None, cfg.tensorboard, write=self.keeps_files)
-        progress = Progress(env.first_on_node, cfg.progress, cfg.steps, self.step)
+        metrics = MetricsLog(self.folder, self.step or None, self.run_options.tensorboard, write=self.keeps_files)
+        progress = Progress(env.first_on_node, self.run_options.progress, cfg.steps, self.step)
         stop = False
         try:
             progress.print(banner(cfg, env, self.step, count_parameters(self.raw_model), torch.get_num_threads(),
@@ -236,25 +238,16 @@ def checkpoint_due(cfg: TrainConfig, step: int) -> bool:
     return every or step == cfg.steps
 
 
-def run(cfg: TrainConfig) -> int:
+def run(cfg: TrainConfig, options: RunOptions) -> int:
     """The whole run of one rank: process group, setup, training, and the files at the end (on the
-    first process of each node: trainer.nodes).
-
-    The dry run (`make train` runs it before torchrun starts, with WORLD_SIZE set) is the setup
-    alone, without a process group: bad input is one line from one process, and the corpus is
-    downloaded once, not by every worker.
-    """
+    first process of each node: trainer.nodes). `cfg`, `options`: the command line's (config.parse)."""
     env = DistEnv.from_environ()
-    if cfg.dry_run:
-        prepare(cfg, env)
-        return 0
-    distributed.init(env, cfg.timeout)
+    distributed.init(env, options.timeout)
     trainer = None
     try:
-        cfg, corpus, saved, keeps_files = prepare(cfg, env)
-        trainer = Trainer(cfg, env, corpus, saved, keeps_files=keeps_files)
+        trainer = trainer_of(prepare(cfg, options, env), env)
         status = trainer.train()
-        if status == 0 and keeps_files:
+        if status == 0 and trainer.keeps_files:
             status = finish_run(trainer)
         return status
     finally:
@@ -264,8 +257,13 @@ def run(cfg: TrainConfig) -> int:
         distributed.shutdown()
 
 
+def trainer_of(run: PreparedRun, env: DistEnv) -> Trainer:
+    return Trainer(run.cfg, env, run.corpus, run.saved, keeps_files=run.keeps_files, run_options=run.options,
+                   folder=run.folder)
+
+
 def finish_run(trainer: Trainer) -> int:
     """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports.
     Returns the exit status: 128 + the signal when a stop signal cut them short."""
-    write = partial(write_outputs, trainer.folder, len(trainer.corpus.vocab), trainer.cfg.export)
-    return trainer.stopping.finish(write, trainer.standing(), trainer.cfg.export)
+    write = partial(write_outputs, trainer.folder, len(trainer.corpus.vocab), trainer.run_options.export)
+    return trainer.stopping.finish(write, trainer.standing(), trainer.run_options.export)

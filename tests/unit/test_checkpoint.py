@@ -29,7 +29,7 @@ CONFIG = GPTConfig(vocab_size=3, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
 def one_step() -> tuple[dict, dict, dict]:
     """The weights, optimiser state (with Adam's moments and Muon's momentum) and train_config after a step."""
-    cfg = resolve({"n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
+    cfg, _ = resolve({"n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
     model = GPT(CONFIG)
     optimizer = make_optimizer(model, cfg)
     x = torch.randint(0, 3, (2, 8))
@@ -152,7 +152,7 @@ def without(mapping: dict, *keys: str) -> dict:
 
 # What a run before Muon, the embeddings' own rate and the average wrote: one AdamW's state, a
 # train_config without those fields (recipe "tuned"), and the random state.
-BEFORE_MUON = resolve({"recipe": "adamw", "ema_decay": 0.0, "n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})
+BEFORE_MUON = resolve({"recipe": "adamw", "ema_decay": 0.0, "n_layer": 2, "n_head": 2, "n_embd": 8, "block_size": 8})[0]
 
 
 def an_earlier_checkpoint() -> dict:
@@ -173,8 +173,8 @@ def test_upgrade_fills_in_what_the_earlier_format_lacks():
     config = upgraded["train_config"]
     assert (config["recipe"], config["muon_lr"], config["embed_lr"], config["head_lr"], config["ema_decay"]) == \
         ("adamw", 0.0, 0.0, 0.0, 0.0)  # what the run trained with: AdamW alone at one rate, no average
-    assert (config["muon_momentum"], config["muon_weight_decay"]) == (resolve({}).muon_momentum,
-                                                                    resolve({}).muon_weight_decay)
+    assert (config["muon_momentum"], config["muon_weight_decay"]) == (resolve({})[0].muon_momentum,
+                                                                    resolve({})[0].muon_weight_decay)
     assert {k: v for k, v in config.items() if k in earlier["train_config"] and k != "recipe"} == \
         without(earlier["train_config"], "recipe")  # what it held stays
     assert upgrade(upgraded) == upgraded and upgrade(a_checkpoint()) == a_checkpoint()  # FORMAT, or not ours
@@ -196,7 +196,7 @@ def test_a_checkpoint_of_the_earlier_format_loads_and_resumes_its_optimiser(tmp_
     torch.save(an_earlier_checkpoint(), tmp_path / "model.pt")
     loaded = load(tmp_path / "model.pt")
     assert loaded.step == 7 and loaded.train_config["muon_lr"] == 0.0 and loaded.stepped_weights is loaded.model
-    optimizer = make_optimizer(GPT(CONFIG), resolve({}, loaded.train_config))  # what a --resume builds
+    optimizer = make_optimizer(GPT(CONFIG), resolve({}, loaded.train_config)[0])  # what a --resume builds
     assert list(optimizer.optimizers) == ["adamw"]
 
 

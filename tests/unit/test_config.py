@@ -1,4 +1,4 @@
-"""trainer.config in-process: recipes, the given set, the min_lr rule, limits and the parser's flags."""
+"""trainer.config in-process: recipes, the two types, the min_lr rule, limits and the parser's flags."""
 
 from dataclasses import fields
 
@@ -8,20 +8,30 @@ from common.cli import UsageError
 from trainer.config import (
     RECIPE_FIELDS,
     RECIPES,
+    RunOptions,
     TrainConfig,
     build_parser,
     check_run_length,
-    notes,
-    parse_config,
+    parse,
+    read_command_line,
     resolve,
 )
+from trainer.resume import flags
+
+
+def parse_config(argv: list[str]) -> TrainConfig:
+    return parse(argv)[0]
+
+
+def parse_options(argv: list[str]) -> RunOptions:
+    return parse(argv)[1]
 
 
 def test_defaults_are_the_muon_recipe():
     cfg = parse_config([])
     assert cfg.recipe == "muon" and cfg.muon_lr > 0
     assert {name: getattr(cfg, name) for name in RECIPE_FIELDS} == RECIPES["muon"]
-    assert cfg.given == frozenset()
+    assert parse_options([]).command_line == {}
 
 
 def test_the_adamw_recipe_is_adamw_alone_warmed_up_and_cosine():
@@ -37,10 +47,15 @@ def test_an_explicit_flag_beats_the_recipe():
     assert parse_config(["--recipe", "course", "--lr", "0.01"]).lr == 0.01
 
 
-def test_given_holds_the_flags_on_the_command_line_only():
-    cfg = parse_config(["--recipe", "course", "--steps", "3000", "--no-export", "--resume", "--n-layer", "2"])
-    assert cfg.given == {"recipe", "steps", "export", "resume", "n_layer"}  # --steps at its default still counts
-    assert cfg.export is False and cfg.resume == "" and cfg.n_layer == 2
+def test_the_command_line_holds_the_flags_given_only_and_each_type_its_own_fields():
+    cfg, options = resolve(read_command_line(["--recipe", "course", "--steps", "3000", "--no-export", "--resume",
+                                              "--n-layer", "2"]))
+    # --steps at its default still counts
+    assert set(options.command_line) == {"recipe", "steps", "export", "resume", "n_layer"}
+    assert options.export is False and options.resume == "" and cfg.n_layer == 2
+    train_fields, option_fields = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(RunOptions)}
+    assert not train_fields & option_fields and {"steps", "sample_prompt", "seed"} <= train_fields
+    assert {"out", "data", "dtype", "resume", "timeout", "grad_compression"} <= option_fields
 
 
 def test_a_low_lr_alone_lowers_min_lr_to_it():
@@ -78,10 +93,10 @@ def test_limits_are_one_line_errors(argv, message):
 
 def test_every_field_has_a_flag_with_the_fields_default():
     actions = {action.dest: action for action in build_parser()._actions if action.dest != "help"}
-    names = [f.name for f in fields(TrainConfig) if f.name != "given"]
-    assert sorted(actions) == sorted(names)
-    for name in names:
-        default = None if name in RECIPE_FIELDS else getattr(TrainConfig, name)  # None: the recipe decides
+    defaults = {f.name: f.default for cls in (TrainConfig, RunOptions) for f in fields(cls) if f.name != "command_line"}
+    assert sorted(actions) == sorted(defaults)
+    for name in defaults:
+        default = None if name in RECIPE_FIELDS else defaults[name]  # None: the recipe decides
         assert actions[name].default == default, name
     assert actions["export"].option_strings == ["--no-export"] and actions["export"].const is False
     assert sorted(RECIPES) == sorted(actions["recipe"].choices)
@@ -98,37 +113,38 @@ def test_each_recipe_sets_its_values_and_passes_the_checks():
 
 def test_resolve_puts_the_command_line_over_the_checkpoint_over_the_recipe_over_the_default():
     saved = {"steps": 500, "lr": 1e-3, "seed": 7, "n_layer": 2, "muon_lr": 0.01}
-    cfg = resolve({"seed": 9, "out": "runs"}, saved)
-    assert (cfg.seed, cfg.out) == (9, "runs")  # the command line
+    cfg, options = resolve({"seed": 9, "out": "runs"}, saved)
+    assert (cfg.seed, options.out) == (9, "runs")  # the command line
     assert (cfg.steps, cfg.lr, cfg.n_layer, cfg.muon_lr) == (500, 1e-3, 2, 0.01)  # the checkpoint
     assert cfg.muon_weight_decay == RECIPES["muon"]["muon_weight_decay"]  # the recipe
     assert cfg.eval_iters == TrainConfig.eval_iters  # the default
-    assert cfg.given == {"seed", "out"}
+    assert options.command_line == {"seed": 9, "out": "runs"}
 
 
-def test_resolve_takes_only_the_resumed_fields_from_the_checkpoint():
-    cfg = resolve({}, {"out": "elsewhere", "dtype": "bf16", "export": False, "steps": 40})
-    assert (cfg.out, cfg.dtype, cfg.export, cfg.steps) == (TrainConfig.out, TrainConfig.dtype, True, 40)
+def test_resolve_restores_train_configs_fields_and_ignores_the_other_keys_of_older_checkpoints():
+    cfg, options = resolve({}, {"out": "elsewhere", "dtype": "bf16", "export": False, "steps": 40})
+    assert (options.out, options.dtype, options.export, cfg.steps) == (RunOptions.out, RunOptions.dtype, True, 40)
+    assert sorted(cfg.to_dict()) == sorted(f.name for f in fields(TrainConfig))
 
 
 def test_gradient_compression_is_this_invocations_own_not_the_checkpoints():
     # The link a run is on belongs to where it runs now: a resume on a fast network drops it
     # unless the command line (as the printed resume command does) gives it again.
-    assert resolve({}, {"grad_compression": "bf16", "steps": 40}).grad_compression == "none"
-    cfg = parse_config(["--grad-compression", "bf16"])
-    assert (cfg.grad_compression, cfg.flags(cfg.given)) == ("bf16", ["--grad-compression", "bf16"])
-    assert resolve(cfg.command_line(), {"grad_compression": "none"}).grad_compression == "bf16"
+    assert resolve({}, {"grad_compression": "bf16", "steps": 40})[1].grad_compression == "none"
+    command_line = read_command_line(["--grad-compression", "bf16"])
+    assert flags(command_line) == ["--grad-compression", "bf16"]
+    assert resolve(command_line, {"grad_compression": "none"})[1].grad_compression == "bf16"
 
 
 def test_a_recipe_on_the_command_line_beats_the_checkpoints_recipe_fields():
     saved = {"recipe": "muon", "muon_lr": 0.02, "lr": 2e-3, "steps": 40}
-    cfg = resolve({"recipe": "course"}, saved)
+    cfg, _ = resolve({"recipe": "course"}, saved)
     assert (cfg.recipe, cfg.muon_lr, cfg.lr, cfg.steps) == ("course", 0.0, 3e-4, 40)
-    assert resolve({}, {"recipe": "adamw", "muon_lr": 0.0}).recipe == "adamw"
+    assert resolve({}, {"recipe": "adamw", "muon_lr": 0.0})[0].recipe == "adamw"
 
 
 def test_the_embeddings_own_rate_is_the_muon_recipes():
-    assert (parse_config([]).embed_lr, parse_config(["--recipe", "adamw"]).embed_lr) == (6e-3, 0.0)
+    assert (parse([])[0].embed_lr, parse(["--recipe", "adamw"])[0].embed_lr) == (6e-3, 0.0)
 
 
 def test_the_checkpoints_values_are_checked_too():
@@ -136,12 +152,28 @@ def test_the_checkpoints_values_are_checked_too():
         resolve({}, {"n_embd": 10})
 
 
-def test_the_flags_of_a_configuration_give_it_back():
-    cfg = parse_config(["--out", "a b", "--resume", "--lr", "1e-3", "--no-export", "--sample-prompt", "JULIET:"])
-    assert cfg.flags(cfg.given) == ["--out", "a b", "--resume", "--lr", "0.001", "--sample-prompt", "JULIET:",
-                                    "--no-export"]
-    assert parse_config(cfg.flags(cfg.given)) == cfg
-    assert resolve(cfg.command_line()) == cfg
+def test_the_flags_of_a_command_line_give_it_back():
+    command_line = read_command_line(["--out", "a b", "--resume", "--lr", "1e-3", "--no-export",
+                                      "--sample-prompt", "JULIET:"])
+    assert flags(command_line) == ["--out", "a b", "--resume", "--lr", "0.001", "--sample-prompt", "JULIET:",
+                                   "--no-export"]
+    assert read_command_line(flags(command_line)) == command_line
+
+
+class Corpus:
+    vocab = "\n ,abehinoqrstu"
+
+    def start(self, length: int) -> str:
+        return "to be or not"[:length]
+
+
+def test_resolve_settles_the_sample_prompt_on_the_corpus():
+    cfg, _ = resolve({}, None, Corpus())
+    assert cfg.sample_prompt == "to be "  # the default's length, from the corpus's start
+    assert resolve({"sample_tokens": 0}, None, Corpus())[0].sample_prompt == TrainConfig.sample_prompt
+    assert resolve({}, {"sample_prompt": "to be", "steps": 40}, Corpus())[0].sample_prompt == "to be"
+    with pytest.raises(UsageError, match="^--sample-prompt 'ROMEO:' has characters the corpus lacks"):
+        resolve({"sample_prompt": "ROMEO:"}, None, Corpus())
 
 
 # Issue 37, cause 8: flags whose value was silently changed, ignored or misnamed.
@@ -156,19 +188,11 @@ def test_a_flag_value_that_would_be_changed_or_misnamed_is_one_line(argv, words)
         parse_config(argv)
 
 
-def test_flags_without_effect_get_a_note():
-    assert notes(parse_config([])) == []
-    assert "--warmup-steps 100 is not shorter than the run's 50 steps" in notes(parse_config(
-        ["--recipe", "adamw", "--steps", "50"]))[0]
-    assert "--muon-momentum have no effect without Muon" in notes(parse_config(
-        ["--recipe", "adamw", "--muon-momentum", "0.9"]))[-1]
-
-
 def test_help_shows_no_default_for_a_switch():
     assert "(default: True)" not in build_parser().format_help()
 
 
 def test_extend_below_the_checkpoints_step_names_the_step():
-    cfg = parse_config(["--resume", "--steps", "40", "--extend"])
+    cfg, options = resolve(read_command_line(["--resume", "--steps", "40", "--extend"]))
     with pytest.raises(UsageError, match="is at step 60, past --steps 40"):
-        check_run_length(cfg, {"steps": 100}, 60, "model.pt")
+        check_run_length(cfg, options.extend, {"steps": 100}, 60, "model.pt")

@@ -7,13 +7,14 @@ import math
 import pytest
 
 from trainer.metrics import MetricsLog, read_metrics, read_records, speed_label
+from trainer.run_folder import RunFolder
 
 LOSSES = {"train": 2.123456789, "val": 2.5}
 
 
 @pytest.fixture
 def log(tmp_path):
-    metrics = MetricsLog(tmp_path, resume_step=None, tensorboard=False, write=True)
+    metrics = MetricsLog(RunFolder(tmp_path), resume_step=None, tensorboard=False, write=True)
     yield metrics
     metrics.close()
 
@@ -67,7 +68,7 @@ def test_a_non_finite_loss_is_written_as_null(log, tmp_path):
 
 
 def test_write_false_creates_no_file(tmp_path):
-    log = MetricsLog(tmp_path, resume_step=None, tensorboard=False, write=False)
+    log = MetricsLog(RunFolder(tmp_path), resume_step=None, tensorboard=False, write=False)
     log.step(1, 2.0, 1e-3, 0.5)
     log.step(2, 2.0, 1e-3, 0.5)
     assert log.evaluation(2, LOSSES, 1).endswith("2.00 steps/s over steps 1-2 (training only)")  # still timed
@@ -77,12 +78,12 @@ def test_write_false_creates_no_file(tmp_path):
 
 def test_a_new_run_empties_the_old_file(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 9, "loss": 1.0, "lr": 0.1}\n')
-    MetricsLog(tmp_path, resume_step=None, tensorboard=False).close()
+    MetricsLog(RunFolder(tmp_path), resume_step=None, tensorboard=False).close()
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
 def test_done_line_counts_the_steps_since_the_resume_step(tmp_path):
-    log = MetricsLog(tmp_path, resume_step=10, tensorboard=False, write=False)
+    log = MetricsLog(RunFolder(tmp_path), resume_step=10, tensorboard=False, write=False)
     for step in range(11, 16):
         log.step(step, 2.0, 1e-3, 0.5)
     line = log.done_line(15, tmp_path / "model.pt")
@@ -92,13 +93,13 @@ def test_done_line_counts_the_steps_since_the_resume_step(tmp_path):
 
 
 def test_a_resumed_log_drops_the_records_after_the_resume_step(tmp_path):
-    log = MetricsLog(tmp_path, resume_step=None, tensorboard=False)
+    log = MetricsLog(RunFolder(tmp_path), resume_step=None, tensorboard=False)
     for step in range(1, 7):
         log.step(step, 2.0, 1e-3, 0.1)
         if step % 2 == 0:
             log.evaluation(step, LOSSES, 1)
     log.close()
-    resumed = MetricsLog(tmp_path, resume_step=4, tensorboard=False)
+    resumed = MetricsLog(RunFolder(tmp_path), resume_step=4, tensorboard=False)
     assert [(r["step"], "val_loss" in r) for r in records(tmp_path)] == \
         [(1, False), (2, False), (2, True), (3, False), (4, False), (4, True)]
     resumed.step(5, 1.5, 1e-3, 0.1)
@@ -140,7 +141,7 @@ def test_a_null_loss_is_nan_for_the_picture(tmp_path):
 def test_resume_keeps_the_records_up_to_its_step_despite_a_bad_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(GOOD + b"[1]\n" + b'{"step": 2, "loss": 3.9, "lr": 0.001}\n')
-    MetricsLog(tmp_path, resume_step=1, tensorboard=False).close()
+    MetricsLog(RunFolder(tmp_path), resume_step=1, tensorboard=False).close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 1]
 
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig, next_token_loss
-from trainer.config import parse_config
+from trainer.config import parse
 from trainer.optim import make_optimizer, muon_matrices, newton_schulz, newton_schulz_gram, orthogonalize, pieces
 
 
 def model_and_optimizer(*flags: str):
     torch.manual_seed(0)
     model = GPT(GPTConfig())
-    return model, make_optimizer(model, parse_config(list(flags)))
+    return model, make_optimizer(model, parse(list(flags))[0])
 
 
 def optimised(optimizer, name: str) -> list[torch.nn.Parameter]:

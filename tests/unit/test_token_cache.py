@@ -212,19 +212,21 @@ def test_an_unwritable_corpus_folder_caches_in_a_private_temporary_folder(tmp_pa
 
 def test_a_checkpoint_of_a_corpus_with_a_byte_order_mark_resumes_on_the_same_text_without(tmp_path):
     from trainer.checkpoint import Checkpoint
-    from trainer.config import parse_config
-    from trainer.setup import continue_run, model_config
+    from trainer.config import parse
+    from trainer.run_folder import RunFolder
+    from trainer.setup import final_config, model_config
 
     marked, plain = tmp_path / "marked" / "c.txt", tmp_path / "plain" / "c.txt"
     for path, encoding in ((marked, "utf-8-sig"), (plain, "utf-8")):
         path.parent.mkdir()
         path.write_text(TEXT, encoding=encoding)
     shape = ["--block-size", "8", "--n-layer", "1", "--n-head", "2", "--n-embd", "8", "--steps", "40"]
-    trained = parse_config(["--data", str(marked), *shape])
+    trained, _ = parse(["--data", str(marked), *shape])
     corpus = load_corpus(marked, 8)
     saved = Checkpoint(model={}, model_config=model_config(trained, corpus).to_dict(), vocab=corpus.vocab, step=20,
                        optimizer={}, train_config=trained.to_dict())
-    resumed = continue_run(parse_config(["--resume", "--data", str(plain)]), load_corpus(plain, 8), saved)
+    options = parse(["--resume", "--data", str(plain)])[1]
+    resumed, _ = final_config(options, RunFolder(tmp_path), load_corpus(plain, 8), saved)
     assert resumed.steps == 40  # no "trained on another corpus's vocabulary"
 
 
