@@ -34,7 +34,7 @@ FOLD_TOLERANCE = 1e-6  # |W d - b| after the fold, relative to |b|: float64 pinv
 
 
 CARD_TRAINING_KEYS = ("steps", "batch_size", "seed", "recipe", "lr", "min_lr", "schedule", "warmup_steps", "beta1",
-                      "beta2", "weight_decay", "grad_clip", "dropout", "dtype")
+                      "beta2", "weight_decay", "grad_clip", "dropout")
 
 
 class NotRepresentable(UsageError):
@@ -190,8 +190,10 @@ def model_card(model: GPT, saved: Checkpoint) -> str:
     losses, train_config = saved.losses, saved.train_config
     loss_lines = "\n".join(f"- {k}: {v:.4f}" for k, v in losses.items())
     # The training recipe only: where the run's files were (paths of one machine) says nothing here.
-    config_lines = "\n".join(f"- {k}: {v}" for k, v in train_config.items() if k in CARD_TRAINING_KEYS)
-    corpus = Path(train_config.get("data") or "").name or "its corpus"
+    trained_on = saved.trained_on or {}
+    config_lines = "\n".join([*(f"- {k}: {v}" for k, v in train_config.items() if k in CARD_TRAINING_KEYS),
+                              *([f"- dtype: {trained_on['dtype']}"] if trained_on.get("dtype") else [])])
+    corpus = Path(trained_on.get("corpus") or "").name or "its corpus"
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation

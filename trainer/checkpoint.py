@@ -40,6 +40,9 @@ class Checkpoint:
     world_size: int | None = None  # the processes that trained it
     run_id: str | None = None  # torchrun's: a restarted worker continues only its own run's checkpoint
     training_weights: dict | None = None  # the weights the optimiser steps, where they differ from model
+    # What the model card names that train_config does not hold (this invocation's, not the run's
+    # settings): {"corpus": --data as given, "" for the default, "dtype": the training step's matmuls}.
+    trained_on: dict | None = None
 
     @property
     def stepped_weights(self) -> dict:
@@ -88,6 +91,7 @@ def upgrade(saved: dict) -> dict:
         if isinstance(filled.get("recipe"), str):
             filled["recipe"] = RENAMED_RECIPES.get(filled["recipe"], filled["recipe"])
         upgraded["train_config"] = filled
+        upgraded["trained_on"] = {"corpus": filled.get("data") or "", "dtype": filled.get("dtype")}
     if isinstance(saved.get("optimizer"), dict) and "param_groups" in saved["optimizer"]:
         upgraded["optimizer"] = {"adamw": saved["optimizer"]}
     return upgraded

@@ -135,7 +135,8 @@ class Trainer:
             model=self.average.state_dict(), model_config=self.model_config.to_dict(), vocab=self.corpus.vocab,
             step=self.step, optimizer=self.optimizer.state_dict(), train_config=self.cfg.to_dict(),
             losses=self.last_losses, world_size=self.env.world_size, run_id=self.env.run_id,
-            training_weights=self.raw_model.state_dict() if averaged else None)
+            training_weights=self.raw_model.state_dict() if averaged else None,
+            trained_on={"corpus": self.run_options.data or "", "dtype": self.dtype})
         try:
             checkpoint.save(self.folder.checkpoint, saved)
             self.saved_step = self.step

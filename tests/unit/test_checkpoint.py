@@ -92,7 +92,8 @@ def with_muon_moment(moment: torch.Tensor) -> dict:
 
 
 def test_save_then_load_round_trips(tmp_path):
-    saved = Checkpoint(**a_checkpoint(losses={"train": 1.5, "val": 1.75}, world_size=2, run_id="run"))
+    saved = Checkpoint(**a_checkpoint(losses={"train": 1.5, "val": 1.75}, world_size=2, run_id="run",
+                                      trained_on={"corpus": "input.txt", "dtype": "bf16"}))
     save(tmp_path / "model.pt", saved)
     on_disk = torch.load(tmp_path / "model.pt", weights_only=True)
     assert on_disk["format"] == FORMAT == "shakespeare-gpt/2"
@@ -102,7 +103,8 @@ def test_save_then_load_round_trips(tmp_path):
         weights = getattr(loaded, name)
         assert weights.keys() == WEIGHTS.keys() and all(torch.equal(weights[k], w) for k, w in WEIGHTS.items())
     assert (loaded.model_config, loaded.vocab, loaded.step, loaded.train_config, loaded.losses, loaded.world_size,
-            loaded.run_id) == (CONFIG.to_dict(), "abc", 7, TRAIN_CONFIG, {"train": 1.5, "val": 1.75}, 2, "run")
+            loaded.run_id, loaded.trained_on) == (CONFIG.to_dict(), "abc", 7, TRAIN_CONFIG, {"train": 1.5, "val": 1.75},
+                                                  2, "run", {"corpus": "input.txt", "dtype": "bf16"})
     moments = loaded.optimizer["muon"]["state"][0]["momentum_buffer"]
     assert torch.equal(moments, saved.optimizer["muon"]["state"][0]["momentum_buffer"])
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
@@ -187,9 +189,12 @@ def test_upgrade_of_a_run_from_before_the_embeddings_own_rate_keeps_its_muon():
 
 
 def test_upgrade_keeps_what_a_later_earlier_format_checkpoint_holds():
-    # The trainer wrote every field under the earlier format too before FORMAT: nothing of it is replaced.
-    earlier = {"format": EARLIER_FORMAT, **a_checkpoint(train_config={**TRAIN_CONFIG, "ema_decay": 0.5})}
-    assert upgrade(earlier) == {**earlier, "format": FORMAT}
+    # The trainer wrote every field under the earlier format too before FORMAT: nothing of it is replaced,
+    # and the corpus and dtype its train_config held then are what the model card names.
+    old_config = {**TRAIN_CONFIG, "ema_decay": 0.5, "data": "data/input.txt", "dtype": "bf16"}
+    earlier = {"format": EARLIER_FORMAT, **a_checkpoint(train_config=old_config)}
+    assert upgrade(earlier) == {**earlier, "format": FORMAT,
+                                "trained_on": {"corpus": "data/input.txt", "dtype": "bf16"}}
 
 
 def test_a_checkpoint_of_the_earlier_format_loads_and_resumes_its_optimiser(tmp_path):
