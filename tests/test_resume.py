@@ -12,7 +12,7 @@ from trainer import checkpoint
 from trainer.schedule import lr_at
 
 # Not the defaults, so a resumed run that fell back to them would show in the losses.
-ORIGINAL = ["--steps", 8, "--eval-every", 4, "--save-every", 4, "--lr", "1e-3", "--warmup-steps", 2,
+ORIGINAL = ["--steps", 8, "--eval-every", 4, "--save-every", 4, "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 2,
             "--seed", 7, "--dropout", "0.1", *QUICK]
 
 
