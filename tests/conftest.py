@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,13 @@ from filelock import FileLock
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_CANDIDATES = [ROOT / "data" / "tinyshakespeare.txt", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+# A session started in the background of a script (`cmd &`) or under nohup inherits SIGINT or
+# SIGHUP ignored, and so would every program it starts: the tests that send them would wait in
+# vain. The programs get the defaults a terminal gives them.
+for _signum in (signal.SIGINT, signal.SIGHUP):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL)
 
 
 def corpus_file() -> Path:
