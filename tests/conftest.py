@@ -17,10 +17,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 # A session started in the background of a script (`cmd &`) or under nohup inherits SIGINT or
 # SIGHUP ignored, and so would every program it starts: the tests that send them would wait in
-# vain. The programs get the defaults a terminal gives them.
-for _signum in (signal.SIGINT, signal.SIGHUP):
+# vain. Each gets the handler a Python started from a terminal has.
+for _signum, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
     if signal.getsignal(_signum) == signal.SIG_IGN:
-        signal.signal(_signum, signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL)
+        signal.signal(_signum, _handler)
 
 
 def corpus_file() -> Path:
