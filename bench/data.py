@@ -116,16 +116,19 @@ class MemoryWatch:
                     pass
 
     def sample(self, pid: int) -> None:
-        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        roles = {b"trainer.launch": "launcher", b"trainer": "worker"}  # python -m ...; make is neither
-        role = next((roles[word] for word in words if word in roles), None)
-        if role is None:
+        # The launcher forks the workers, which name themselves "rank N"; make is neither.
+        if Path(f"/proc/{pid}/comm").read_text().startswith("rank "):
+            role = "worker"
+        elif b"trainer.launch" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            role = "launcher"
+        else:
             return
         status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
         now = {"peak_mb": int(status["VmHWM"].split()[0]) / 1024,  # the kernel's own peak of VmRSS
                "file_mb": int(status["RssFile"].split()[0]) / 1024,  # file pages: libraries and the map
                "token_map_mb": token_map_kb(pid, self.token_file) / 1024}
-        seen = self.peaks.setdefault(pid, {"role": role, **dict.fromkeys(now, 0.0)})
+        seen = self.peaks.setdefault(pid, dict.fromkeys(now, 0.0))
+        seen["role"] = role  # a worker seen in the instant between its fork and its name is one
         for key, value in now.items():
             seen[key] = max(seen[key], value)
 

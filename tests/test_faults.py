@@ -106,24 +106,30 @@ def test_sigterm_checkpoints_and_exits_within_10s_and_resumes_at_another_world_s
     assert_same_run(tmp_path, reference["single"], tol=1e-4)
 
 
-def worker_pids(launcher_pid: int) -> list[int]:
-    """The torchrun workers (`python -u -m trainer`) started under `launcher_pid`, at any depth."""
-    parents, commands = {}, {}
+def worker_pids(make_pid: int) -> list[int]:
+    """The workers of the make train started as `make_pid`: its descendants named "rank N" (the
+    launcher forks them, and names them so)."""
+    parents, names = {}, {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            commands[int(proc.name)] = (proc / "cmdline").read_bytes().split(b"\0")
+            names[int(proc.name)] = (proc / "comm").read_text().strip()
         except (OSError, IndexError):
             continue
 
     def descends(pid: int) -> bool:
         while pid > 1:
             pid = parents.get(pid, 0)
-            if pid == launcher_pid:
+            if pid == make_pid:
                 return True
         return False
 
-    return [pid for pid, cmd in commands.items() if b"-u" in cmd and b"trainer" in cmd and descends(pid)]
+    return [pid for pid, name in names.items() if name.startswith("rank ") and descends(pid)]
+
+
+def rank_of(pid: int) -> int:
+    """The rank of a worker, from its name."""
+    return int((Path("/proc") / str(pid) / "comm").read_text().split()[1])
 
 
 def test_sigkill_of_one_worker_under_max_restarts_completes_the_same_run(tmp_path, corpus, reference):

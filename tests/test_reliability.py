@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from tests.conftest import QUICK, ROOT, assert_one_line_error, child_env, read_jsonl, run, step_losses, trainer_cmd
-from tests.test_faults import start, wait_for_step, worker_pids
+from tests.test_faults import rank_of, start, wait_for_step, worker_pids
 from tests.test_launch import error_lines, make_train
 from trainer import checkpoint, run_folder
 from trainer.metrics import MetricsLog, read_metrics
@@ -246,11 +246,6 @@ def test_workers_stop_soon_after_their_launcher_is_killed(tmp_path, corpus):
 
 
 # -- 7. a frozen worker --------------------------------------------------------------------------
-
-
-def rank_of(pid: int) -> int:
-    environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
-    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
 
 
 def test_a_killed_rank_is_one_line_whatever_gloo_says_on_the_survivor(tmp_path, corpus):

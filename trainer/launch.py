@@ -16,14 +16,22 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   save a checkpoint and print the command that resumes the run; torchrun's SignalException traceback is
   not shown, and the exit status is 128 + the signal number;
 - a worker that fails has printed its own line; its exit status is passed on without torchrun's
-  ChildFailedError report.
+  ChildFailedError report;
+- the workers are forked from this process once it has imported torch and the trainer (torchrun's
+  function entrypoint, start method fork): `python -m trainer` spends about 2 s of each worker's
+  start importing them, once per process. Each worker then starts as torchrun's own would (`worker`).
 """
 
+import ctypes
+import gc
 import importlib
 import logging
 import os
 import signal
 import sys
+import time
+import traceback
+import uuid
 from contextlib import contextmanager
 
 from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
@@ -108,8 +116,8 @@ class Launch:
                 f"--max-restarts={self.max_restarts}", f"--rdzv-timeout={self.rdzv_timeout}"]
 
     def torchrun_args(self) -> list[str]:
-        if self.nnodes == 1:
-            rendezvous = ["--standalone"]
+        if self.nnodes == 1:  # what torchrun --standalone sets
+            rendezvous = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", f"--rdzv-id={uuid.uuid4()}"]
         else:
             # read_timeout bounds each store operation, join_timeout the wait for all nodes. Node 0
             # hosts the store (is_host): torchrun's own guess compares MASTER_ADDR with the host
@@ -160,7 +168,8 @@ class Launch:
         from torch.distributed.elastic.multiprocessing import SignalException
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
         from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousTimeoutError
-        from torch.distributed.run import parse_args, run
+        from torch.distributed.launcher.api import elastic_launch
+        from torch.distributed.run import config_from_args, parse_args
 
         # torchrun's warnings on a signal ("Received 2 death signal, shutting down workers") would
         # come after the workers' resume line; the workers say what happened themselves. Each of
@@ -171,8 +180,12 @@ class Launch:
         # ... and its error on a failed worker ("failed (exitcode: -9) local_rank: 1") would come
         # before worker_failed's line, which says the same.
         logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+        logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..."
+        config, _, _ = config_from_args(parse_args(self.torchrun_args()))
+        config.start_method = "fork"
+        preload_the_trainer()
         try:
-            run(parse_args(self.torchrun_args()))
+            elastic_launch(config, entrypoint=worker)(self.flags)
         except SignalException as exc:
             return self.stopped_by(exc.sigval)
         except ChildFailedError as exc:
@@ -223,11 +236,66 @@ class Launch:
         return failure.exitcode  # the worker has printed its own line
 
 
+def preload_the_trainer() -> None:
+    """Import the trainer, so that each forked worker starts with it. Not torch._dynamo, which
+    torch.optim imports as a worker builds its first optimiser (1 s): imported here, it would make
+    torchrun's rendezvous, which walks the stack with inspect (slower with more modules loaded),
+    as slow again, before any worker starts."""
+    import torch
+
+    import trainer.train  # noqa: F401
+
+    # This process runs no torch work; one thread here keeps OpenMP from starting a thread pool
+    # that the forked workers would inherit broken (libgomp's pool does not survive a fork).
+    torch.set_num_threads(1)
+    gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
+
+
+# The signal handlers a Python process starts with: a forked worker drops the agent's, which
+# raise torchrun's SignalException, for these.
+FRESH_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                  signal.SIGHUP: signal.SIG_DFL, signal.SIGQUIT: signal.SIG_DFL}
+PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
+PEER_GONE_LINGER_S = 1.0
+
+
+def worker(flags: list[str]) -> None:
+    """One rank, forked by torchrun's agent: `python -u -m trainer FLAGS` without its imports.
+
+    It starts as torchrun's own workers do: in a session of its own (a Ctrl-C reaches it once,
+    passed on by the agent), with Python's signal handlers, and without torch.multiprocessing's
+    SIGINT on the launcher's death (the trainer watches for that itself). Its name in ps and top,
+    and in /proc/PID/comm, is "rank N". Its exit status is the trainer's."""
+    from trainer.__main__ import main
+
+    os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, 0)
+    libc.prctl(PR_SET_NAME, f"rank {os.environ['RANK']}".encode())
+    for signum, handler in FRESH_HANDLERS.items():
+        signal.signal(signum, handler)
+    sys.stdout.reconfigure(line_buffering=True)  # python -u: each line as it is printed
+    try:
+        status = main(flags)
+    except KeyboardInterrupt:
+        status = 128 + signal.SIGINT
+    except Exception:  # torch.multiprocessing would put the traceback in a file, unseen
+        traceback.print_exc()
+        status = 1
+    if status == EXIT_PEER_GONE:
+        # The agent reports one failed worker, the first it finds in rank order, and the launcher
+        # names the rank that died: this survivor ends after the agent has seen it (it looks every
+        # 0.1 s, and then ends this process).
+        time.sleep(PEER_GONE_LINGER_S)
+    if status:
+        sys.exit(status)
+
+
 def quiet_agent_warnings() -> None:
     """torchrun's agent runs in this process, and its C++ warnings (a broken connection to a store
     that has gone, with a 30-line stack) repeat what the launcher and the workers say in a line:
-    torch is loaded here with TORCH_CPP_LOG_LEVEL=ERROR, which c10 reads once as it loads, and the
-    workers keep the level they would have had. A level the user set wins."""
+    torch is loaded here with TORCH_CPP_LOG_LEVEL=ERROR, which c10 reads once as it loads; the
+    workers, forked from here, share it. A level the user set wins."""
     if "TORCH_CPP_LOG_LEVEL" in os.environ:
         return
     with environment(TORCH_CPP_LOG_LEVEL="ERROR"):
