@@ -59,6 +59,11 @@ def trainer_cmd(nproc: int | None, *args) -> list[str]:
     return [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer", *map(str, args)]
 
 
+def launcher_cmd(nproc: int, *args) -> list[str]:
+    """make train's launcher without make: python -m trainer.launch --nproc=N -- FLAGS."""
+    return [sys.executable, "-m", "trainer.launch", f"--nproc={nproc}", "--", *map(str, args)]
+
+
 def session_folder(tmp_path_factory, worker_id) -> Path:
     """This test session's temporary folder, the same for every pytest-xdist worker."""
     base = tmp_path_factory.getbasetemp()
@@ -94,9 +99,9 @@ RUN = ["--steps", STEPS, "--eval-every", 6, "--batch-size", 8, "--dtype", "fp32"
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, worker_id, corpus):
-    """reference_run(nproc, *flags): the --out of an uninterrupted RUN with these flags (torchrun
-    above one process). Each is trained once per session, like trained_run, so the modules that
-    compare with the same run share it."""
+    """reference_run(nproc, *flags): the --out of an uninterrupted RUN with these flags (make
+    train's launcher above one process). Each is trained once per session, like trained_run, so the
+    modules that compare with the same run share it."""
     shared = session_folder(tmp_path_factory, worker_id)
 
     def reference(nproc: int, *flags) -> Path:
@@ -105,7 +110,8 @@ def reference_run(tmp_path_factory, worker_id, corpus):
         with FileLock(shared / f"{name}.lock"):
             if not (out / "complete").is_file():
                 shutil.rmtree(out, ignore_errors=True)
-                result = run(trainer_cmd(None if nproc == 1 else nproc, "--data", corpus, "--out", out, *RUN, *flags))
+                args = ["--data", corpus, "--out", out, *RUN, *flags]
+                result = run(trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args))
                 assert result.returncode == 0, result.stderr[-3000:]
                 assert eval_records(out)[-1]["world_size"] == nproc
                 (out / "complete").write_text("")  # written last: the run is whole

@@ -166,9 +166,9 @@ def test_checkpoint_without_the_optimizer_state_names_the_key(tmp_path, corpus, 
     assert_one_line_error(result, "lacks 'optimizer'", str(tmp_path / "model.pt"))
 
 
-# Issue 20: a damaged checkpoint is one line in every reader (the trainer's --resume, make export,
+# A damaged checkpoint is one line in every reader (the trainer's --resume, make export,
 # make generate), since all of them read it through trainer.checkpoint.load.
-# Issue 37: the values inside, too (a NaN weight, a train_config value no flag takes, a moment of another shape).
+# The values inside, too (a NaN weight, a train_config value no flag takes, a moment of another shape).
 @pytest.mark.parametrize("damage, reader", [("weight", "resume"), ("optimizer", "export"), ("step", "generate"),
                                             ("a directory", "generate"), ("model.json", "resume"),
                                             ("nan weight", "generate"), ("steps string", "resume"),

@@ -60,7 +60,7 @@ def generate(path: Path, *flags) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "export.generate", path, "--tokens", 5, *flags])
 
 
-# Issue 11, item 5: every loader checks the file against model.json.
+# Every loader checks the file against model.json.
 
 @pytest.mark.parametrize("name", EXPORTS)
 def test_a_damaged_export_is_refused_by_make_generate(export_set, name):
@@ -83,7 +83,7 @@ def test_a_manifest_without_the_files_hash_is_refused(export_set):
     assert_one_line_error(generate(export_set / "model.pt2"), "lists no SHA-256 for model.pt2", "make export")
 
 
-# Issue 12: make generate with bad input.
+# make generate with bad input.
 
 @pytest.mark.parametrize("variable, words", [
     ("TEMPERATURE=nan", ["--temperature", "nan"]),
@@ -124,7 +124,7 @@ def test_a_prompt_with_dollars_quotes_and_spaces_reaches_make_generate_unchanged
     assert result.stdout == prompt + "\n"
 
 
-# Issue 12: make cpp-generate.
+# make cpp-generate.
 
 @pytest.mark.parametrize("variable, words", [
     ("PROMPT=", ["--prompt is empty"]),
@@ -171,7 +171,7 @@ def test_the_cpp_program_says_it_builds_then_samples_like_make_generate(trained_
     assert other_seed.stdout.startswith("JULIET:") and other_seed.stdout != python.stdout
 
 
-# Issue 12: the ONNX-only example is as careful as the rest.
+# The ONNX-only example is as careful as the rest.
 
 @pytest.mark.parametrize("flags, words", [
     (["--prompt", ""], ["--prompt is empty"]),
@@ -200,7 +200,7 @@ def test_the_onnx_example_refuses_a_missing_or_wrong_manifest(export_set, manife
 
 def test_the_onnx_example_names_a_block_size_its_model_cannot_run(export_set):
     """A model.onnx without its metadata beside a format-1 model.json that claims a longer context:
-    onnxruntime's failure at the 129th character was a traceback (issue 37)."""
+    onnxruntime's failure at the 129th character would be a traceback."""
     import hashlib
 
     import onnx
@@ -214,7 +214,7 @@ def test_the_onnx_example_names_a_block_size_its_model_cannot_run(export_set):
                           "cannot run a context of 129 characters", "make export")
 
 
-# Issue 20, cause 2: one sampling rule, and text as it is generated.
+# One sampling rule, and text as it is generated.
 
 def test_a_temperature_too_small_for_fp32_is_greedy_in_python_onnx_and_cpp(trained_run, cpp_program):
     model = trained_run / "model.ts"
@@ -250,7 +250,7 @@ def test_every_generator_streams_and_ctrl_c_keeps_the_text(trained_run, generato
 
 
 def test_the_cpp_program_names_a_prompt_byte_that_is_not_utf8(trained_run, cpp_program):
-    """Issue 37: a stray byte was called a character missing from the vocabulary."""
+    """A stray byte was called a character missing from the vocabulary."""
     result = subprocess.run([str(cpp_program), str(trained_run / "model.ts"), "--prompt", b"ROMEO\xff:"],
                             capture_output=True, text=True, errors="replace", env=child_env(), timeout=120)
     assert_one_line_error(result, "the prompt is not UTF-8 text (byte 0xFF at position 5)")

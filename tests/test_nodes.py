@@ -205,7 +205,7 @@ def test_node_rank_0_on_a_machine_without_master_addr_is_one_line(tmp_path, corp
 
 
 def test_a_one_machine_run_without_loopback_is_one_line(tmp_path, corpus):
-    """A namespace of its own, whose lo stays down (issue 37, cause 10)."""
+    """A namespace of its own, whose lo stays down."""
     namespace = f"gpt{os.getpid() % 100000}lo"
     subprocess.run(["ip", "netns", "add", namespace], check=True, capture_output=True)
     try:

@@ -270,7 +270,7 @@ def test_make_serve_on_a_busy_port_is_one_line(web_model):
     assert_one_line_error(result, f"127.0.0.1:{port}", "PORT=")
 
 
-# Issue 20, cause 4: the server's bad input.
+# The server's bad input.
 
 @pytest.mark.parametrize("port", [70000, -1])
 def test_a_port_out_of_range_is_one_line(tmp_path, port):

@@ -135,6 +135,12 @@ class Launch:
 
     def run(self) -> int:
         quiet_agent_warnings()  # before anything loads torch
+        import torch
+
+        # The launcher's torch work (the checks of a checkpoint to resume) runs on one thread, so
+        # that OpenMP starts no thread pool here for the forked workers to inherit broken: libgomp's
+        # pool does not survive a fork.
+        torch.set_num_threads(1)
         from trainer.distributed import machine_cores
 
         # torchrun would force 1 thread per worker: share this machine's cores among them instead.
@@ -238,16 +244,10 @@ class Launch:
 
 def preload_the_trainer() -> None:
     """Import the trainer, so that each forked worker starts with it. Not torch._dynamo, which
-    torch.optim imports as a worker builds its first optimiser (1 s): imported here, it would make
-    torchrun's rendezvous, which walks the stack with inspect (slower with more modules loaded),
-    as slow again, before any worker starts."""
-    import torch
-
+    torch.optim imports as a worker builds its first optimiser: imported here, its second would
+    hold up the start of every worker, where the workers import it side by side."""
     import trainer.train  # noqa: F401
 
-    # This process runs no torch work; one thread here keeps OpenMP from starting a thread pool
-    # that the forked workers would inherit broken (libgomp's pool does not survive a fork).
-    torch.set_num_threads(1)
     gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
 
 

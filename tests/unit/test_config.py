@@ -176,7 +176,7 @@ def test_resolve_settles_the_sample_prompt_on_the_corpus():
         resolve({"sample_prompt": "ROMEO:"}, None, Corpus())
 
 
-# Issue 37, cause 8: flags whose value was silently changed, ignored or misnamed.
+# Flags whose value was silently changed, ignored or misnamed.
 @pytest.mark.parametrize("argv, words", [
     (["--muon-lr", "1e-400"], "--muon-lr: 1e-400 is too small for a float (it would be 0)"),
     (["--lr", "0.0x"], "--lr: invalid float value: '0.0x'"),

@@ -107,7 +107,7 @@ def test_a_resumed_log_drops_the_records_after_the_resume_step(tmp_path):
     assert records(tmp_path)[-1] == {"step": 5, "loss": 1.5, "lr": 1e-3}
 
 
-# Issue 20, cause 5: a reader of metrics.jsonl survives any line with one warning.
+# A reader of metrics.jsonl survives any line with one warning.
 
 GOOD = b'{"step": 1, "loss": 4.1, "lr": 0.001}\n{"step": 1, "train_loss": 4.0, "val_loss": 4.2}\n'
 HOSTILE = [b"[1, 2]", b'"text"', b"null", b'{"loss": 3.0}', b'{"step": "7"}', b'{"step": true}', b"\xff\xfe{}",
