@@ -36,8 +36,10 @@ def corpus() -> Path:
 
 
 def child_env(**extra) -> dict:
-    launched_by = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in launched_by}
+    # Without PYTHONDONTWRITEBYTECODE, which some environments set: the tests start some 300
+    # programs, and each would compile the project's modules again.
+    left_out = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
