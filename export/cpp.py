@@ -10,14 +10,13 @@ text as it comes; Ctrl-C ends it there, with exit status 130 and no traceback fr
 """
 
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 from common.cli import UsageError, command
 from common.files import existing_file
@@ -34,12 +33,15 @@ def build() -> Path:
     if compiler is None:
         raise UsageError("g++ not found: install a C++ compiler (apt install g++) or set CXX")
     sources = b"".join(path.read_bytes() for path in [SOURCE, *HEADERS])
-    key = hashlib.sha256(sources + torch.__version__.encode()).hexdigest()[:12]
+    # torch's version from its metadata: torch itself is imported only to build (a second).
+    key = hashlib.sha256(sources + importlib.metadata.version("torch").encode()).hexdigest()[:12]
     binary = BUILD_DIR / f"generate-{key}"
     if binary.is_file():
         return binary
     print("building the C++ generator (once, ~25 s)", file=sys.stderr, flush=True)
     BUILD_DIR.mkdir(exist_ok=True)
+    import torch
+
     torch_dir = Path(torch.__file__).parent
     include, lib = torch_dir / "include", torch_dir / "lib"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)  # must match the wheel's, or linking fails

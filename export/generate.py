@@ -9,6 +9,8 @@ printed (exit status 130).
 An hf/ folder (make export writes one) is loaded through transformers: export/hf_load.py.
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
@@ -16,17 +18,18 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from common import defaults
 from common.cli import OneLineParser, UsageError, command
 from common.files import existing_file
 from common.vocab import encode
-from export.artifacts import INPUT_NAME, OUTPUT_NAME, load_trained_model
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
-from model.sample import stream
+
+# torch (a second to import) only once a model is loaded: bad flags, a missing file and a
+# manifest that does not vouch for the file are refused at once.
+if TYPE_CHECKING:
+    import torch
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (| head)
@@ -53,6 +56,8 @@ def load_model(path: str | Path) -> LoadedModel:
     existing_file(path, "model", "name a model file, or train (make train) and export (make export) first")
     runtime = FORMATS[path.suffix]
     if path.suffix == ".pt":
+        from export.artifacts import load_trained_model
+
         model, saved = load_trained_model(path)
         return LoadedModel(model, saved.vocab, model.config.block_size, runtime)
     manifest = read_manifest(path.with_name(defaults.MANIFEST))
@@ -70,6 +75,8 @@ def load_model(path: str | Path) -> LoadedModel:
 
 def _load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[str, int] | None]:
     """The model's logits function, and the (vocab, block_size) it carries (None if it carries none)."""
+    import torch
+
     if path.suffix == ".ts":
         extra = {"vocab.txt": "", "block_size.txt": ""}
         with warnings.catch_warnings():
@@ -82,6 +89,8 @@ def _load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
         return program.module(), read_embedded_facts(extra, str(path))
     import onnxruntime
 
+    from export.artifacts import INPUT_NAME, OUTPUT_NAME
+
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # a failed run is reported as one line here, not logged in colour too
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -92,6 +101,8 @@ def _load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], 
 def _check_agrees(model: LoadedModel, facts: tuple[str, int] | None, path: Path, manifest: Path) -> None:
     """model.json must describe the model: its own vocabulary and block size (files of format 2
     carry them) and, for every file, logits over len(vocab) characters for a full context."""
+    import torch
+
     mismatch = f"{manifest} does not match {path}"
     if facts is not None and facts != (model.vocab, model.block_size):
         what = ("vocabulary" if facts[0] != model.vocab
@@ -111,6 +122,10 @@ def text_stream(model: LoadedModel, prompt: str, tokens: int, temperature: float
                 top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
     """The prompt, then `tokens` more characters, each yielded as soon as it is picked.
     temperature 0 is greedy decoding."""
+    import torch
+
+    from model.sample import stream
+
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     ids = encode(model.vocab, prompt)  # before the prompt is yielded: a bad prompt prints nothing
     yield prompt

@@ -1,6 +1,9 @@
-"""No import cycle among the project's modules, counting the imports inside functions too."""
+"""No import cycle among the project's modules, counting the imports inside functions too; the
+commands' front modules without torch."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +68,13 @@ def test_the_project_has_no_import_cycle():
 def test_a_cycle_is_found():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_commands_read_their_flags_without_torch():
+    """python -m trainer, export.generate and export.cpp refuse bad flags before torch is imported
+    (a second): their modules, as the command line starts them, do not import it."""
+    code = ("import sys, trainer.config, export.generate, export.cpp; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
