@@ -18,19 +18,15 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
 - a worker that fails has printed its own line; its exit status is passed on without torchrun's
   ChildFailedError report;
 - the workers are forked from this process once it has imported torch and the trainer (torchrun's
-  function entrypoint, start method fork): `python -m trainer` spends about 2 s of each worker's
-  start importing them, once per process. Each worker then starts as torchrun's own would (`worker`).
+  function entrypoint, start method fork), where a worker that `torchrun -m trainer` starts
+  imports them first; each then starts as torchrun's own would (`trainer.forked`).
 """
 
-import ctypes
-import gc
 import importlib
 import logging
 import os
 import signal
 import sys
-import time
-import traceback
 import uuid
 from contextlib import contextmanager
 
@@ -177,6 +173,8 @@ class Launch:
         from torch.distributed.launcher.api import elastic_launch
         from torch.distributed.run import config_from_args, parse_args
 
+        from trainer import forked  # the workers' code: imported here, after torch
+
         # torchrun's warnings on a signal ("Received 2 death signal, shutting down workers") would
         # come after the workers' resume line; the workers say what happened themselves. Each of
         # its loggers has its own level, so the parent's level does not reach them.
@@ -189,9 +187,9 @@ class Launch:
         logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..."
         config, _, _ = config_from_args(parse_args(self.torchrun_args()))
         config.start_method = "fork"
-        preload_the_trainer()
+        forked.preload()
         try:
-            elastic_launch(config, entrypoint=worker)(self.flags)
+            elastic_launch(config, entrypoint=forked.run)(self.flags)
         except SignalException as exc:
             return self.stopped_by(exc.sigval)
         except ChildFailedError as exc:
@@ -240,55 +238,6 @@ class Launch:
             return fail(f"rank {rank} lost its connection to another rank, which died; the last checkpoint is "
                         f"intact; resume with: {self.resume_command}")
         return failure.exitcode  # the worker has printed its own line
-
-
-def preload_the_trainer() -> None:
-    """Import the trainer, so that each forked worker starts with it. Not torch._dynamo, which
-    torch.optim imports as a worker builds its first optimiser: imported here, its second would
-    hold up the start of every worker, where the workers import it side by side."""
-    import trainer.train  # noqa: F401
-
-    gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
-
-
-# The signal handlers a Python process starts with: a forked worker drops the agent's, which
-# raise torchrun's SignalException, for these.
-FRESH_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
-                  signal.SIGHUP: signal.SIG_DFL, signal.SIGQUIT: signal.SIG_DFL}
-PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
-PEER_GONE_LINGER_S = 1.0
-
-
-def worker(flags: list[str]) -> None:
-    """One rank, forked by torchrun's agent: `python -u -m trainer FLAGS` without its imports.
-
-    It starts as torchrun's own workers do: in a session of its own (a Ctrl-C reaches it once,
-    passed on by the agent), with Python's signal handlers, and without torch.multiprocessing's
-    SIGINT on the launcher's death (the trainer watches for that itself). Its name in ps and top,
-    and in /proc/PID/comm, is "rank N". Its exit status is the trainer's."""
-    from trainer.__main__ import main
-
-    os.setsid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, 0)
-    libc.prctl(PR_SET_NAME, f"rank {os.environ['RANK']}".encode())
-    for signum, handler in FRESH_HANDLERS.items():
-        signal.signal(signum, handler)
-    sys.stdout.reconfigure(line_buffering=True)  # python -u: each line as it is printed
-    try:
-        status = main(flags)
-    except KeyboardInterrupt:
-        status = 128 + signal.SIGINT
-    except Exception:  # torch.multiprocessing would put the traceback in a file, unseen
-        traceback.print_exc()
-        status = 1
-    if status == EXIT_PEER_GONE:
-        # The agent reports one failed worker, the first it finds in rank order, and the launcher
-        # names the rank that died: this survivor ends after the agent has seen it (it looks every
-        # 0.1 s, and then ends this process).
-        time.sleep(PEER_GONE_LINGER_S)
-    if status:
-        sys.exit(status)
 
 
 def quiet_agent_warnings() -> None:
