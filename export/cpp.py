@@ -33,7 +33,7 @@ def build() -> Path:
     if compiler is None:
         raise UsageError("g++ not found: install a C++ compiler (apt install g++) or set CXX")
     sources = b"".join(path.read_bytes() for path in [SOURCE, *HEADERS])
-    # torch's version from its metadata: torch itself is imported only to build (a second).
+    # torch's version from its metadata: torch itself is imported only to build.
     key = hashlib.sha256(sources + importlib.metadata.version("torch").encode()).hexdigest()[:12]
     binary = BUILD_DIR / f"generate-{key}"
     if binary.is_file():

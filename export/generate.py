@@ -26,7 +26,7 @@ from common.files import existing_file
 from common.vocab import encode
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
 
-# torch (a second to import) only once a model is loaded: bad flags, a missing file and a
+# torch (slow to import) only once a model is loaded: bad flags, a missing file and a
 # manifest that does not vouch for the file are refused at once.
 if TYPE_CHECKING:
     import torch

@@ -28,8 +28,7 @@ PEER_GONE_LINGER_S = 1.0
 def preload() -> None:
     """Import the trainer in the launcher, so that each forked worker starts with it. Not
     torch._dynamo, which torch.optim imports as a worker builds its first optimiser: imported
-    here, its second would hold up the start of every worker, where the workers import it side
-    by side."""
+    here, it would hold up the start of every worker, where the workers import it side by side."""
     import trainer.train  # noqa: F401
 
     gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages

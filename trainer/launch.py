@@ -124,8 +124,9 @@ class Launch:
                           f"--rdzv-endpoint={self.endpoint}", "--rdzv-id=shakespeare-gpt",
                           f"--rdzv-conf=join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout},"
                           f"is_host={int(self.node_rank == 0)}", f"--local-addr={self.network.address}"]
+        # torchrun's parser wants a program: the workers run trainer.forked with the flags instead.
         return [*rendezvous, f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}",
-                "-m", "trainer", *self.flags]
+                "-m", "trainer"]
 
     # -- the steps ------------------------------------------------------------------------------
 
@@ -222,12 +223,10 @@ class Launch:
         return 128 + signum
 
     def worker_failed(self, exc) -> int:
-        """One line for the failure that caused the others. The survivors of a rank that died end
-        quietly (EXIT_PEER_GONE) or by torchrun's SIGTERM: the dead rank is the one to name."""
+        """One line for the failure that caused the others. The agent reports the first failed
+        worker it finds and stops the rest; the survivors of a rank that died end after it has
+        seen that rank (trainer.forked), so the dead rank is the one named."""
         rank, failure = exc.get_first_failure()
-        if failure.exitcode in (EXIT_PEER_GONE, -signal.SIGTERM):
-            rank, failure = next(((r, f) for r, f in sorted(exc.failures.items())
-                                  if f.exitcode not in (EXIT_PEER_GONE, -signal.SIGTERM)), (rank, failure))
         if failure.exitcode < 0:
             name = signal.Signals(-failure.exitcode).name
             return fail(f"rank {rank} (pid {failure.pid}) was killed by {name} (out of memory? see dmesg); "

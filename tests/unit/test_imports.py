@@ -71,8 +71,8 @@ def test_a_cycle_is_found():
 
 
 def test_the_commands_read_their_flags_without_torch():
-    """python -m trainer, export.generate and export.cpp refuse bad flags before torch is imported
-    (a second): their modules, as the command line starts them, do not import it."""
+    """python -m trainer, export.generate and export.cpp refuse bad flags before torch is imported:
+    their modules, as the command line starts them, do not import it."""
     code = ("import sys, trainer.config, export.generate, export.cpp; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
