@@ -28,6 +28,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--ckpt", type=Path, help=f"checkpoint for the generation speeds (default {DEFAULT_CKPT} if it "
                    "exists, else a one-step one trained for the purpose)")
     p.add_argument("--skip-generation", action="store_true", help="time training only")
+    p.add_argument("--peak-seconds", type=float, default=2.0,
+                   help="seconds of matmuls that measure each dtype's peak, the MFU's denominator (default 2)")
     return p
 
 
@@ -63,6 +65,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     nprocs = parse_nprocs(args.nprocs, TrainConfig.batch_size)
     check_step_flags(args)
+    if not 0 < args.peak_seconds <= 600:
+        raise UsageError(f"--peak-seconds {args.peak_seconds} must be more than 0 and at most 600: "
+                         "e.g. --peak-seconds 2")
     check_out_file(Path(args.out), "BENCH_OUT")
     ckpt = None if args.skip_generation else checkpoint_for_generation(args.ckpt)
     # Imported after the checks, so bad input is answered without loading torch.
@@ -70,7 +75,8 @@ def main(argv: list[str]) -> int:
     from bench.run import run_bench
     from common.files import atomic_write
 
-    results = run_bench(nprocs, args.data, args.warmup, args.steps, args.rounds, ckpt, args.skip_generation)
+    results = run_bench(nprocs, args.data, args.warmup, args.steps, args.rounds, ckpt, args.skip_generation,
+                        args.peak_seconds)
     print_results(results)
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(Path(args.out), lambda f: f.write(text.encode()))

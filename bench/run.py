@@ -25,7 +25,7 @@ from trainer.setup import model_config
 
 
 def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, rounds: int,
-              ckpt: Path | None, skip_generation: bool) -> dict:
+              ckpt: Path | None, skip_generation: bool, peak_seconds: float = 2.0) -> dict:
     cfg = TrainConfig()
     data = str(resolve_corpus(data, download=True))
     corpus = load_corpus(data, cfg.block_size)
@@ -41,7 +41,7 @@ def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, roun
     peaks = {}
     for dtype in ("fp32", "bf16"):
         progress(f"{dtype} matmul peak at {cores} threads")
-        peaks[dtype] = matmul_peak_gflops(cores, dtype)
+        peaks[dtype] = matmul_peak_gflops(cores, dtype, budget_s=peak_seconds)
     # The default recipe at every dtype and NPROC; the adamw recipe (AdamW alone, no moving
     # average) beside it at the default dtype, so the table shows what the default's optimisers cost.
     recipe = cfg.recipe

@@ -36,6 +36,10 @@ def test_zero_rounds_is_one_line():
     assert_one_line_error(run([*BENCH, "--rounds", "0"], timeout=60), "--rounds 0", "--rounds 3")
 
 
+def test_a_peak_time_that_measures_nothing_is_one_line():
+    assert_one_line_error(run([*BENCH, "--peak-seconds", "0"], timeout=60), "--peak-seconds 0", "--peak-seconds 2")
+
+
 def test_nproc_that_does_not_divide_the_batch_is_one_line():
     assert_one_line_error(run([*BENCH, "--nprocs", "3"], timeout=60), "over 3 processes", "--nprocs 1,2,4")
 
@@ -50,7 +54,7 @@ def test_tiny_run_writes_every_row(tmp_path, corpus):
     # One round of one-process jobs: test_bench_report checks the fastest-round rule and the rows of
     # several NPROC, and the trainer's own tests run NPROC=2 and 4.
     result = run([*BENCH, "--nprocs", "1", "--warmup", 1, "--steps", 2, "--rounds", 1, "--skip-generation",
-                  "--data", corpus, "--out", out], timeout=300)
+                  "--peak-seconds", 0.2, "--data", corpus, "--out", out], timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())
     rows = results["training"]
