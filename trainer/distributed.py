@@ -7,6 +7,7 @@ Who a rank is (common.dist_env.DistEnv) comes from torchrun's environment; a pla
 import importlib
 import os
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -153,18 +154,19 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def agreed(env: DistEnv, work, *args):
-    """work(*args) on every rank; when it raises a UsageError on any rank, every rank raises the
-    first rank's, so that all stop together with exit status 2 (and each node's first process prints it)."""
-    result, error = None, None
+@contextmanager
+def refused_together():
+    """The block runs on every rank; when it raises a UsageError on any rank, every rank raises the
+    first rank's, so that all stop together with exit status 2 (and each node's first process prints
+    it). Every rank leaves the block through one collective: no rank goes on while another refuses."""
+    error = None
     try:
-        result = work(*args)
+        yield
     except UsageError as exc:
         error = str(exc)
-    error = next((e for e in gathered(error) if e), None)
-    if error:
-        raise UsageError(error)
-    return result
+    first = next((e for e in gathered(error) if e), None)
+    if first:
+        raise UsageError(first)
 
 
 def gathered(obj) -> list:

@@ -2,7 +2,7 @@
 
 Each step runs on every rank, or where the run folder is concerned on the processes that keep
 the run's files (the first of each node: trainer.nodes), and a UsageError on any rank stops all
-of them together (distributed.agreed), so bad input is one line and exit status 2, never a rank
+of them together (distributed.refused_together), so bad input is one line and exit status 2, never a rank
 left waiting for the others. `check_run` is the same line for a world that has not started yet:
 make train's launcher and `python -m trainer --dry-run` call it, without a process group.
 """
@@ -38,16 +38,21 @@ def prepare(cfg: TrainConfig, options: RunOptions, env: DistEnv, check_only: boo
     command line leaves out, and the corpus settles the sample prompt (final_config). `check_only`
     (the dry run): the lock on --out is checked, not held, and nothing is printed but errors.
     """
-    distributed.agreed(env, check_processes, cfg, options, env)
-    corpus = distributed.agreed(env, read_corpus, options, cfg)
+    with distributed.refused_together():
+        check_processes(cfg, options, env)
+    with distributed.refused_together():  # after check_processes, where each machine's first tokenizes
+        corpus = read_corpus(options, cfg)
     folder = RunFolder(options.out)
     keeps = nodes.keeps_files(env, options.out)
     try:
-        saved = distributed.agreed(env, open_folder if keeps else skip, folder, options, env, check_only)
+        with distributed.refused_together():
+            saved = open_folder(folder, options, env, check_only) if keeps else None
         saved = nodes.agreed_checkpoint(env, folder.resume_path(options.resume), options.resume, saved, keeps,
                                         check_only)
-        cfg, options = distributed.agreed(env, final_config, options, folder, corpus, saved)
-        distributed.agreed(env, check_memory, cfg, corpus, env)
+        with distributed.refused_together():
+            cfg, options = final_config(options, folder, corpus, saved)
+        with distributed.refused_together():
+            check_memory(cfg, corpus, env)
     except UsageError:
         if keeps:
             folder.abandon()  # refused before anything was written: --out is left as it was
@@ -93,10 +98,6 @@ def open_folder(folder: RunFolder, options: RunOptions, env: DistEnv, check_only
     if options.resume is not None and several_machines and not folder.resume_path(options.resume).exists():
         return None
     return folder.checkpoint_to_resume(options.resume, env.run_id, env.restart)
-
-
-def skip(*args) -> None:
-    return None
 
 
 def check_no_stopped_run(folder: RunFolder) -> None:

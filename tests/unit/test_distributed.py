@@ -30,17 +30,19 @@ def test_threads_share_the_cores_unless_omp_num_threads_says(monkeypatch):
 
 def test_without_a_process_group_the_collectives_are_this_process_alone():
     from common.cli import UsageError
-    from trainer.distributed import agreed, broadcast_from_main, gathered
+    from trainer.distributed import broadcast_from_main, gathered, refused_together
 
-    assert agreed(DistEnv(), lambda a, b: a + b, 2, 3) == 5
+    with refused_together():
+        total = 2 + 3
+    assert total == 5
     assert gathered("mine") == ["mine"]
     assert broadcast_from_main(DistEnv(), "rank 0's") == "rank 0's"
-
-    def refuse():
-        raise UsageError("the problem: the fix")
-
     with pytest.raises(UsageError, match="^the problem: the fix$"):
-        agreed(DistEnv(), refuse)
+        with refused_together():
+            raise UsageError("the problem: the fix")
+    with pytest.raises(KeyError):  # not a refusal: passed on as it is
+        with refused_together():
+            raise KeyError("bug")
 
 
 def test_every_gradient_compression_flag_has_its_hook_and_only_none_has_none():
