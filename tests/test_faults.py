@@ -214,15 +214,22 @@ def test_two_torchrun_nodes_on_loopback_equal_one_node_with_two_processes(tmp_pa
 
 
 def test_a_stop_signal_while_the_exports_are_written_is_one_line_naming_make_export(tmp_path, corpus):
-    proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 2, "--eval-iters", 1,
-                             "--sample-tokens", 0, "--progress", "lines"))
-    for line in proc.stdout:
-        if line.startswith("writing loss.png and the exports (model.ts, model.pt2, model.onnx, hf/, model.json)"):
+    # On a busy machine the signal's exception is now and then caught inside the writes, which then
+    # finish, and the line says so: then try again.
+    for attempt in range(3):
+        shutil.rmtree(tmp_path)
+        proc = start(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 2, "--eval-iters", 1,
+                                 "--sample-tokens", 0, "--progress", "lines"))
+        for line in proc.stdout:
+            if line.startswith("writing loss.png and the exports (model.ts, model.pt2, model.onnx, hf/, model.json)"):
+                break
+        proc.send_signal(signal.SIGINT)  # Ctrl-C after the last step: once a traceback, and SIGTERM silent
+        _, stderr = proc.communicate(timeout=120)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert proc.returncode == 128 + signal.SIGINT and len(lines) == 1, stderr[-3000:]
+        if "too late to stop the writes" not in lines[0]:
             break
-    proc.send_signal(signal.SIGINT)  # Ctrl-C after the last step: once a traceback, and SIGTERM silent
-    _, stderr = proc.communicate(timeout=120)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 128 + signal.SIGINT and len(lines) == 1, stderr[-3000:]
+        assert (tmp_path / "model.json").is_file() and not list(tmp_path.glob(".export-*"))
     assert lines[0].startswith("stopped by SIGINT after the last step") and "the exports were not written" in lines[0]
     assert f"make export CKPT={tmp_path / 'model.pt'}" in lines[0]
     assert checkpoint.load(tmp_path / "model.pt").step == 2

@@ -158,20 +158,26 @@ class LastCheckpointLost(Cause):
 
 @dataclass(frozen=True)
 class StoppedAfterLastStep(Cause):
-    """A stop signal while loss.png and (`export`) the exports were written: the checkpoint is complete."""
+    """A stop signal while loss.png and (`export`) the exports were written: the checkpoint is
+    complete. `finished`: the writes went on to the end all the same (see Stopping.finish)."""
 
     signum: int
     export: bool
+    finished: bool = False
 
     @property
     def status(self) -> int:
         return 128 + self.signum
 
     def line(self, standing: Standing) -> str:
+        stopped = f"stopped by {signal.Signals(self.signum).name} after the last step"
+        if self.finished:
+            what = "the exports" if self.export else "loss.png"
+            return f"{stopped}, too late to stop the writes: the checkpoint {standing.checkpoint} and {what} " \
+                "are complete"
         what = "the exports were not written (the previous set, if any, stands)" if self.export else \
             "loss.png was not written"
-        return (f"stopped by {signal.Signals(self.signum).name} after the last step: the checkpoint "
-                f"{standing.checkpoint} is complete, but {what}; write them with: "
+        return (f"{stopped}: the checkpoint {standing.checkpoint} is complete, but {what}; write them with: "
                 f"make export CKPT={shlex.quote(str(standing.checkpoint))} (make plot OUT=... for loss.png)")
 
     def speaks(self, env: DistEnv) -> bool:
@@ -269,12 +275,22 @@ class Stopping:
         previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
         try:
             write()
-            return 0
         except StoppedWhileFinishing as exc:
             return self.end(StoppedAfterLastStep(exc.signum, export), standing)
+        except Exception:
+            if not stopped:
+                raise
+            # The handler's exception came out as another: raised in a C extension's import, say,
+            # it is an ImportError. Either way the writes stopped there.
+            return self.end(StoppedAfterLastStep(stopped[0], export), standing)
         finally:
             for signum in STOP_SIGNALS:
                 signal.signal(signum, exit_at_once if stopped else previous[signum])
+        if stopped:
+            # The handler ran, but its exception never reached here: code in the middle of the
+            # writes caught it and went on. The writes are whole (each file is renamed into place).
+            return self.end(StoppedAfterLastStep(stopped[0], export, finished=True), standing)
+        return 0
 
 
 class StoppedWhileFinishing(BaseException):

@@ -1,5 +1,6 @@
 """trainer.stopping without processes: the one line of each cause, who prints it, and the stop requests."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -66,6 +67,13 @@ def test_a_stop_after_the_last_step_names_make_export_with_the_path_quoted(expor
     assert line.startswith(f"stopped by SIGTERM after the last step: the checkpoint {CHECKPOINT} is complete, "
                            f"but {what}")
     assert "make export CKPT='runs/a b/model.pt'" in line and cause.status == 128 + signal.SIGTERM
+
+
+def test_a_stop_that_did_not_cut_the_writes_short_says_they_are_complete():
+    cause = stopping.StoppedAfterLastStep(signal.SIGINT, True, finished=True)
+    assert cause.line(standing()) == (f"stopped by SIGINT after the last step, too late to stop the writes: the "
+                                      f"checkpoint {CHECKPOINT} and the exports are complete")
+    assert cause.status == 128 + signal.SIGINT
 
 
 ONE_NODE = DistEnv(rank=1, world_size=2, local_rank=1, local_world_size=2)
@@ -153,3 +161,33 @@ def test_files_written_without_a_signal_end_in_status_0_with_the_handlers_put_ba
     before = signal.getsignal(signal.SIGINT)
     assert Stopping(DistEnv()).finish(lambda: None, standing(), export=False) == 0
     assert signal.getsignal(signal.SIGINT) == before and capsys.readouterr() == ("", "")
+
+
+def signalled_write(catch):
+    """A write that gets SIGTERM in its middle; `catch` does what a library there does with the
+    handler's exception."""
+    def write():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException as exc:
+            catch(exc)
+    return write
+
+
+def convert(exc):
+    raise ImportError("initialization failed") from exc
+
+
+@pytest.mark.parametrize("catch, status, words", [
+    (convert, 128 + signal.SIGTERM, "the exports were not written"),  # the writes stopped
+    (lambda exc: None, 128 + signal.SIGTERM, "too late to stop the writes"),  # they went on to the end
+])
+def test_a_signal_during_the_writes_is_its_line_whatever_the_write_does_with_it(capsys, catch, status, words):
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        assert Stopping(DistEnv()).finish(signalled_write(catch), standing(), export=True) == status
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("stopped by SIGTERM after the last step") and words in line
