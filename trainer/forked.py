@@ -26,9 +26,12 @@ PEER_GONE_LINGER_S = 1.0
 
 
 def preload() -> None:
-    """Import the trainer in the launcher, so that each forked worker starts with it. Not
-    torch._dynamo, which torch.optim imports as a worker builds its first optimiser: imported
-    here, it would hold up the start of every worker, where the workers import it side by side."""
+    """Import the trainer in the launcher, so that each forked worker starts with it, and
+    torch._dynamo, which each worker would import before it joins the process group
+    (distributed.init): imported once here, the workers share its pages, and at more workers than
+    cores they no longer import it in turn."""
+    import torch._dynamo  # noqa: F401
+
     import trainer.train  # noqa: F401
 
     gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
