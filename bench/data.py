@@ -116,17 +116,10 @@ class MemoryWatch:
                     pass
 
     def sample(self, pid: int) -> None:
-        # The launcher forks the workers, which name themselves "rank N"; make is neither.
-        if Path(f"/proc/{pid}/comm").read_text().startswith("rank "):
-            role = "worker"
-        elif b"trainer.launch" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-            role = "launcher"
-        else:
+        sampled = process_memory(pid, self.token_file)
+        if sampled is None:
             return
-        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        now = {"peak_mb": int(status["VmHWM"].split()[0]) / 1024,  # the kernel's own peak of VmRSS
-               "file_mb": int(status["RssFile"].split()[0]) / 1024,  # file pages: libraries and the map
-               "token_map_mb": token_map_kb(pid, self.token_file) / 1024}
+        role, now = sampled
         seen = self.peaks.setdefault(pid, dict.fromkeys(now, 0.0))
         seen["role"] = role  # a worker seen in the instant between its fork and its name is one
         for key, value in now.items():
@@ -136,6 +129,24 @@ class MemoryWatch:
         self.stopped.set()
         self.thread.join()
         return sorted(self.peaks.values(), key=lambda p: p["role"])
+
+
+def process_memory(pid: int, token_file: str) -> tuple[str, dict] | None:
+    """("launcher" or "worker", its memory now) for a process of the run, None for any other, and
+    for one that has ended and awaits its parent (a zombie: its status has no memory lines)."""
+    # The launcher forks the workers, which name themselves "rank N"; make is neither.
+    if Path(f"/proc/{pid}/comm").read_text().startswith("rank "):
+        role = "worker"
+    elif b"trainer.launch" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+        role = "launcher"
+    else:
+        return None
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    if "VmHWM" not in status:
+        return None
+    return role, {"peak_mb": int(status["VmHWM"].split()[0]) / 1024,  # the kernel's own peak of VmRSS
+                  "file_mb": int(status["RssFile"].split()[0]) / 1024,  # file pages: libraries and the map
+                  "token_map_mb": token_map_kb(pid, token_file) / 1024}
 
 
 def descendants(root: int) -> list[int]:

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from bench.data import descendants, generate, parse_args, token_map_kb
+from bench.data import descendants, generate, parse_args, process_memory, token_map_kb
 from common.cli import UsageError
 
 
@@ -48,3 +48,21 @@ def test_the_token_maps_resident_pages_are_counted(tmp_path):
 
 def test_descendants_start_with_the_process_itself():
     assert descendants(os.getpid())[0] == os.getpid()
+
+
+def test_a_rank_that_has_ended_and_awaits_its_parent_is_not_sampled():
+    import ctypes
+    import time
+
+    pid = os.fork()
+    if pid == 0:  # a worker's name, then the end: a zombie until waited for
+        ctypes.CDLL(None).prctl(15, b"rank 0")  # PR_SET_NAME
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process_memory(pid, "no-token-file") is None
+    finally:
+        os.waitpid(pid, 0)
+    assert process_memory(os.getpid(), "no-token-file") is None  # neither a rank nor the launcher
