@@ -1,6 +1,7 @@
 """python -m trainer [flags]: see --help. Bad input: one line on stderr, exit status 2."""
 
 import gc
+import importlib
 import sys
 
 from common.cli import command
@@ -16,11 +17,15 @@ def main(argv: list[str]) -> int:
 
         check_run(cfg, options, DistEnv.from_environ())
         return 0
+    # The imports make objects that live until exit: no collection walks them while they are
+    # made, and frozen, the collector's later full passes skip them. torch._dynamo is one of them:
+    # DDP and torch.optim import it in any case.
+    gc.disable()
     from trainer.train import run
 
-    # torch's objects live until exit: frozen, the collector's full passes skip them (0.2 s of the
-    # imports still to come, torch._dynamo's and matplotlib's).
+    importlib.import_module("torch._dynamo")
     gc.freeze()
+    gc.enable()
     return run(cfg, options)
 
 

@@ -22,6 +22,7 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   imports them first; each then starts as torchrun's own would (`trainer.forked`).
 """
 
+import gc
 import importlib
 import logging
 import os
@@ -131,6 +132,9 @@ class Launch:
     # -- the steps ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        # No collection walks the objects of the imports to come (torch, the agent, the trainer),
+        # which live until exit: forked.preload freezes them and turns the collector back on.
+        gc.disable()
         quiet_agent_warnings()  # before anything loads torch
         import torch
 
