@@ -25,7 +25,7 @@ from trainer.setup import model_config
 
 
 def run_bench(nprocs: list[int], data: str | None, warmup: int, steps: int, rounds: int,
-              ckpt: Path | None, skip_generation: bool, peak_seconds: float = 2.0) -> dict:
+              ckpt: Path | None, skip_generation: bool, peak_seconds: float) -> dict:
     cfg = TrainConfig()
     data = str(resolve_corpus(data, download=True))
     corpus = load_corpus(data, cfg.block_size)

@@ -35,7 +35,6 @@ def preload() -> None:
     import trainer.train  # noqa: F401
 
     gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
-    gc.enable()  # disabled by the launcher for its imports (Launch.run)
 
 
 def run(flags: list[str]) -> None:

@@ -133,7 +133,7 @@ class Launch:
 
     def run(self) -> int:
         # No collection walks the objects of the imports to come (torch, the agent, the trainer),
-        # which live until exit: forked.preload freezes them and turns the collector back on.
+        # which live until exit: forked.preload freezes them, then torchrun() turns it back on.
         gc.disable()
         quiet_agent_warnings()  # before anything loads torch
         import torch
@@ -193,6 +193,7 @@ class Launch:
         config, _, _ = config_from_args(parse_args(self.torchrun_args()))
         config.start_method = "fork"
         forked.preload()
+        gc.enable()  # off since run() began
         try:
             elastic_launch(config, entrypoint=forked.run)(self.flags)
         except SignalException as exc:

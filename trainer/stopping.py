@@ -275,13 +275,11 @@ class Stopping:
         previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
         try:
             write()
-        except StoppedWhileFinishing as exc:
-            return self.end(StoppedAfterLastStep(exc.signum, export), standing)
-        except Exception:
+        except BaseException:
             if not stopped:
                 raise
-            # The handler's exception came out as another: raised in a C extension's import, say,
-            # it is an ImportError. Either way the writes stopped there.
+            # The handler's StoppedWhileFinishing, or another exception it became on the way (raised
+            # in a C extension's import, it is an ImportError): either way the writes stopped there.
             return self.end(StoppedAfterLastStep(stopped[0], export), standing)
         finally:
             for signum in STOP_SIGNALS:

@@ -8,6 +8,7 @@ import pytest
 
 from bench.data import descendants, generate, parse_args, process_memory, token_map_kb
 from common.cli import UsageError
+from trainer.forked import PR_SET_NAME
 
 
 def test_sizes_are_whole_megabytes():
@@ -56,7 +57,7 @@ def test_a_rank_that_has_ended_and_awaits_its_parent_is_not_sampled():
 
     pid = os.fork()
     if pid == 0:  # a worker's name, then the end: a zombie until waited for
-        ctypes.CDLL(None).prctl(15, b"rank 0")  # PR_SET_NAME
+        ctypes.CDLL(None).prctl(PR_SET_NAME, b"rank 0")
         os._exit(0)
     try:
         deadline = time.monotonic() + 10
