@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from common.cli import UsageError
 from common.files import atomic_write, fsync_dir, not_a_file
 from export import hf
 from export.manifest import embedded_facts, manifest_text
+from export.onnx_file import traced_onnx
 from model import GPT, GPTConfig
 from trainer import checkpoint
 from trainer.run_folder import RunFolder
@@ -94,9 +94,10 @@ def _serialized(model: GPT, vocab: str) -> dict[str, bytes]:
         ts, pt2 = io.BytesIO(), io.BytesIO()
         torch.jit.save(torch.jit.trace(model, example), ts,
                        _extra_files=_torchscript_extras(vocab, config.block_size))
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
-        torch.export.save(program, pt2, extra_files=facts)
-        onnx_bytes = _onnx_model(program, example, facts).SerializeToString()
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), pt2, extra_files=facts)
+        sizes = {INPUT_NAME: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch", 1: "time"}}
+        # The facts in its metadata: model.onnx alone is enough to generate.
+        onnx_bytes = traced_onnx(model, (example,), [INPUT_NAME], [OUTPUT_NAME], sizes, ONNX_OPSET, facts)
     return dict(zip(defaults.EXPORTS, (ts.getvalue(), pt2.getvalue(), onnx_bytes), strict=True))
 
 
@@ -175,34 +176,13 @@ def _torchscript_extras(vocab: str, block_size: int) -> dict:
     return {"vocab.txt": vocab, "block_size.txt": str(block_size)}
 
 
-def _onnx_model(program: torch.export.ExportedProgram, example: torch.Tensor, facts: dict[str, str]):
-    """model.onnx from the program written as model.pt2: one trace for both (a second one costs
-    several seconds). The program's sizes are symbols (s12, s34); the graph names them "batch"
-    and "time", as the dynamic shapes did."""
-    import onnx
-
-    onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                     output_names=[OUTPUT_NAME], opset_version=ONNX_OPSET, external_data=False,
-                                     verbose=False)
-    proto = onnx_program.model_proto
-    sizes = proto.graph.input[0].type.tensor_type.shape.dim
-    names = {sizes[0].dim_param: "batch", sizes[1].dim_param: "time"}
-    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
-        for size in value.type.tensor_type.shape.dim:  # "s12", and expressions of them: "4*s12"
-            size.dim_param = re.sub(r"\w+", lambda symbol: names.get(symbol[0], symbol[0]), size.dim_param)
-    for key, value in facts.items():  # so model.onnx alone is enough to generate
-        proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
-
-
 @contextlib.contextmanager
 def _quiet_exporters():
     """Keep the exporters' chatter out of the user's output.
 
-    TorchScript warns that it is deprecated (torch.export is its successor, written too), tracing
-    warns about shape arithmetic (the tests check every shape), and the ONNX exporter logs
-    progress and the absence of torchvision.
+    TorchScript and its ONNX exporter warn that they are deprecated (torch.export is the
+    successor, written too), and tracing warns about shape arithmetic (the tests check every
+    shape); the torch.onnx logger stays at errors.
     """
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level

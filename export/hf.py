@@ -14,7 +14,6 @@ past_key_values inputs and present outputs, the layout transformers.js generates
 KV cache. Writing the folder needs safetensors and tokenizers only, not transformers.
 """
 
-import io
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch.nn as nn
 
 from common import defaults
 from common.cli import UsageError
+from export.onnx_file import traced_onnx
 from model import GPT, count_parameters
 from trainer.checkpoint import Checkpoint
 
@@ -157,12 +157,8 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
     """onnx/model.onnx: the CachedDecoder, batch, sequence and past length dynamic.
 
     The sizes carry the names transformers.js reads: it makes the first, empty cache from the
-    inputs' shapes, with "batch_size" as the batch and 0 for the other names. The TorchScript-based
-    exporter (dynamo=False) writes this graph far sooner than the dynamo one; both give the same
-    logits and presents and run as fast in ONNX Runtime (docs/hf.md).
+    inputs' shapes, with "batch_size" as the batch and 0 for the other names.
     """
-    import onnx
-
     c = model.config
     B, T, P = 2, 3, 4  # example sizes; all three are dynamic in the graph
     past = [torch.zeros(B, c.n_head, P, c.n_embd // c.n_head) for _ in range(2 * c.n_layer)]
@@ -176,13 +172,7 @@ def cached_onnx(model: GPT, opset: int) -> bytes:
              "logits": {0: "batch_size", 1: "sequence_length"}}
     sizes |= {name: {0: "batch_size", 2: "past_sequence_length"} for name in inputs[3:]}
     sizes |= {name: {0: "batch_size", 2: "total_sequence_length"} for name in outputs[1:]}
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(CachedDecoder(model).eval(), args, buffer, dynamo=False, dynamic_axes=sizes,
-                          input_names=inputs, output_names=outputs, opset_version=opset)
-    proto = onnx.load_from_string(buffer.getvalue())
-    onnx.checker.check_model(proto, full_check=True)
-    return proto.SerializeToString()
+    return traced_onnx(CachedDecoder(model).eval(), args, inputs, outputs, sizes, opset)
 
 
 def model_card(model: GPT, saved: Checkpoint) -> str:
