@@ -72,23 +72,42 @@ def session_folder(tmp_path_factory, worker_id) -> Path:
     return base if worker_id == "master" else base.parent
 
 
+def trained_once(out: Path, command: list) -> Path:
+    """`out`, the --out of the training `command`, run once per test session (`out` is in the
+    session's temporary folder). pytest-xdist's workers share it through a lock beside it: the
+    first to take the lock trains, the others wait and reuse. Its output goes to train.log,
+    written last: a run with a train.log is whole. Tests only read it, and copy what they change."""
+    with FileLock(out.with_name(f"{out.name}.lock")):
+        if not (out / "train.log").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left
+            result = run(command, timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            (out / "train.log").write_text(result.stdout + result.stderr)
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, worker_id, corpus) -> Path:
-    """One 60-step single-process run with exports: its --out directory, its stdout in train.log.
+    """One 60-step single-process run with exports: its --out directory, its output in train.log."""
+    out = session_folder(tmp_path_factory, worker_id) / "trained"
+    return trained_once(out, trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
+                                         "--eval-iters", 2, "--sample-tokens", 40))
 
-    Trained once per test session: pytest-xdist's workers share it through a lock in the session's
-    temporary folder (the first to take the lock trains; the others wait and reuse). Tests only
-    read it, and copy what they change."""
-    shared = session_folder(tmp_path_factory, worker_id)
-    out, log = shared / "trained", shared / "trained" / "train.log"
-    with FileLock(shared / "trained.lock"):
-        if not log.is_file():
-            shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left
-            result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
-                                     "--eval-iters", 2, "--sample-tokens", 40), timeout=600)
-            assert result.returncode == 0, result.stderr
-            log.write_text(result.stdout + result.stderr)  # written last: the run is complete
-    return out
+
+EMOJI = "\N{PERFORMING ARTS}"  # U+1F3AD: one character, outside the Basic Multilingual Plane
+EMOJI_CORPUS = f"To be {EMOJI} or not to be, {EMOJI} that is the question.\n" * 300
+
+
+@pytest.fixture(scope="session")
+def emoji_run(tmp_path_factory, worker_id) -> Path:
+    """A tiny model (block size 16) trained on EMOJI_CORPUS until its greedy text repeats the
+    emoji, with its exports: its --out."""
+    corpus = tmp_path_factory.mktemp("emoji-corpus") / "emoji.txt"  # each worker's own copy
+    corpus.write_text(EMOJI_CORPUS, encoding="utf-8")
+    out = session_folder(tmp_path_factory, worker_id) / "emoji"
+    return trained_once(out, trainer_cmd(
+        None, "--data", corpus, "--out", out, "--steps", 120, "--block-size", 16, "--n-layer", 1, "--n-head", 2,
+        "--n-embd", 32, "--lr", 0.01, "--eval-iters", 1, "--sample-tokens", 0))
 
 
 # The uninterrupted run that the fault, node and process-count tests compare with: fp32 whatever
@@ -102,21 +121,16 @@ RUN = ["--steps", STEPS, "--eval-every", 6, "--batch-size", 8, "--dtype", "fp32"
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, worker_id, corpus):
     """reference_run(nproc, *flags): the --out of an uninterrupted RUN with these flags (make
-    train's launcher above one process). Each is trained once per session, like trained_run, so the
-    modules that compare with the same run share it."""
+    train's launcher above one process), trained once per session (trained_once), so the modules
+    that compare with the same run share it."""
     shared = session_folder(tmp_path_factory, worker_id)
 
     def reference(nproc: int, *flags) -> Path:
         name = "-".join(["reference", str(nproc), *(str(flag).strip("-") for flag in flags)])
         out = shared / name
-        with FileLock(shared / f"{name}.lock"):
-            if not (out / "complete").is_file():
-                shutil.rmtree(out, ignore_errors=True)
-                args = ["--data", corpus, "--out", out, *RUN, *flags]
-                result = run(trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args))
-                assert result.returncode == 0, result.stderr[-3000:]
-                assert eval_records(out)[-1]["world_size"] == nproc
-                (out / "complete").write_text("")  # written last: the run is whole
+        args = ["--data", corpus, "--out", out, *RUN, *flags]
+        trained_once(out, trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args))
+        assert eval_records(out)[-1]["world_size"] == nproc
         return out
 
     return reference

@@ -26,6 +26,12 @@ def greedy_text(path) -> str:
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def greedy_texts(trained_run) -> dict[str, str]:
+    """make generate's greedy text from each format of the trained run, by file name."""
+    return {name: greedy_text(trained_run / name) for name in FORMATS}
+
+
 def test_export_writes_every_format_and_a_manifest_with_their_hashes(trained_run):
     manifest = json.loads((trained_run / "model.json").read_text())
     assert len(manifest["vocab"]) == 65 and manifest["block_size"] == 128 and manifest["step"] == 60
@@ -50,13 +56,12 @@ def test_logits_agree_across_runtimes(trained_run, shape):
             assert torch.allclose(model.logits(ids), eager, atol=1e-4, rtol=0), name
 
 
-def test_greedy_text_is_the_same_from_every_format(trained_run):
-    texts = {name: greedy_text(trained_run / name) for name in FORMATS}
-    assert texts["model.pt"].startswith(PROMPT) and len(texts["model.pt"]) == len(PROMPT) + TOKENS + 1
-    assert len(set(texts.values())) == 1, texts
+def test_greedy_text_is_the_same_from_every_format(greedy_texts):
+    assert greedy_texts["model.pt"].startswith(PROMPT) and len(greedy_texts["model.pt"]) == len(PROMPT) + TOKENS + 1
+    assert len(set(greedy_texts.values())) == 1, greedy_texts
 
 
-def test_onnx_example_runs_with_torch_unimportable(trained_run, tmp_path):
+def test_onnx_example_runs_with_torch_unimportable(trained_run, greedy_texts, tmp_path):
     # A package named torch that refuses to import, first on the path: any `import torch` fails.
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not available here')\n")
@@ -66,14 +71,14 @@ def test_onnx_example_runs_with_torch_unimportable(trained_run, tmp_path):
     result = run([sys.executable, example, trained_run / "model.onnx", "--prompt", PROMPT, "--tokens", TOKENS,
                   "--temperature", 0], cwd=tmp_path, PYTHONPATH=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == greedy_text(trained_run / "model.pt")
+    assert result.stdout == greedy_texts["model.pt"]
 
 
-def test_cpp_program_builds_against_the_wheel_and_matches_python(trained_run, cpp_program):
+def test_cpp_program_builds_against_the_wheel_and_matches_python(trained_run, greedy_texts, cpp_program):
     result = run(["make", "--no-print-directory", "cpp-generate", f"MODEL={trained_run / 'model.ts'}",
                   f"PROMPT={PROMPT}", f"TOKENS={TOKENS}", "TEMPERATURE=0"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout == greedy_text(trained_run / "model.pt")
+    assert result.stdout == greedy_texts["model.pt"]
 
 
 def test_make_export_rewrites_the_files_from_a_checkpoint(trained_run, tmp_path):

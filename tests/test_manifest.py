@@ -13,23 +13,9 @@ import pytest
 import torch
 
 from export.manifest import FORMAT_VERSION, read_embedded_facts
-from tests.conftest import ROOT, assert_one_line_error, run, trainer_cmd
+from tests.conftest import EMOJI, EMOJI_CORPUS, ROOT, assert_one_line_error, run
 
-EMOJI = "\N{PERFORMING ARTS}"  # U+1F3AD: two UTF-16 code units, one character
 PROMPT = f"to {EMOJI}"
-
-
-@pytest.fixture(scope="module")
-def emoji_run(tmp_path_factory) -> Path:
-    """A two-step run of a tiny model on a corpus with an emoji, with its exports."""
-    out = tmp_path_factory.mktemp("emoji")
-    corpus = out / "corpus.txt"
-    corpus.write_text(f"to be, or not to be {EMOJI} that is the question\n" * 200, encoding="utf-8")
-    result = run(trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 2, "--block-size", 16,
-                             "--n-layer", 1, "--n-head", 2, "--n-embd", 16, "--eval-iters", 1,
-                             "--sample-tokens", 0), timeout=600)
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def generated(path, *extra) -> str:
@@ -41,7 +27,7 @@ def generated(path, *extra) -> str:
 
 def test_manifest_stores_the_vocabulary_as_one_entry_per_character(emoji_run):
     manifest = json.loads((emoji_run / "model.json").read_text(encoding="utf-8"))
-    corpus_chars = sorted(set((emoji_run / "corpus.txt").read_text(encoding="utf-8")))
+    corpus_chars = sorted(set(EMOJI_CORPUS))
     assert manifest["format"] == FORMAT_VERSION
     assert manifest["vocab"] == corpus_chars and EMOJI in manifest["vocab"]
     assert manifest["vocab"] == list(manifest["vocab"]) and all(len(c) == 1 for c in manifest["vocab"])
@@ -104,11 +90,12 @@ def format_1_set(emoji_run: Path, folder: Path, **changes) -> Path:
 
 def test_a_format_1_export_still_generates(emoji_run, tmp_path):
     old = format_1_set(emoji_run, tmp_path)
-    assert generated(old) == generated(emoji_run / "model.onnx")
+    expected = generated(emoji_run / "model.onnx")
+    assert generated(old) == expected
     example = run([sys.executable, ROOT / "export" / "onnx_generate.py", old, "--prompt", PROMPT, "--tokens", 30,
                    "--temperature", 0])
     assert example.returncode == 0, example.stderr
-    assert example.stdout == generated(emoji_run / "model.onnx")
+    assert example.stdout == expected
 
 
 @pytest.mark.parametrize("change", ["vocab", "block_size"])

@@ -17,7 +17,7 @@ import urllib.request
 import onnx
 import pytest
 
-from tests.conftest import ROOT, assert_one_line_error, child_env, run, trainer_cmd
+from tests.conftest import EMOJI, EMOJI_CORPUS, ROOT, assert_one_line_error, child_env, run, trainer_cmd
 from trainer.plot import run_vocab_size
 from web.browser import drive, missing_requirement, page_url
 from web.serve import serving
@@ -222,20 +222,15 @@ def test_node_example_errors_are_one_line(web_model, tmp_path):
         assert_one_line_error(node_example(tmp_path / "model.onnx"), *words)
 
 
-def test_node_decodes_a_character_outside_the_bmp_as_python_does(tmp_path):
+def test_node_decodes_a_character_outside_the_bmp_as_python_does(emoji_run):
     # An emoji is one character in Python and two UTF-16 units in JavaScript: indexes must not shift.
-    corpus = tmp_path / "emoji.txt"
-    corpus.write_text("To be 🎭 or not to be, 🎭 that is the question.\n" * 300, encoding="utf-8")
-    result = run(trainer_cmd(None, "--data", corpus, "--out", tmp_path, "--steps", 120, "--block-size", 16,
-                             "--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--lr", 0.01, "--eval-iters", 1,
-                             "--sample-tokens", 0), timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
     # loss.png's guessing line is ln of this run's vocabulary, not of Tiny Shakespeare's 65 characters.
-    assert run_vocab_size(tmp_path) == len(set(corpus.read_text(encoding="utf-8")))
-    expected = python_text(tmp_path, "be 🎭", 60, "--temperature", 0)
-    node = node_example(tmp_path / "model.onnx", "--prompt", "be 🎭", "--tokens", 60, "--temperature", 0)
+    assert run_vocab_size(emoji_run) == len(set(EMOJI_CORPUS))
+    prompt = f"be {EMOJI}"
+    expected = python_text(emoji_run, prompt, 60, "--temperature", 0)
+    node = node_example(emoji_run / "model.onnx", "--prompt", prompt, "--tokens", 60, "--temperature", 0)
     assert node.returncode == 0, node.stderr
-    assert node.stdout == expected + "\n" and "🎭" in expected.removeprefix("be 🎭")
+    assert node.stdout == expected + "\n" and EMOJI in expected.removeprefix(prompt)
 
 
 def test_make_serve_prints_the_url_and_sends_what_onnxruntime_web_needs(web_model):
