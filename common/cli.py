@@ -13,6 +13,7 @@ a failure of the work itself in one line and exit status 1, never a traceback.
 
 import argparse
 import atexit
+import contextlib
 import functools
 import gc
 import re
@@ -31,6 +32,19 @@ EXIT_PEER_GONE = 3
 # included, to free memory the OS frees anyway. Frozen, they are skipped; atexit handlers (before
 # or after this one), flushes and finalizers all still run: freezing only spares the collections.
 atexit.register(gc.freeze)
+
+
+@contextlib.contextmanager
+def lasting_imports():
+    """For imports whose objects live until exit (torch, torch._dynamo, the trainer): no
+    collection walks them while they are made, and frozen at the end of the block, no later full
+    collection walks them either (nor, in a forked worker, copies their pages)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)

@@ -1,10 +1,8 @@
 """python -m trainer [flags]: see --help. Bad input: one line on stderr, exit status 2."""
 
-import gc
-import importlib
 import sys
 
-from common.cli import command
+from common.cli import command, lasting_imports
 from common.dist_env import DistEnv
 from trainer.config import parse
 
@@ -17,15 +15,8 @@ def main(argv: list[str]) -> int:
 
         check_run(cfg, options, DistEnv.from_environ())
         return 0
-    # The imports make objects that live until exit: no collection walks them while they are
-    # made, and frozen, the collector's later full passes skip them. torch._dynamo is one of them:
-    # DDP and torch.optim import it in any case.
-    gc.disable()
-    from trainer.train import run
-
-    importlib.import_module("torch._dynamo")
-    gc.freeze()
-    gc.enable()
+    with lasting_imports():
+        from trainer.train import run
     return run(cfg, options)
 
 

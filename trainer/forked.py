@@ -7,7 +7,6 @@ one starts with them. `run` then starts the worker as torchrun's own workers sta
 """
 
 import ctypes
-import gc
 import os
 import signal
 import sys
@@ -27,14 +26,12 @@ PEER_GONE_LINGER_S = 1.0
 
 def preload() -> None:
     """Import the trainer in the launcher, so that each forked worker starts with it, and
-    torch._dynamo, which each worker would import before it joins the process group
-    (distributed.init): imported once here, the workers share its pages, and at more workers than
-    cores they no longer import it in turn."""
+    torch._dynamo, which each worker would import as it wraps its model in DDP: imported once
+    here, the workers share its pages, and at more workers than cores they no longer import it in
+    turn."""
     import torch._dynamo  # noqa: F401
 
     import trainer.train  # noqa: F401
-
-    gc.freeze()  # the imported objects stay put: no collection in a worker copies their pages
 
 
 def run(flags: list[str]) -> None:

@@ -22,7 +22,6 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   imports them first; each then starts as torchrun's own would (`trainer.forked`).
 """
 
-import gc
 import importlib
 import logging
 import os
@@ -31,7 +30,7 @@ import sys
 import uuid
 from contextlib import contextmanager
 
-from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command
+from common.cli import EXIT_FAILED, EXIT_PEER_GONE, OneLineParser, UsageError, command, lasting_imports
 from common.dist_env import DistEnv
 from trainer.config import parse
 from trainer.network import check_loopback, check_port, gloo_interface, node_network
@@ -132,11 +131,9 @@ class Launch:
     # -- the steps ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        # No collection walks the objects of the imports to come (torch, the agent, the trainer),
-        # which live until exit: forked.preload freezes them, then torchrun() turns it back on.
-        gc.disable()
-        quiet_agent_warnings()  # before anything loads torch
-        import torch
+        with lasting_imports():
+            quiet_agent_warnings()  # before anything loads torch
+            import torch
 
         # The launcher's torch work (the checks of a checkpoint to resume) runs on one thread, so
         # that OpenMP starts no thread pool here for the forked workers to inherit broken: libgomp's
@@ -172,13 +169,16 @@ class Launch:
                                                   world_size=self.nproc * self.nnodes, local_world_size=self.nproc))
 
     def torchrun(self) -> int:
-        from torch.distributed.elastic.multiprocessing import SignalException
-        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-        from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousTimeoutError
-        from torch.distributed.launcher.api import elastic_launch
-        from torch.distributed.run import config_from_args, parse_args
+        with lasting_imports():  # the agent's and the workers' code, imported once for every fork
+            from torch.distributed.elastic.multiprocessing import SignalException
+            from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+            from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousTimeoutError
+            from torch.distributed.launcher.api import elastic_launch
+            from torch.distributed.run import config_from_args, parse_args
 
-        from trainer import forked  # the workers' code: imported here, after torch
+            from trainer import forked
+
+            forked.preload()
 
         # torchrun's warnings on a signal ("Received 2 death signal, shutting down workers") would
         # come after the workers' resume line; the workers say what happened themselves. Each of
@@ -192,8 +192,6 @@ class Launch:
         logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..."
         config, _, _ = config_from_args(parse_args(self.torchrun_args()))
         config.start_method = "fork"
-        forked.preload()
-        gc.enable()  # off since run() began
         try:
             elastic_launch(config, entrypoint=forked.run)(self.flags)
         except SignalException as exc:

@@ -5,6 +5,7 @@ and each step is `train_step`; `evaluate`, `save_checkpoint` and `load_checkpoin
 The setup before the first step is trainer/setup.py.
 """
 
+import importlib
 import math
 import sys
 import time
@@ -14,6 +15,7 @@ from functools import partial
 import torch
 
 from common import defaults
+from common.cli import lasting_imports
 from common.dist_env import DistEnv
 from model import GPT, count_parameters, generate, next_token_loss
 from trainer import checkpoint, distributed, memory, precision
@@ -246,7 +248,10 @@ def run(cfg: TrainConfig, options: RunOptions) -> int:
     distributed.init(env, options.timeout)
     trainer = None
     try:
-        trainer = trainer_of(prepare(cfg, options, env), env)
+        prepared = prepare(cfg, options, env)
+        with lasting_imports():  # DDP imports it: after the checks, which refuse bad input sooner without it
+            importlib.import_module("torch._dynamo")
+        trainer = trainer_of(prepared, env)
         status = trainer.train()
         if status == 0 and trainer.keeps_files:
             status = finish_run(trainer)
