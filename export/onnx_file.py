@@ -11,9 +11,9 @@ def traced_onnx(module: torch.nn.Module, args: tuple, input_names: list[str], ou
     dimensions of each input and output (ONNX Runtime and transformers.js read the names), and
     `metadata` goes into the file's metadata_props.
 
-    The TorchScript-based exporter (dynamo=False) writes the model in a fifth of a second; the
-    dynamo exporter decomposes the graph again first and takes 4 to 5 s on a 2-core machine, for
-    the same logits (docs/exports.md compares the two graphs' speed)."""
+    The TorchScript-based exporter (dynamo=False) takes a small part of the dynamo exporter's
+    time, which decomposes the graph again first, for the same logits (docs/exports.md has the
+    figures and the two graphs' speed)."""
     import onnx
 
     buffer = io.BytesIO()

@@ -1,11 +1,12 @@
 """common: the @command plumbing, whole-or-nothing writes, the write probe and the vocabulary."""
 
+import gc
 import os
 import sys
 
 import pytest
 
-from common.cli import CommandFailed, OneLineParser, UsageError, command
+from common.cli import CommandFailed, OneLineParser, UsageError, command, lasting_imports
 from common.files import atomic_write, check_writable
 from common.vocab import decode, encode
 
@@ -97,6 +98,20 @@ def test_parser_error_through_command_is_one_line(capsys):
 
 
 # common.files
+
+def test_lasting_imports_run_without_the_collector_then_freeze_what_they_made():
+    frozen = gc.get_freeze_count()
+    try:
+        with lasting_imports():
+            assert not gc.isenabled()
+            made = [[] for _ in range(100)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made)
+        with pytest.raises(KeyError), lasting_imports():  # an import that fails turns it back on too
+            raise KeyError
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+
 
 def test_atomic_write_writes_the_bytes(tmp_path):
     atomic_write(tmp_path / "f.bin", lambda f: f.write(b"\x00new\xff"))
