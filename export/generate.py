@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from common import defaults
-from common.cli import OneLineParser, UsageError, command
+from common.cli import OneLineParser, UsageError, command, lasting_imports
 from common.files import existing_file
 from common.vocab import encode
 from export.manifest import REDO, checked_facts, read_embedded_facts, read_manifest
@@ -203,8 +203,9 @@ def main(argv: list[str]) -> int:
                                  "a .pt checkpoint or an exported .ts, .pt2 or .onnx file", argv)
 
     def text() -> Iterator[str]:  # lazy, so that Ctrl-C while the model loads is handled as later
-        yield from text_stream(load_model(args.model), args.prompt, args.tokens, args.temperature,
-                               args.top_k, args.seed)
+        with lasting_imports():  # the runtime and the model, which live until exit
+            model = load_model(args.model)
+        yield from text_stream(model, args.prompt, args.tokens, args.temperature, args.top_k, args.seed)
 
     return print_stream(text())
 
