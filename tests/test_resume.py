@@ -6,7 +6,16 @@ import signal
 
 import torch
 
-from tests.conftest import QUICK, assert_one_line_error, eval_records, read_jsonl, run, step_losses, trainer_cmd
+from tests.conftest import (
+    QUICK,
+    assert_one_line_error,
+    eval_records,
+    launcher_cmd,
+    read_jsonl,
+    run,
+    step_losses,
+    trainer_cmd,
+)
 from tests.test_faults import start, wait_for_step
 from trainer import checkpoint
 from trainer.schedule import lr_at
@@ -79,8 +88,9 @@ def test_optimiser_flags_given_on_resume_are_what_trains_and_what_is_recorded(tm
         out = tmp_path / f"nproc-{nproc}"
         out.mkdir()
         finished_copy(trained_run, out)
-        result = run(trainer_cmd(nproc, "--data", corpus, "--out", out, "--resume", "--steps", 62, "--extend",
-                                 "--recipe", "adamw", "--lr", "5e-4", "--beta2", "0.95", "--no-export"))
+        args = ["--data", corpus, "--out", out, "--resume", "--steps", 62, "--extend", "--recipe", "adamw",
+                "--lr", "5e-4", "--beta2", "0.95", "--no-export"]
+        result = run(trainer_cmd(None, *args) if nproc is None else launcher_cmd(nproc, *args))
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
         saved = checkpoint.load(out / "model.pt").train_config
