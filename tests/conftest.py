@@ -66,6 +66,12 @@ def launcher_cmd(nproc: int, *args) -> list[str]:
     return [sys.executable, "-m", "trainer.launch", f"--nproc={nproc}", "--", *map(str, args)]
 
 
+def train_cmd(nproc: int, *args) -> list[str]:
+    """A run of `nproc` processes: python -m trainer for one, make train's launcher for more (it
+    forks its workers after importing torch once, where a bare torchrun starts each afresh)."""
+    return trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args)
+
+
 def session_folder(tmp_path_factory, worker_id) -> Path:
     """This test session's temporary folder, the same for every pytest-xdist worker."""
     base = tmp_path_factory.getbasetemp()
@@ -129,7 +135,7 @@ def reference_run(tmp_path_factory, worker_id, corpus):
         name = "-".join(["reference", str(nproc), *(str(flag).strip("-") for flag in flags)])
         out = shared / name
         args = ["--data", corpus, "--out", out, *RUN, *flags]
-        trained_once(out, trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args))
+        trained_once(out, train_cmd(nproc, *args))
         assert eval_records(out)[-1]["world_size"] == nproc
         return out
 

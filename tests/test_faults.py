@@ -22,9 +22,9 @@ from tests.conftest import (
     assert_one_line_error,
     child_env,
     eval_records,
-    launcher_cmd,
     run,
     step_losses,
+    train_cmd,
     trainer_cmd,
 )
 from tests.ports import free_port
@@ -102,7 +102,7 @@ def test_sigterm_checkpoints_and_exits_within_10s_and_resumes_at_another_world_s
     assert read_command_line(words[3:]) == read_command_line(["--data", str(corpus), "--out", str(tmp_path),
                                                               "--save-every", "100", *map(str, RUN), "--resume"])
     # The checkpoint was taken by one process; two processes continue it (the global batch is the same).
-    result = run(launcher_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
+    result = run(train_cmd(2, "--data", corpus, "--out", tmp_path, "--resume", *RUN))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(tmp_path, reference["single"], tol=1e-4)
 

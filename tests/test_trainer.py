@@ -8,7 +8,7 @@ import torch
 
 from common.dist_env import DistEnv
 from model import GPT, GPTConfig, count_parameters, next_token_loss
-from tests.conftest import QUICK, ROOT, STEPS, eval_records, launcher_cmd, run, step_losses, trainer_cmd
+from tests.conftest import QUICK, ROOT, STEPS, eval_records, run, step_losses, train_cmd
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import Batches, load_corpus
@@ -103,7 +103,7 @@ def test_bf16_loss_curves_agree_across_process_counts(corpus, tmp_path):
         out = tmp_path / str(nproc)
         args = ["--data", corpus, "--out", out, "--steps", 3, "--eval-every", 3, "--batch-size", 8, "--dtype", "bf16",
                 *QUICK]
-        result = run(trainer_cmd(None, *args) if nproc == 1 else launcher_cmd(nproc, *args), timeout=300)
+        result = run(train_cmd(nproc, *args), timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         curves[nproc] = step_losses(out)
     assert sorted(curves[1]) == [1, 2, 3]
