@@ -249,7 +249,9 @@ def run(cfg: TrainConfig, options: RunOptions) -> int:
     trainer = None
     try:
         prepared = prepare(cfg, options, env)
-        with lasting_imports():  # DDP imports it: after the checks, which refuse bad input sooner without it
+        # torch.optim's optimizers and DDP import it (under torchrun, distributed.init already has):
+        # here, after the checks, which refuse bad input sooner without it.
+        with lasting_imports():
             importlib.import_module("torch._dynamo")
         trainer = trainer_of(prepared, env)
         status = trainer.train()

@@ -97,8 +97,6 @@ def test_parser_error_through_command_is_one_line(capsys):
     assert err.count("\n") == 1 and err.startswith("error: unrecognized arguments: --nope") and "--help" in err
 
 
-# common.files
-
 def test_lasting_imports_run_without_the_collector_then_freeze_what_they_made():
     frozen = gc.get_freeze_count()
     try:
@@ -112,6 +110,8 @@ def test_lasting_imports_run_without_the_collector_then_freeze_what_they_made():
     finally:
         gc.unfreeze()
 
+
+# common.files
 
 def test_atomic_write_writes_the_bytes(tmp_path):
     atomic_write(tmp_path / "f.bin", lambda f: f.write(b"\x00new\xff"))
