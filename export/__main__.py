@@ -3,7 +3,7 @@
 import sys
 
 from common import defaults
-from common.cli import OneLineParser, command
+from common.cli import OneLineParser, command, lasting_imports
 
 
 @command
@@ -12,9 +12,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("checkpoint", nargs="?", default=f"checkpoints/{defaults.CHECKPOINT}",
                    help="a model.pt written by the trainer")
     args = p.parse_args(argv)
-    from export.artifacts import export_checkpoint  # after parsing: --help needs no torch
+    # After parsing (--help needs no torch). Exporting imports some 1,300 modules as it goes
+    # (torch.export's and torch.onnx's), which live until exit like torch.
+    with lasting_imports():
+        from export.artifacts import export_checkpoint
 
-    written = export_checkpoint(args.checkpoint, strict=True)
+        written = export_checkpoint(args.checkpoint, strict=True)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

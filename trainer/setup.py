@@ -74,7 +74,9 @@ def check_run(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
 def check_processes(cfg: TrainConfig, options: RunOptions, env: DistEnv) -> None:
     """The world size must split the batch; the corpus is fetched and tokenized by one process per
     machine (the other ranks then find it in the token cache)."""
-    counts = ", ".join([str(n) for n in range(1, cfg.batch_size + 1) if cfg.batch_size % n == 0][:6])
+    # The first few process counts that divide the batch, found among the first 1024: a batch of
+    # 10**8 windows is no reason to try 10**8 divisors (seconds) before every run.
+    counts = ", ".join([str(n) for n in range(1, min(cfg.batch_size, 1024) + 1) if cfg.batch_size % n == 0][:6])
     multiple = -(-cfg.batch_size // env.world_size) * env.world_size  # the next one up
     check_split(cfg.batch_size, env.world_size, f"use a process count that divides {cfg.batch_size} "
                 f"(NPROC={counts}) or a --batch-size that {env.world_size} processes split (e.g. {multiple})")
