@@ -40,7 +40,7 @@ def test_missing_corpus(tmp_path):
 def test_offline_without_the_corpus_says_where_to_put_it(tmp_path):
     # No data/ in this working directory and a download address that refuses at once.
     result = train(tmp_path, *SHORT_RUN, TINYSHAKESPEARE_URL="http://127.0.0.1:9/input.txt")
-    assert_one_line_error(result, "cannot download", "data/tinyshakespeare.txt", "--data PATH")
+    assert_one_line_error(result, "cannot download", "data/tinyshakespeare.txt", "--data PATH (DATA= for make)")
     assert not (tmp_path / "data" / "tinyshakespeare.txt").exists()
 
 

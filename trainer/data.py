@@ -77,7 +77,8 @@ def _download(dest: Path) -> None:
     except OSError as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(
-            f"cannot download Tiny Shakespeare ({reason}): put the file at {DEFAULT_PATH} or pass --data PATH"
+            f"cannot download Tiny Shakespeare ({reason}): put the file at {DEFAULT_PATH} "
+            "or pass --data PATH (DATA= for make)"
         ) from None
     digest = hashlib.sha256(payload).hexdigest()
     if digest != SHA256:
