@@ -50,8 +50,8 @@ def run(cmd: list, timeout: float = 300, cwd: Path = ROOT, **env) -> subprocess.
                           timeout=timeout)
 
 
-# Small and quick, but the real model: 4 eval batches, no samples, no exports unless asked.
-QUICK = ["--eval-iters", "2", "--sample-tokens", "0", "--no-export"]
+# Small and quick, but the real model: 4 eval batches, no samples, no loss.png and no exports unless asked.
+QUICK = ["--eval-iters", "2", "--sample-tokens", "0", "--no-export", "--no-plot"]
 
 
 def trainer_cmd(nproc: int | None, *args) -> list[str]:
@@ -94,10 +94,11 @@ def trained_once(out: Path, command: list) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, worker_id, corpus) -> Path:
-    """One 60-step single-process run with exports: its --out directory, its output in train.log."""
+    """One 60-step single-process run of 8 windows a step (the tests that use it need a trained
+    model and its exports, not a good one), with exports: its --out directory, its output in train.log."""
     out = session_folder(tmp_path_factory, worker_id) / "trained"
     return trained_once(out, trainer_cmd(None, "--data", corpus, "--out", out, "--steps", 60, "--eval-every", 30,
-                                         "--eval-iters", 2, "--sample-tokens", 40))
+                                         "--batch-size", 8, "--eval-iters", 2, "--sample-tokens", 40))
 
 
 EMOJI = "\N{PERFORMING ARTS}"  # U+1F3AD: one character, outside the Basic Multilingual Plane

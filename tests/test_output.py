@@ -104,12 +104,13 @@ def test_make_help_shows_the_values_the_command_line_set():
 
 
 def test_make_train_and_plot_take_an_out_with_a_space_and_a_quote(tmp_path, corpus):
+    """...and --no-plot leaves loss.png to make plot: with --no-export, the run ends at its done: line."""
     out = tmp_path / "my runs" / "it's"
     result = make("train", "NPROC=1", f"OUT={out}", "STEPS=2", f"DATA={corpus}",
-                  "ARGS=--eval-iters 1 --sample-tokens 0 --no-export", timeout=300)
+                  "ARGS=--eval-iters 1 --sample-tokens 0 --no-export --no-plot", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(step_losses(out)) == [1, 2] and (out / "model.pt").is_file()
-    (out / "loss.png").unlink()
+    assert result.stdout.splitlines()[-1].startswith("done: 2 steps in ") and not (out / "loss.png").exists()
     assert make("plot", f"OUT={out}").returncode == 0 and (out / "loss.png").is_file()
 
 

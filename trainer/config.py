@@ -139,6 +139,8 @@ class RunOptions:
     # what a run leaves behind and shows
     export: bool = option(True, "skip writing model.ts, model.pt2, model.onnx, hf/ and model.json at the end",
                           group=OUTPUT, flag="--no-export")
+    plot: bool = option(True, "skip drawing loss.png at the end (make plot draws it from metrics.jsonl)",
+                        group=OUTPUT, flag="--no-plot")
     tensorboard: bool = option(False, "also log scalars to <out>/tensorboard", group=OUTPUT)
     progress: str = option("auto", "auto: a progress bar on a terminal, plain lines otherwise", group=OUTPUT,
                            choices=("auto", "bar", "lines"))

@@ -271,7 +271,10 @@ def trainer_of(run: PreparedRun, env: DistEnv) -> Trainer:
 
 
 def finish_run(trainer: Trainer) -> int:
-    """After the last step, where the run's files are kept: the loss picture and (unless --no-export) the exports.
-    Returns the exit status: 128 + the signal when a stop signal cut them short."""
-    write = partial(write_outputs, trainer.folder, len(trainer.corpus.vocab), trainer.run_options.export)
-    return trainer.stopping.finish(write, trainer.standing(), trainer.run_options.export)
+    """After the last step, where the run's files are kept: the loss picture and the exports (unless
+    --no-plot, --no-export). Returns the exit status: 128 + the signal when a stop signal cut them short."""
+    options = trainer.run_options
+    if not (options.plot or options.export):
+        return 0
+    write = partial(write_outputs, trainer.folder, len(trainer.corpus.vocab), options.plot, options.export)
+    return trainer.stopping.finish(write, trainer.standing(), options.export)
