@@ -24,7 +24,7 @@ import torch
 
 from bench import scaling
 from bench.link_report import ONE_MACHINE, bits_per_s, link_table, tbf_burst
-from bench.processes import REPO_ROOT, BenchFailure, run_module
+from bench.processes import REPO_ROOT, TORCHRUN, BenchFailure, run_module
 from bench.run import cpu_name, progress
 from bench.timing import add_step_flags, check_out_file, check_step_flags, fastest_round, warn_if_busy
 from common.cli import OneLineParser, UsageError, command
@@ -67,14 +67,14 @@ def worker_args(data: str, warmup: int, steps: int, result: Path, round_number: 
 
 
 def one_machine_job(args: list) -> None:
-    run_module("torch.distributed.run", "--standalone", "--nproc-per-node=2", *args,
+    run_module(*TORCHRUN, "--standalone", "--nproc-per-node=2", *args,
                what="the NPROC=2 job on one machine", OMP_NUM_THREADS=1)
 
 
 def node_command(host: netns.Host, master: netns.Host, args: list) -> list[str]:
     """torchrun on `host` as one of two nodes: its own address for the workers' store
     (--local-addr), the store hosted by the master's node (is_host), gloo on the veth."""
-    return host.command([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+    return host.command([sys.executable, "-m", *TORCHRUN, "--nnodes=2", "--nproc-per-node=1",
                          "--rdzv-backend=c10d", f"--rdzv-endpoint={master.address}:{RDZV_PORT}",
                          "--rdzv-id=bench-link", f"--rdzv-conf=is_host={int(host == master)}",
                          f"--local-addr={host.address}", *args])

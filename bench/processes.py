@@ -14,6 +14,11 @@ class BenchFailure(CommandFailed):
     """A measurement that could not run (not the user's input): exit status 1 with the reason."""
 
 
+# torchrun keeps each job's logs under a new /tmp/torchelastic_* folder that it never removes; the
+# bench neither redirects the workers' output nor reads their error files, so it asks for none.
+TORCHRUN = ["torch.distributed.run", f"--log-dir={os.devnull}"]
+
+
 def run_module(module: str, *args, what: str, **env) -> subprocess.CompletedProcess:
     """Run `python -m module args` to completion; its output is kept and shown only on failure."""
     child_env = dict(os.environ, **{k: str(v) for k, v in env.items()})

@@ -69,14 +69,14 @@ def quality_table(rows: list[dict]) -> str:
 def train_recipe(recipe: str, nproc: int, data: str, steps: int, eval_every: int,
                  eval_iters: int) -> tuple[list[dict], float]:
     """The evaluation records of one trainer run under torchrun, and its wall seconds."""
-    from bench.processes import run_module
+    from bench.processes import TORCHRUN, run_module
     from common.dist_env import DistEnv
     from trainer.distributed import threads_per_rank
     from trainer.metrics import read_metrics
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as out:
         started = time.perf_counter()
-        run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer",
+        run_module(*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "trainer",
                    "--data", data, "--out", out, "--recipe", recipe, "--steps", steps, "--eval-every", eval_every,
                    "--eval-iters", eval_iters, "--sample-tokens", 0, "--no-export", "--progress", "lines",
                    what=f"the {recipe} run",

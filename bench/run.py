@@ -12,7 +12,7 @@ import torch
 from bench import report
 from bench.generation import measure_generation
 from bench.peak import matmul_peak_gflops, model_flops_per_step
-from bench.processes import run_module
+from bench.processes import TORCHRUN, run_module
 from bench.textbook import measure_textbook
 from bench.timing import fastest_round, warn_if_busy
 from common.dist_env import DistEnv
@@ -112,7 +112,7 @@ def run_ddp(nproc: int, data: str, warmup: int, steps: int, ddp_options: dict | 
     threads = threads_per_rank(DistEnv(local_world_size=nproc))  # OMP_NUM_THREADS if the user set it
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_file = Path(tmp) / "result.json"
-        run_module("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
+        run_module(*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", "-m", "bench.ddp_worker",
                    "--data", data, "--warmup", warmup, "--steps", steps, "--result", result_file,
                    "--ddp-options", json.dumps(ddp_options or {}), "--dtype", dtype, "--recipe", recipe,
                    what=f"the NPROC={nproc} run", OMP_NUM_THREADS=threads, **environment)

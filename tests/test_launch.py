@@ -77,12 +77,15 @@ def test_a_signal_to_make_train_ends_in_the_resume_command_which_resumes(tmp_pat
     command = resume.removeprefix("resume with: ")
     assert shlex.split(command)[3] == f"OUT={out}"
     if signum == signal.SIGINT:  # once is enough: the printed command continues the run to its end
-        result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=child_env(), capture_output=True,
-                                text=True, timeout=300)
+        temporary = tmp_path / "tmp"  # and leaves no torchrun log folder (/tmp/torchelastic_*) behind
+        temporary.mkdir()
+        result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=child_env(TMPDIR=temporary),
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"resuming at step {saved}" in result.stdout
         assert sorted(step_losses(out)) == list(range(1, STEPS + 1))
         assert checkpoint.load(out / "model.pt").step == STEPS
+        assert not list(temporary.glob("torchelastic_*"))
 
 
 def test_a_second_ctrl_c_stops_at_once_with_the_resume_command_and_no_traceback(tmp_path, corpus):

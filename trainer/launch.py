@@ -19,7 +19,8 @@ What it adds to a bare `torchrun -m trainer` (which keeps working):
   ChildFailedError report;
 - the workers are forked from this process once it has imported torch and the trainer (torchrun's
   function entrypoint, start method fork), where a worker that `torchrun -m trainer` starts
-  imports them first; each then starts as torchrun's own would (`trainer.forked`).
+  imports them first; each then starts as torchrun's own would (`trainer.forked`);
+- no torchrun log folder (/tmp/torchelastic_*, one per run, never removed).
 """
 
 import importlib
@@ -125,8 +126,10 @@ class Launch:
                           f"--rdzv-conf=join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout},"
                           f"is_host={int(self.node_rank == 0)}", f"--local-addr={self.network.address}"]
         # torchrun's parser wants a program: the workers run trainer.forked with the flags instead.
+        # No log folder: torchrun would make a /tmp/torchelastic_* one for every run and never remove
+        # it, and the workers' output goes to the terminal, their errors in their own lines.
         return [*rendezvous, f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}",
-                "-m", "trainer"]
+                f"--log-dir={os.devnull}", "-m", "trainer"]
 
     # -- the steps ------------------------------------------------------------------------------
 
