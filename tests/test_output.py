@@ -50,19 +50,22 @@ def test_make_plot_draws_the_picture_from_metrics(trained_run, tmp_path):
 
 
 def test_a_read_only_home_keeps_matplotlibs_warnings_out_of_the_output(trained_run, tmp_path):
-    home = tmp_path / "home"
+    """...and the temporary folder matplotlib uses instead is removed at the end."""
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
+    temporary.mkdir()
     shutil.copy(trained_run / "metrics.jsonl", tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(home)], check=True)
     try:
-        env = {k: v for k, v in child_env(HOME=home).items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME",
-                                                                          "XDG_CACHE_HOME", "PYTHONWARNINGS")}
+        env = {k: v for k, v in child_env(HOME=home, TMPDIR=temporary).items()
+               if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "PYTHONWARNINGS")}
         result = subprocess.run([sys.executable, "-m", "trainer.plot", tmp_path], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
     finally:
         subprocess.run(["umount", str(home)], check=True)
     assert result.returncode == 0 and "matplotlib" not in result.stderr.lower(), result.stderr
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(temporary.iterdir())
 
 
 def make(*args, timeout=120) -> subprocess.CompletedProcess:

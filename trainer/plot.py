@@ -6,8 +6,10 @@ The "guessing" line is the loss of a model that knows nothing, ln(vocabulary siz
 vocabulary of the run's own checkpoint (model.pt beside metrics.jsonl).
 """
 
+import atexit
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +18,8 @@ from pathlib import Path
 def choose_matplotlib_dir() -> None:
     """matplotlib keeps its config and font cache under HOME; where it cannot write there (a
     read-only HOME) it warns into the run's output and uses a temporary folder. Choose that
-    temporary folder first (MPLCONFIGDIR), so the run's output stays the run's."""
+    temporary folder first (MPLCONFIGDIR), so the run's output stays the run's, and remove it at
+    exit as matplotlib removes its own."""
     if os.environ.get("MPLCONFIGDIR"):
         return
     home = Path.home()
@@ -24,6 +27,7 @@ def choose_matplotlib_dir() -> None:
                Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "matplotlib"]
     if not all(writable(folder) for folder in folders):
         os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="matplotlib-")
+        atexit.register(shutil.rmtree, os.environ["MPLCONFIGDIR"], ignore_errors=True)
 
 
 def writable(folder: Path) -> bool:
